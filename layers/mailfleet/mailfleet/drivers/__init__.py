@@ -1,0 +1,24 @@
+"""One driver per host kind. Drivers are imported lazily so a function only pays for
+the kinds it uses (pymap pulls in grpclib and protobuf)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from mailfleet.models.hosts import HostKind
+
+if TYPE_CHECKING:
+    from mailfleet.drivers.base import Driver
+
+_MODULES: dict[HostKind, tuple[str, str]] = {
+    HostKind.DOVECOT: ("mailfleet.drivers.dovecot", "DovecotDriver"),
+    HostKind.PROXY: ("mailfleet.drivers.proxy", "ProxyDriver"),
+    HostKind.APPLIANCE: ("mailfleet.drivers.appliance", "ApplianceDriver"),
+    HostKind.PYMAP: ("mailfleet.drivers.pymap", "PymapDriver"),
+}
+
+
+def driver_class(kind: HostKind | str) -> type[Driver]:
+    module_name, class_name = _MODULES[HostKind(kind)]
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,153 @@
+"""The small interface every driver implements.
+
+A driver is built for one host with its credentials, lists the actions that host accepts
+(with a pydantic model for the parameters) and performs one action, returning JSON-able
+output or raising HostError. It never retries an authentication failure.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
+from mailfleet.models.hosts import Credentials, Host
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action a host accepts. `mutating` actions change the host (audited as such)."""
+
+    name: str
+    description: str
+    params: type[BaseModel] = NoParams
+    mutating: bool = False
+    # For hosts that describe their own commands (doveadm), a ready JSON schema.
+    schema: dict[str, Any] | None = None
+
+    def parameters_schema(self) -> dict[str, Any]:
+        return self.schema if self.schema is not None else self.params.model_json_schema()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "mutating": self.mutating,
+            "parameters": self.parameters_schema(),
+        }
+
+
+@dataclass
+class Deadline:
+    """The time left for one host's action; every wait and request is bounded by it."""
+
+    at: float
+    seconds: float = 0.0
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def timeout(self, cap: float | None = None) -> float:
+        """Seconds the next wait may take; raises a timeout error once none are left."""
+        left = self.remaining()
+        if left <= 0:
+            raise HostError(ErrorType.TIMEOUT, f"no answer within {self.seconds:g} s")
+        return min(left, cap) if cap is not None else left
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, min(seconds, self.remaining())))
+
+
+class CredentialKeeper(Protocol):
+    """Writes a host's credentials back (token rotation). Implemented over Secrets Manager
+    staging labels: the new value is saved as pending before the host is told, and
+    promoted only once the host accepted it."""
+
+    def stage_pending(self, credentials: Credentials) -> None: ...
+
+    def promote_pending(self) -> None: ...
+
+    def discard_pending(self) -> None: ...
+
+
+@dataclass
+class DriverContext:
+    """What a driver may use besides its host: where to keep rotated credentials, where
+    to put large downloads, and a hook to report progress of long operations."""
+
+    keeper: CredentialKeeper | None = None
+    progress: Callable[[dict[str, Any]], None] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Driver(ABC):
+    kind: ClassVar[str]
+
+    def __init__(
+        self, host: Host, credentials: Credentials, context: DriverContext | None = None
+    ) -> None:
+        self.host = host
+        self.credentials = credentials
+        self.context = context or DriverContext()
+
+    @classmethod
+    @abstractmethod
+    def static_actions(cls) -> dict[str, ActionSpec]:
+        """The actions every host of this kind accepts (dovecot: none known up front)."""
+
+    def actions(self, deadline: Deadline | None = None) -> dict[str, ActionSpec]:
+        """The actions this host accepts; may ask the host (dovecot)."""
+        return self.static_actions()
+
+    def validate(self, action: str, params: dict[str, Any], deadline: Deadline | None = None
+                 ) -> dict[str, Any]:
+        """Check `params` against the action's model; returns them normalized."""
+        spec = self.actions(deadline).get(action)
+        if spec is None:
+            raise Unsupported(f"{self.kind} host {self.host.id} has no action {action!r}")
+        return validate_params(spec, params)
+
+    @abstractmethod
+    def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
+        """Run one action; `params` were validated. Returns JSON-able output."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the driver holds (sockets, event loops)."""
+
+
+def validate_params(spec: ActionSpec, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        model = spec.params.model_validate(params or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidParams(f"{spec.name}: {reasons}", field=where) from None
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def require_secret(credentials: Credentials, *names: str) -> dict[str, str]:
+    """The first present field among `names`, as {name: value}; a credentials error if none."""
+    for name in names:
+        value = getattr(credentials, name)
+        if value is not None:
+            return {name: value.get_secret_value()}
+    raise HostError(ErrorType.CREDENTIALS, f"the host's secret has no {' or '.join(names)}")

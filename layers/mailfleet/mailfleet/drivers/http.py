@@ -1,0 +1,129 @@
+"""Pooled HTTPS sessions per host, with verification on by default and certificate pins.
+
+One requests.Session per host endpoint and TLS setting, reused across actions and jobs
+in the same process. A pinned host is checked by urllib3's `assert_fingerprint` right
+after the handshake, so on a mismatch no request is ever sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import threading
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from mailfleet.errors import ErrorType, HostError
+from mailfleet.models.hosts import Host, TlsOptions
+
+CONNECT_TIMEOUT = 5.0
+
+_sessions: dict[tuple[str, str, str, int], requests.Session] = {}
+_lock = threading.Lock()
+
+
+class _PinnedAdapter(HTTPAdapter):
+    def __init__(self, pin_hex: str, **kwargs: Any) -> None:
+        self._pin = pin_hex
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self._pin
+        super().init_poolmanager(*args, **kwargs)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[no-untyped-def]
+        # The pin replaces chain verification: a self-signed certificate is expected.
+        params, key = super().build_connection_pool_key_attributes(request, False, cert)
+        key["assert_fingerprint"] = self._pin
+        return params, key
+
+
+def _ca_file(pem: str) -> str:
+    """CA bundles are written once per content to a private temp file (requests wants a path)."""
+    digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"mailfleet-ca-{digest}.pem")
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(prefix="mailfleet-ca-", suffix=".pem")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(pem)
+        os.replace(tmp, path)
+    return path
+
+
+def session_for(host: Host) -> requests.Session:
+    tls = host.tls
+    key = (host.id, host.endpoint, tls.model_dump_json(), host.max_concurrency)
+    with _lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = _new_session(tls, host.max_concurrency)
+            _sessions[key] = session
+        return session
+
+
+def _new_session(tls: TlsOptions, pool_size: int) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxies or netrc from the environment
+    if tls.pin_sha256:
+        adapter: HTTPAdapter = _PinnedAdapter(tls.pin_sha256, pool_maxsize=pool_size, max_retries=0)
+        session.verify = False
+    else:
+        adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=0)
+        if tls.ca_pem:
+            session.verify = _ca_file(tls.ca_pem)
+        else:
+            session.verify = tls.verify
+    session.mount("https://", adapter)
+    session.mount("http://", HTTPAdapter(pool_maxsize=pool_size, max_retries=0))
+    return session
+
+
+def forget_sessions(host_id: str | None = None) -> None:
+    """Drop pooled sessions (after a host's endpoint or TLS settings change)."""
+    with _lock:
+        for key in [k for k in _sessions if host_id is None or k[0] == host_id]:
+            _sessions.pop(key).close()
+
+
+def transport_error(exc: requests.RequestException, *, sent: bool | None = None) -> HostError:
+    """Map a requests failure to the shared taxonomy. Messages carry no URL (a query may
+    hold a token) and no header."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = str(exc)
+        if "Fingerprints did not match" in text or "fingerprint" in text.lower():
+            return HostError(ErrorType.TLS, "certificate does not match the pinned SHA-256 "
+                             "fingerprint; nothing was sent")
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return HostError(ErrorType.TLS, "certificate verification failed; nothing was sent")
+        return HostError(ErrorType.TLS, "TLS handshake failed; nothing was sent")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return HostError(ErrorType.TIMEOUT, "connect timed out", retryable=True)
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return HostError(ErrorType.TIMEOUT, "no answer before the deadline (the request was sent)")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        root = _root_cause(exc)
+        if isinstance(root, ConnectionRefusedError):
+            return HostError(ErrorType.CONNECTION, "connection refused", retryable=True)
+        if isinstance(root, http.client.RemoteDisconnected | ConnectionResetError):
+            return HostError(ErrorType.CONNECTION,
+                             "the host closed the connection without a response")
+        if "Name or service not known" in str(exc) or "getaddrinfo" in str(exc):
+            return HostError(ErrorType.CONNECTION, "host name does not resolve", retryable=True)
+        return HostError(ErrorType.CONNECTION, f"connection failed ({type(root).__name__})")
+    return HostError(ErrorType.CONNECTION, f"request failed ({type(exc).__name__})")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost OS or http.client error behind requests' and urllib3's wrappers."""
+    current: BaseException = exc
+    for _ in range(10):
+        inner = [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        nxt = current.__cause__ or current.__context__ or (inner[-1] if inner else None)
+        if nxt is None:
+            break
+        current = nxt
+    return current
