@@ -52,6 +52,7 @@ class Deadline:
 
     at: float
     seconds: float = 0.0
+    attempts: int = 0  # wire attempts of the action itself, reported in the host's result
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:
@@ -70,6 +71,11 @@ class Deadline:
             raise HostError(ErrorType.TIMEOUT, f"no answer within {self.seconds:g} s")
         return min(left, cap) if cap is not None else left
 
+    def attempt(self) -> int:
+        """Count one more try of the action (drivers call it before each send)."""
+        self.attempts += 1
+        return self.attempts
+
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, min(seconds, self.remaining())))
 
@@ -86,12 +92,22 @@ class CredentialKeeper(Protocol):
     def discard_pending(self) -> None: ...
 
 
+class BlobStore(Protocol):
+    """Where large inputs come from and downloads go (S3 in AWS, moto's S3 locally)."""
+
+    def get(self, uri: str) -> bytes: ...
+
+    def put(self, name: str, data: bytes, content_type: str = "application/octet-stream"
+            ) -> str: ...
+
+
 @dataclass
 class DriverContext:
     """What a driver may use besides its host: where to keep rotated credentials, where
     to put large downloads, and a hook to report progress of long operations."""
 
     keeper: CredentialKeeper | None = None
+    blobs: BlobStore | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
