@@ -97,8 +97,9 @@ class BlobStore(Protocol):
 
     def get(self, uri: str) -> bytes: ...
 
-    def put(self, name: str, data: bytes, content_type: str = "application/octet-stream"
-            ) -> str: ...
+    def put(
+        self, name: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> str: ...
 
 
 @dataclass
@@ -131,8 +132,9 @@ class Driver(ABC):
         """The actions this host accepts; may ask the host (dovecot)."""
         return self.static_actions()
 
-    def validate(self, action: str, params: dict[str, Any], deadline: Deadline | None = None
-                 ) -> dict[str, Any]:
+    def validate(
+        self, action: str, params: dict[str, Any], deadline: Deadline | None = None
+    ) -> dict[str, Any]:
         """Check `params` against the action's model; returns them normalized."""
         spec = self.actions(deadline).get(action)
         if spec is None:

@@ -95,8 +95,10 @@ def transport_error(exc: requests.RequestException, *, sent: bool | None = None)
     if isinstance(exc, requests.exceptions.SSLError):
         text = str(exc)
         if "Fingerprints did not match" in text or "fingerprint" in text.lower():
-            return HostError(ErrorType.TLS, "certificate does not match the pinned SHA-256 "
-                             "fingerprint; nothing was sent")
+            return HostError(
+                ErrorType.TLS,
+                "certificate does not match the pinned SHA-256 fingerprint; nothing was sent",
+            )
         if "CERTIFICATE_VERIFY_FAILED" in text:
             return HostError(ErrorType.TLS, "certificate verification failed; nothing was sent")
         return HostError(ErrorType.TLS, "TLS handshake failed; nothing was sent")
@@ -109,8 +111,9 @@ def transport_error(exc: requests.RequestException, *, sent: bool | None = None)
         if isinstance(root, ConnectionRefusedError):
             return HostError(ErrorType.CONNECTION, "connection refused", retryable=True)
         if isinstance(root, http.client.RemoteDisconnected | ConnectionResetError):
-            return HostError(ErrorType.CONNECTION,
-                             "the host closed the connection without a response")
+            return HostError(
+                ErrorType.CONNECTION, "the host closed the connection without a response"
+            )
         if "Name or service not known" in str(exc) or "getaddrinfo" in str(exc):
             return HostError(ErrorType.CONNECTION, "host name does not resolve", retryable=True)
         return HostError(ErrorType.CONNECTION, f"connection failed ({type(root).__name__})")

@@ -1,0 +1,311 @@
+"""The fan-out engine: one action on many hosts with bounded concurrency.
+
+Guarantees, whatever the hosts do: at most `concurrency` hosts in flight; at most a
+host's own `max_concurrency` actions on it at once across every job in this process;
+no host runs past its deadline (a host that hangs is abandoned and marked TIMED_OUT);
+once `max_errors` failures are counted or the job is cancelled no further host is
+started and those left are SKIPPED; every host gets exactly one result.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mailfleet.drivers.base import Deadline
+from mailfleet.errors import ErrorType, HostError
+from mailfleet.models.common import now_iso
+from mailfleet.models.hosts import Host
+from mailfleet.models.jobs import ResultStatus
+
+# A host whose driver ignores its deadline gets this much longer before we abandon it.
+GRACE_SECONDS = 2.0
+MAX_OUTPUT_BYTES = 64 * 1024
+
+Perform = Callable[[Host, Deadline], Any]
+
+
+class ResultSink(Protocol):
+    def record(self, result: dict[str, Any]) -> None: ...
+
+
+class ErrorBudget(Protocol):
+    """Counts failures; says whether another host may start. Shared across batches on
+    the distributed path (a DynamoDB counter), in memory otherwise."""
+
+    def may_start(self) -> bool: ...
+
+    def failed(self) -> None: ...
+
+
+@dataclass
+class LocalErrorBudget:
+    limit: int | None
+    count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def may_start(self) -> bool:
+        with self._lock:
+            return self.limit is None or self.count < self.limit
+
+    def failed(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+class HostSlots:
+    """Per-host concurrency caps shared by every job running in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[str, tuple[int, threading.BoundedSemaphore]] = {}
+
+    def for_host(self, host: Host) -> threading.BoundedSemaphore:
+        with self._lock:
+            size, sem = self._slots.get(host.id, (0, None))  # type: ignore[arg-type]
+            if sem is None or size != host.max_concurrency:
+                sem = threading.BoundedSemaphore(host.max_concurrency)
+                self._slots[host.id] = (host.max_concurrency, sem)
+            return sem
+
+
+HOST_SLOTS = HostSlots()
+
+
+@dataclass
+class _Task:
+    host: Host
+    deadline: Deadline
+    started: float
+    started_at: str
+    claimed: bool = False  # set by whoever records the result first (task or watchdog)
+
+
+@dataclass
+class Summary:
+    counts: Counter[str]
+    elapsed_s: float
+    stopped_by: str | None = None  # "max_errors" | "cancelled" | "time" | None
+
+
+def run(
+    hosts: Iterable[Host],
+    perform: Perform,
+    sink: ResultSink,
+    *,
+    concurrency: int,
+    timeout_seconds: float,
+    budget: ErrorBudget | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    out_of_time: Callable[[], bool] | None = None,
+    slots: HostSlots = HOST_SLOTS,
+) -> Summary:
+    """Run `perform` on every host; every host's result goes to `sink` exactly once.
+
+    `should_stop` (cancellation) and `out_of_time` (the worker must hand over) are
+    checked before each host starts. Hosts not started because of `out_of_time` get no
+    result: the caller resumes them elsewhere.
+    """
+    budget = budget or LocalErrorBudget(None)
+    counts: Counter[str] = Counter()
+    counts_lock = threading.Lock()
+    free = threading.BoundedSemaphore(max(1, concurrency))
+    inflight: dict[int, _Task] = {}
+    inflight_lock = threading.Lock()
+    all_done = threading.Condition(inflight_lock)
+    t0 = time.monotonic()
+
+    def emit(
+        task_or_host: _Task | Host,
+        status: ResultStatus,
+        *,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        attempts: int = 0,
+    ) -> None:
+        if isinstance(task_or_host, _Task):
+            host, started_at = task_or_host.host, task_or_host.started_at
+            duration = int((time.monotonic() - task_or_host.started) * 1000)
+        else:
+            host, started_at, duration = task_or_host, None, None
+        result: dict[str, Any] = {"host": host.id, "status": status.value, "attempts": attempts}
+        if output is not None:
+            result["output"] = _bounded(output)
+        if error is not None:
+            result["error"] = error
+        if started_at is not None:
+            result.update(started_at=started_at, finished_at=now_iso(), duration_ms=duration)
+        if status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT):
+            budget.failed()
+        with counts_lock:
+            counts[status.value] += 1
+        sink.record(result)
+
+    def finish(key: int, task: _Task, status: ResultStatus, **kw: Any) -> None:
+        with inflight_lock:
+            if task.claimed:
+                return  # the watchdog already gave up on this host
+            task.claimed = True
+            inflight.pop(key, None)
+        emit(task, status, **kw)
+        free.release()
+        with inflight_lock:
+            all_done.notify_all()
+
+    def work(key: int, task: _Task) -> None:
+        host_slot = slots.for_host(task.host)
+        try:
+            if not host_slot.acquire(timeout=max(0.0, task.deadline.remaining())):
+                raise HostError(
+                    ErrorType.TIMEOUT,
+                    "no free slot on the host before the deadline "
+                    f"(host max_concurrency {task.host.max_concurrency})",
+                )
+            try:
+                output = perform(task.host, task.deadline)
+            finally:
+                host_slot.release()
+        except HostError as exc:
+            status = (
+                ResultStatus.TIMED_OUT if exc.type == ErrorType.TIMEOUT else ResultStatus.FAILED
+            )
+            finish(key, task, status, error=exc.to_dict(), attempts=task.deadline.attempts)
+        except Exception as exc:  # a driver bug must not lose the host's result
+            error = HostError(
+                ErrorType.COMMAND, f"internal error in the driver: {type(exc).__name__}"
+            )
+            finish(
+                key,
+                task,
+                ResultStatus.FAILED,
+                error=error.to_dict(),
+                attempts=task.deadline.attempts,
+            )
+        else:
+            finish(
+                key,
+                task,
+                ResultStatus.SUCCEEDED,
+                output=output,
+                attempts=max(1, task.deadline.attempts),
+            )
+
+    def watchdog() -> None:
+        while True:
+            with inflight_lock:
+                if stop_watch.is_set() and not inflight:
+                    return
+                now = time.monotonic()
+                late = [
+                    (k, t)
+                    for k, t in inflight.items()
+                    if now > t.deadline.at + GRACE_SECONDS and not t.claimed
+                ]
+                for key, task in late:
+                    task.claimed = True
+                    inflight.pop(key, None)
+            for _key, task in late:
+                error = HostError(
+                    ErrorType.TIMEOUT,
+                    f"no answer within {timeout_seconds:g} s; the host was abandoned",
+                )
+                emit(
+                    task,
+                    ResultStatus.TIMED_OUT,
+                    error=error.to_dict(),
+                    attempts=task.deadline.attempts,
+                )
+                free.release()
+            if late:
+                with inflight_lock:
+                    all_done.notify_all()
+            time.sleep(0.05)
+
+    stop_watch = threading.Event()
+    watcher = threading.Thread(target=watchdog, name="fanout-watchdog", daemon=True)
+    watcher.start()
+    stopped_by: str | None = None
+    pending = iter(hosts)
+    try:
+        for key, host in enumerate(pending):
+            free.acquire()
+            reason = _stop_reason(should_stop, budget, out_of_time)
+            if reason:
+                free.release()
+                stopped_by = reason
+                if reason != "time":
+                    _skip(emit, [host, *pending], reason)
+                break
+            task = _Task(host, Deadline.after(timeout_seconds), time.monotonic(), now_iso())
+            with inflight_lock:
+                inflight[key] = task
+            threading.Thread(
+                target=work, args=(key, task), name=f"host-{host.id}", daemon=True
+            ).start()
+    finally:
+        with inflight_lock:
+            while inflight:
+                all_done.wait(timeout=0.1)
+        stop_watch.set()
+        watcher.join(timeout=1)
+    return Summary(counts, time.monotonic() - t0, stopped_by)
+
+
+def _stop_reason(
+    should_stop: Callable[[], bool] | None,
+    budget: ErrorBudget,
+    out_of_time: Callable[[], bool] | None,
+) -> str | None:
+    if should_stop is not None and should_stop():
+        return "cancelled"
+    if not budget.may_start():
+        return "max_errors"
+    if out_of_time is not None and out_of_time():
+        return "time"
+    return None
+
+
+def _skip(emit: Callable[..., None], hosts: Iterable[Host], reason: str) -> None:
+    why = {
+        "cancelled": "the job was cancelled before this host started",
+        "max_errors": "max_errors was reached before this host started",
+    }[reason]
+    for host in hosts:
+        emit(host, ResultStatus.SKIPPED, output={"skipped": why})
+
+
+def _bounded(output: Any) -> Any:
+    """Keep results within a DynamoDB item: large outputs are cut, and say so."""
+    try:
+        text = json.dumps(output, default=str)
+    except (TypeError, ValueError):
+        return {"unserializable": type(output).__name__}
+    if len(text) <= MAX_OUTPUT_BYTES:
+        return output
+    return {"truncated": True, "bytes": len(text), "preview": text[: MAX_OUTPUT_BYTES - 1024]}
+
+
+class CachedCheck:
+    """Calls an expensive check (a DynamoDB read) at most every `interval` seconds."""
+
+    def __init__(self, check: Callable[[], bool], interval: float = 0.5) -> None:
+        self._check = check
+        self._interval = interval
+        self._last = 0.0
+        self._value = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if self._value:
+                return True
+            now = time.monotonic()
+            if now - self._last >= self._interval:
+                self._last = now
+                self._value = bool(self._check())
+            return self._value

@@ -1,0 +1,1 @@
+"""What mailfleet does, between the thin handlers and the stores."""

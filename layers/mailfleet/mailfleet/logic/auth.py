@@ -1,0 +1,86 @@
+"""Bearer tokens: minted with a public id, stored only as SHA-256, checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from aws_lambda_powertools.utilities import parameters
+
+from mailfleet.config import settings
+from mailfleet.models.common import now_iso
+from mailfleet.models.tokens import Principal, Role, TokenCreate, TokenCreated, TokenView
+from mailfleet.store.tokens import TokenStore
+
+TOKEN_PREFIX = "mft"  # noqa: S105 - a public prefix, not a secret
+BOOTSTRAP_PRINCIPAL = "bootstrap-admin"
+# The bootstrap secret is re-read at most this often (rotating it takes effect within it).
+ADMIN_SECRET_CACHE_SECONDS = 60
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None) -> TokenCreated:
+    token_id = secrets.token_hex(8)
+    token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+    view = TokenView(
+        token_id=token_id,
+        role=request.role,
+        name=request.name,
+        created_at=now_iso(),
+        created_by=created_by,
+    )
+    (store or TokenStore()).put(dict(view.model_dump(mode="json"), token_sha256=sha256_hex(token)))
+    return TokenCreated(**view.model_dump(), token=token)
+
+
+@dataclass
+class Authenticator:
+    """Decides who a bearer token belongs to. No caching of token items: a revoked
+    token fails on its very next request."""
+
+    store: TokenStore
+
+    def principal(self, authorization: str | None) -> Principal | None:
+        token = _bearer(authorization)
+        if token is None:
+            return None
+        if token.startswith(TOKEN_PREFIX + "_"):
+            parts = token.split("_", 2)
+            if len(parts) == 3:
+                item = self.store.get(parts[1])
+                if item and hmac.compare_digest(item["token_sha256"], sha256_hex(token)):
+                    return Principal(
+                        principal=f"token:{item['name']}",
+                        role=Role(item["role"]),
+                        token_id=item["token_id"],
+                    )
+            return None
+        admin = _bootstrap_admin_token()
+        if admin and hmac.compare_digest(sha256_hex(admin), sha256_hex(token)):
+            return Principal(principal=BOOTSTRAP_PRINCIPAL, role=Role.ADMIN)
+        return None
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _bootstrap_admin_token() -> str | None:
+    name = settings().admin_token_secret
+    if not name:
+        return None
+    try:
+        value = parameters.get_secret(name, max_age=ADMIN_SECRET_CACHE_SECONDS)
+    except parameters.exceptions.GetParameterError:
+        return None
+    return value if isinstance(value, str) and value else None

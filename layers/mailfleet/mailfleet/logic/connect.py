@@ -1,0 +1,59 @@
+"""Building a connected driver for an inventory host: credentials from Secrets Manager,
+the cached doveadm command list, the credential keeper for token rotation."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mailfleet.drivers import driver_class
+from mailfleet.drivers.base import BlobStore, Deadline, Driver, DriverContext
+from mailfleet.errors import ErrorType, HostError
+from mailfleet.models.hosts import Host, HostKind
+from mailfleet.store import secrets
+from mailfleet.store.hosts import HostStore
+
+# A host's own command list (doveadm) is trusted for this long before it is fetched again.
+COMMANDS_TTL_SECONDS = 3600
+
+
+def driver_for(host_item: dict[str, Any], *, blobs: BlobStore | None = None) -> Driver:
+    host = Host.model_validate(host_item)
+    if not host.credentials_secret:
+        raise HostError(ErrorType.CREDENTIALS, "host has no credentials secret")
+    credentials = secrets.credentials_for(host.credentials_secret)
+    extras: dict[str, Any] = {}
+    cached = cached_commands(host_item)
+    if cached is not None:
+        extras["doveadm_commands"] = cached
+    context = DriverContext(
+        keeper=secrets.SecretsKeeper(host.credentials_secret), blobs=blobs, extras=extras
+    )
+    return driver_class(host.kind)(host, credentials, context)
+
+
+def cached_commands(host_item: dict[str, Any]) -> list[dict[str, Any]] | None:
+    entry = host_item.get("doveadm_commands")
+    if not entry or time.time() - entry.get("fetched_at", 0) > COMMANDS_TTL_SECONDS:
+        return None
+    return entry.get("commands")
+
+
+def refresh_commands(
+    host_item: dict[str, Any], store: HostStore, timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """Ask a dovecot host for its command list and keep it in the inventory."""
+    driver = driver_for(host_item)
+    try:
+        commands = driver.fetch_commands(Deadline.after(timeout))  # type: ignore[attr-defined]
+    finally:
+        driver.close()
+    store.set_fields(
+        host_item["id"], doveadm_commands={"fetched_at": int(time.time()), "commands": commands}
+    )
+    host_item["doveadm_commands"] = {"fetched_at": int(time.time()), "commands": commands}
+    return commands
+
+
+def is_dovecot(host_item: dict[str, Any]) -> bool:
+    return host_item.get("kind") == HostKind.DOVECOT

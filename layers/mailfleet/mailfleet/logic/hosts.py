@@ -1,0 +1,230 @@
+"""The inventory: registering, changing and removing hosts, and what each host accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from mailfleet.drivers import driver_class
+from mailfleet.drivers.http import forget_sessions
+from mailfleet.errors import HostError
+from mailfleet.logic import connect
+from mailfleet.logic.caller import Caller
+from mailfleet.logic.problems import conflict, invalid, not_found
+from mailfleet.models.common import now_iso
+from mailfleet.models.hosts import (
+    Host,
+    HostCreate,
+    HostKind,
+    HostPatch,
+    check_credentials,
+    check_endpoint,
+)
+from mailfleet.store import secrets
+from mailfleet.store.audit import AuditLog
+from mailfleet.store.hosts import HostExists, HostNotFound, HostStore
+
+# Inventory items keep internal caches the API does not show.
+_INTERNAL = ("doveadm_commands",)
+
+
+class Inventory:
+    def __init__(self, hosts: HostStore | None = None, audit: AuditLog | None = None) -> None:
+        self.hosts = hosts or HostStore()
+        self.audit = audit or AuditLog()
+
+    # ------------------------------------------------------------------ reads
+    def get(self, host_id: str) -> dict[str, Any]:
+        return view(self._item(host_id))
+
+    def list(
+        self, *, kind: str | None, tags: dict[str, str], limit: int, next_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        items, token = self.hosts.list(kind=kind, tags=tags, limit=limit, next_token=next_token)
+        return [view(i) for i in items], token
+
+    def actions(self, host_id: str) -> dict[str, Any]:
+        item = self._item(host_id)
+        if item["kind"] != HostKind.DOVECOT:
+            specs = driver_class(item["kind"]).static_actions()
+            return {
+                "host": host_id,
+                "kind": item["kind"],
+                "source": "driver",
+                "actions": [s.describe() for s in specs.values()],
+            }
+        commands = connect.cached_commands(item)
+        source = "cache"
+        if commands is None:
+            try:
+                commands = connect.refresh_commands(item, self.hosts)
+                source = "host"
+            except HostError as exc:
+                return {
+                    "host": host_id,
+                    "kind": item["kind"],
+                    "source": "unavailable",
+                    "error": exc.to_dict(),
+                    "actions": [],
+                }
+        from mailfleet.drivers.dovecot import actions_from_commands
+
+        specs = actions_from_commands(commands)
+        return {
+            "host": host_id,
+            "kind": item["kind"],
+            "source": source,
+            "actions": [s.describe() for s in specs.values()],
+        }
+
+    # ------------------------------------------------------------------ writes
+    def register(self, body: HostCreate, caller: Caller) -> dict[str, Any]:
+        secret_name = body.credentials_secret
+        if secret_name is not None:
+            self._check_external_secret(body.kind, secret_name, "credentials_secret")
+        stamp = now_iso()
+        host = Host(
+            id=body.id,
+            kind=body.kind,
+            endpoint=body.endpoint,
+            tls=body.tls,
+            tags=body.tags,
+            max_concurrency=body.max_concurrency,
+            maintenance=body.maintenance,
+            credentials_secret=secret_name or secrets.managed_name(body.id),
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        try:
+            # The item first: a conflicting id must never overwrite another host's secret.
+            self.hosts.create(host)
+        except HostExists:
+            raise conflict(f"host {body.id!r} already exists") from None
+        if body.credentials is not None:
+            try:
+                secrets.create_for_host(body.id, body.credentials)
+            except Exception:
+                self.hosts.delete(body.id)
+                raise
+        self.audit.append(
+            actor=caller.principal,
+            source_ip=caller.source_ip,
+            request_id=caller.request_id,
+            action="host.create",
+            target=body.id,
+            outcome="ok",
+            params=_audit_params(host, credentials_given=body.credentials is not None),
+        )
+        return view(host.model_dump(mode="json", exclude_none=True))
+
+    def update(self, host_id: str, patch: HostPatch, caller: Caller) -> dict[str, Any]:
+        item = self._item(host_id)
+        host = Host.model_validate(item)
+        changes = patch.model_dump(exclude_unset=True)
+        if not changes:
+            raise invalid("body", "nothing to change")
+        if patch.endpoint is not None:
+            try:
+                host.endpoint = check_endpoint(host.kind, patch.endpoint)
+            except ValueError as exc:
+                raise invalid("endpoint", str(exc)) from None
+        if patch.credentials is not None and patch.credentials_secret is not None:
+            raise invalid("credentials", "give either credentials or credentials_secret")
+        if patch.credentials_secret is not None:
+            self._check_external_secret(host.kind, patch.credentials_secret, "credentials_secret")
+            host.credentials_secret = patch.credentials_secret
+        if patch.credentials is not None:
+            try:
+                check_credentials(host.kind, patch.credentials)
+            except ValueError as exc:
+                raise invalid("credentials", str(exc)) from None
+            host.credentials_secret = secrets.create_for_host(host_id, patch.credentials)
+        for name in ("tls", "tags", "max_concurrency", "maintenance"):
+            value = getattr(patch, name)
+            if value is not None:
+                setattr(host, name, value)
+        host.updated_at = now_iso()
+        fresh = host.model_dump(mode="json", exclude_none=True)
+        if patch.endpoint is None and patch.tls is None and "doveadm_commands" in item:
+            fresh["doveadm_commands"] = item["doveadm_commands"]
+        try:
+            self.hosts.replace(Host.model_validate(fresh))
+            if "doveadm_commands" in fresh:
+                self.hosts.set_fields(host_id, doveadm_commands=fresh["doveadm_commands"])
+        except HostNotFound:
+            raise not_found("host", host_id) from None
+        forget_sessions(host_id)
+        changed = sorted(changes)
+        self.audit.append(
+            actor=caller.principal,
+            source_ip=caller.source_ip,
+            request_id=caller.request_id,
+            action="host.update",
+            target=host_id,
+            outcome="ok",
+            params={
+                "changed": changed,
+                **_audit_params(host, credentials_given="credentials" in changes),
+            },
+        )
+        return view(fresh)
+
+    def delete(self, host_id: str, caller: Caller) -> None:
+        try:
+            old = self.hosts.delete(host_id)
+        except HostNotFound:
+            raise not_found("host", host_id) from None
+        if old.get("credentials_secret") == secrets.managed_name(host_id):
+            secrets.delete_managed(host_id)
+        forget_sessions(host_id)
+        self.audit.append(
+            actor=caller.principal,
+            source_ip=caller.source_ip,
+            request_id=caller.request_id,
+            action="host.delete",
+            target=host_id,
+            outcome="ok",
+            params={"kind": old.get("kind"), "endpoint": old.get("endpoint")},
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _item(self, host_id: str) -> dict[str, Any]:
+        try:
+            return self.hosts.get_item(host_id)
+        except HostNotFound:
+            raise not_found("host", host_id) from None
+
+    @staticmethod
+    def _check_external_secret(kind: HostKind, name: str, field: str) -> None:
+        try:
+            credentials = secrets.load(name, fresh=True)
+            check_credentials(kind, credentials)
+        except secrets.SecretProblem as exc:
+            raise invalid(field, str(exc)) from None
+        except (ValueError, ValidationError) as exc:
+            raise invalid(field, str(exc)) from None
+
+
+def view(item: dict[str, Any]) -> dict[str, Any]:
+    """A host as the API shows it: no credentials (there are none in the item), no caches."""
+    out = {k: v for k, v in item.items() if k not in _INTERNAL}
+    out.setdefault("health", None)
+    return out
+
+
+def _audit_params(host: Host, *, credentials_given: bool) -> dict[str, Any]:
+    return {
+        "kind": host.kind.value,
+        "endpoint": host.endpoint,
+        "tls": {
+            "verify": host.tls.verify,
+            "pinned": host.tls.pin_sha256 is not None,
+            "ca_given": host.tls.ca_pem is not None,
+        },
+        "tags": host.tags,
+        "max_concurrency": host.max_concurrency,
+        "maintenance": host.maintenance,
+        "credentials_secret": host.credentials_secret,
+        "credentials_written": credentials_given,
+    }

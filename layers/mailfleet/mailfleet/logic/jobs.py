@@ -1,0 +1,505 @@
+"""Jobs: resolve targets, check the action before any host is contacted, start the work,
+and run it (worker side) so that every target ends with a result and the job with a
+final status, whatever the hosts do."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mailfleet import aws
+from mailfleet.config import settings
+from mailfleet.drivers import driver_class
+from mailfleet.drivers.base import Deadline, validate_params
+from mailfleet.errors import HostError, InvalidParams
+from mailfleet.fanout import CachedCheck, LocalErrorBudget, run
+from mailfleet.logic import connect
+from mailfleet.logic.caller import Caller
+from mailfleet.logic.problems import FieldError, Problem, invalid, not_found
+from mailfleet.models.common import now_iso, resolve_limit
+from mailfleet.models.hosts import Host, HostKind
+from mailfleet.models.jobs import JobRequest, JobStatus, ResultStatus
+from mailfleet.redact import redact
+from mailfleet.store.audit import AuditLog
+from mailfleet.store.hosts import HostStore
+from mailfleet.store.jobs import BatchedResults, JobNotFound, JobStore
+
+# Command lists missing from the cache are fetched from this many hosts at once, each
+# within this many seconds, when a job is submitted.
+COMMAND_FETCH_PARALLEL = 16
+COMMAND_FETCH_TIMEOUT = 5.0
+# A worker stops starting hosts when less than this (plus the job's timeout) is left.
+HANDOVER_MARGIN_S = 10.0
+
+
+class Jobs:
+    def __init__(
+        self,
+        jobs: JobStore | None = None,
+        hosts: HostStore | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.jobs = jobs or JobStore()
+        self.hosts = hosts or HostStore()
+        self.audit = audit or AuditLog()
+
+    # ------------------------------------------------------------------ submit
+    def submit(self, request: JobRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
+        """Create and start a job. Returns (answer, dry_run)."""
+        items = self.resolve_targets(request)
+        kind = HostKind(items[0]["kind"])
+        params = self.check_action(kind, request, items)
+        job_id = uuid.uuid4().hex
+        total = len(items)
+        job = {
+            "job_id": job_id,
+            "action": request.action,
+            "kind": kind.value,
+            "params": redact(params),
+            "run_params": json.dumps(params),
+            "status": JobStatus.SUCCEEDED.value if request.dry_run else JobStatus.PENDING.value,
+            "total": total,
+            "created_by": caller.principal,
+            "created_at": now_iso(),
+            "max_concurrency": request.max_concurrency,
+            "max_errors": request.max_errors,
+            "timeout_seconds": request.timeout_seconds,
+            "dry_run": request.dry_run,
+            "schedule": request.schedule,
+            "path": "inprocess",
+        }
+        if request.dry_run:
+            job.pop("run_params")
+            job["finished_at"] = job["created_at"]
+            job["counts"] = {ResultStatus.SKIPPED.value: total}
+        self.jobs.create({k: v for k, v in job.items() if v is not None}, [i["id"] for i in items])
+        self.audit.append(
+            actor=caller.principal,
+            source_ip=caller.source_ip,
+            request_id=caller.request_id,
+            action="job.dry_run" if request.dry_run else "job.start",
+            target=f"job:{job_id}",
+            job_id=job_id,
+            outcome="ok",
+            params={
+                "action": request.action,
+                "params": params,
+                "kind": kind.value,
+                "total": total,
+                "schedule": request.schedule,
+            },
+        )
+        answer: dict[str, Any] = {"job_id": job_id, "status": job["status"], "total": total}
+        if request.dry_run:
+            answer["dry_run"] = True
+            answer["targets"] = [{"host": i["id"], "endpoint": i["endpoint"]} for i in items]
+            return answer, True
+        self._start(job_id, caller)
+        return answer, False
+
+    def resolve_targets(self, request: JobRequest) -> list[dict[str, Any]]:
+        targets = request.targets
+        if targets.hosts is not None:
+            found = self.hosts.get_many(targets.hosts)
+            missing = [h for h in targets.hosts if h not in found]
+            if missing:
+                raise invalid("targets.hosts", "unknown host ids: " + ", ".join(missing[:20]))
+            items = [found[h] for h in targets.hosts]
+            kinds = sorted({i["kind"] for i in items})
+            if len(kinds) > 1:
+                raise invalid(
+                    "targets.hosts",
+                    "all targets of a job must be of one kind, got " + ", ".join(kinds),
+                )
+            return items
+        items, _ = self.hosts.list(
+            kind=targets.kind, tags=targets.tags or {}, include_maintenance=False
+        )
+        if not items:
+            raise invalid(
+                "targets",
+                f"no {targets.kind} host outside maintenance matches tags {targets.tags or {}}",
+            )
+        return sorted(items, key=lambda i: i["id"])
+
+    def check_action(
+        self, kind: HostKind, request: JobRequest, items: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The action and its parameters, checked before any host is asked to run it."""
+        if kind != HostKind.DOVECOT:
+            spec = driver_class(kind).static_actions().get(request.action)
+            if spec is None:
+                known = ", ".join(sorted(driver_class(kind).static_actions()))
+                raise invalid(
+                    "action", f"{kind} hosts have no action {request.action!r}; known: {known}"
+                )
+            try:
+                return validate_params(spec, request.params)
+            except InvalidParams as exc:
+                raise _params_problem(exc) from None
+        return self._check_dovecot(request, items)
+
+    def _check_dovecot(self, request: JobRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
+        from mailfleet.drivers.dovecot import validate_against
+
+        lists: dict[str, list[dict[str, Any]]] = {}
+        missing = []
+        for item in items:
+            cached = connect.cached_commands(item)
+            if cached is not None:
+                lists[item["id"]] = cached
+            else:
+                missing.append(item)
+        if missing and not request.dry_run:
+            # Ask the hosts we know nothing about yet; a host that can't answer will fail
+            # at run time as well, where its result says why.
+            def fetch(item: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+                try:
+                    return item["id"], connect.refresh_commands(
+                        item, self.hosts, COMMAND_FETCH_TIMEOUT
+                    )
+                except HostError:
+                    return item["id"], None
+
+            with ThreadPoolExecutor(COMMAND_FETCH_PARALLEL) as pool:
+                for host_id, commands in pool.map(fetch, missing):
+                    if commands is not None:
+                        lists[host_id] = commands
+        params = dict(request.params)
+        problems: dict[tuple[str, str], list[str]] = {}
+        for host_id, commands in lists.items():
+            try:
+                params = validate_against(commands, request.action, request.params)
+            except HostError as exc:
+                field = (
+                    "params." + str(exc.code)
+                    if isinstance(exc, InvalidParams) and exc.code
+                    else ("action" if exc.type == "unsupported" else "params")
+                )
+                problems.setdefault((field, exc.message), []).append(host_id)
+        if problems:
+            errors = [
+                FieldError(
+                    f, f"{m} (hosts: {', '.join(h[:10])}{' and more' if len(h) > 10 else ''})"
+                )
+                for (f, m), h in problems.items()
+            ]
+            raise Problem("the action does not fit the hosts' own command lists", 422, errors)
+        return params
+
+    def _start(self, job_id: str, caller: Caller) -> None:
+        name = settings().fanout_function
+        try:
+            if not name:
+                raise RuntimeError("FANOUT_FUNCTION is not configured")
+            aws.client("lambda").invoke(
+                FunctionName=name,
+                InvocationType="Event",
+                Payload=json.dumps({"job_id": job_id}).encode(),
+            )
+        except Exception as exc:
+            # The job must not stay PENDING forever: record why it never ran.
+            self._fail_unstarted(
+                job_id, f"could not start the job worker: {type(exc).__name__}", caller
+            )
+            raise Problem(
+                "the job was recorded but its worker could not be started; it is marked FAILED",
+                503,
+                extra={"job_id": job_id},
+            ) from None
+
+    def _fail_unstarted(self, job_id: str, reason: str, caller: Caller) -> None:
+        job = self.jobs.get(job_id)
+        self.jobs.write_results(
+            job_id,
+            [
+                {
+                    "host": h,
+                    "status": ResultStatus.SKIPPED.value,
+                    "output": {"skipped": reason},
+                    "attempts": 0,
+                }
+                for h in job["targets"]
+            ],
+        )
+        self.jobs.finish(
+            job_id,
+            JobStatus.FAILED.value,
+            {ResultStatus.SKIPPED.value: job["total"]},
+            now_iso(),
+            note=reason,
+        )
+        self.audit.append(
+            actor=caller.principal,
+            action="job.end",
+            target=f"job:{job_id}",
+            job_id=job_id,
+            outcome="FAILED",
+            params={"reason": reason},
+        )
+
+    # ------------------------------------------------------------------ reads
+    def view(
+        self,
+        job_id: str,
+        *,
+        results: bool = True,
+        results_limit: int | None = None,
+        next_token: str | None = None,
+    ) -> dict[str, Any]:
+        try:
+            job = self.jobs.get(job_id)
+        except JobNotFound:
+            raise not_found("job", job_id) from None
+        out = _public(job)
+        if not results:
+            return out
+        recorded, token = self.jobs.results(job_id, limit=results_limit, next_token=next_token)
+        by_host = {r["host"]: r for r in recorded}
+        targets: list[str] = job.get("targets", [])
+        if results_limit is None or token is None:
+            # Targets with no recorded result yet: pending (or, for a dry run, not contacted).
+            if job.get("dry_run"):
+                filler: dict[str, Any] = {
+                    "status": ResultStatus.SKIPPED.value,
+                    "output": {"skipped": "dry run: not contacted"},
+                }
+            elif job["status"] in (JobStatus.PENDING, JobStatus.RUNNING):
+                filler = {"status": ResultStatus.PENDING.value}
+            else:
+                filler = {
+                    "status": ResultStatus.SKIPPED.value,
+                    "output": {"skipped": "no result was recorded"},
+                }
+            for host in targets:
+                if host not in by_host and next_token is None:
+                    recorded.append({"host": host, "attempts": 0, **filler})
+        out["results"] = recorded
+        out["next_token"] = token
+        if token is None and next_token is None:
+            # Every result is in hand: count them (the job item's counts are written at the end).
+            out["counts"] = dict(Counter(r["status"] for r in recorded))
+        return out
+
+    def list(
+        self, *, status: str | None, limit: int, next_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        jobs, token = self.jobs.list(status=status, limit=limit, next_token=next_token)
+        return [_public(j) for j in jobs], token
+
+    def wait(self, job_id: str, seconds: float) -> bool:
+        """Poll until the job is final or `seconds` pass; true if it finished."""
+        end = time.monotonic() + seconds
+        delay = 0.05
+        while True:
+            status, _ = self.jobs.status(job_id)
+            if JobStatus(status).final:
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(min(delay, max(0.0, end - time.monotonic())))
+            delay = min(delay * 1.5, 0.5)
+
+    def cancel(self, job_id: str, caller: Caller) -> dict[str, Any]:
+        try:
+            status = self.jobs.request_cancel(job_id)
+        except JobNotFound:
+            raise not_found("job", job_id) from None
+        self.audit.append(
+            actor=caller.principal,
+            source_ip=caller.source_ip,
+            request_id=caller.request_id,
+            action="job.cancel",
+            target=f"job:{job_id}",
+            job_id=job_id,
+            outcome="requested" if not JobStatus(status).final else "already_final",
+        )
+        return {"job_id": job_id, "status": status, "cancel_requested": not JobStatus(status).final}
+
+    # ------------------------------------------------------------------ worker side
+    def execute(
+        self,
+        job_id: str,
+        *,
+        remaining_ms: Callable[[], int] | None = None,
+        continue_later: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run a job to its end (or hand the rest over when this worker runs out of time).
+        Safe to call twice: hosts with a recorded result are not run again."""
+        job = self.jobs.get(job_id)
+        if JobStatus(job["status"]).final:
+            return {"job_id": job_id, "status": job["status"], "skipped": "already final"}
+        system = Caller.system("fanout-worker")
+        targets: list[str] = job["targets"]
+        done = {r["host"] for r in self.jobs.results(job_id)[0]}
+        todo = [h for h in targets if h not in done]
+        if job.get("cancel_requested"):
+            self._skip_all(job_id, todo, "the job was cancelled before it started")
+            return self._close(job, system, stopped_by="cancelled")
+        self.jobs.mark_running(job_id, now_iso(), job.get("path", "inprocess"))
+        items = self.hosts.get_many(todo)
+        gone = [h for h in todo if h not in items]
+        if gone:
+            self.jobs.write_results(
+                job_id,
+                [
+                    {
+                        "host": h,
+                        "status": ResultStatus.FAILED.value,
+                        "attempts": 0,
+                        "error": {
+                            "type": "unsupported",
+                            "code": None,
+                            "retryable": False,
+                            "message": "host was removed from the inventory",
+                        },
+                    }
+                    for h in gone
+                ],
+            )
+        params = json.loads(job.get("run_params") or "{}")
+        total = len(targets)
+        concurrency = resolve_limit(job["max_concurrency"], total, minimum=1) or 1
+        max_errors = resolve_limit(job.get("max_errors"), total)
+        budget = LocalErrorBudget(max_errors, count=self._failures_so_far(job_id, done))
+        sink = BatchedResults(self.jobs, job_id)
+        timeout = float(job["timeout_seconds"])
+
+        def perform(host: Any, deadline: Deadline) -> Any:
+            driver = connect.driver_for(items[host.id])
+            try:
+                checked = driver.validate(job["action"], params, deadline)
+                return driver.perform(job["action"], checked, deadline)
+            finally:
+                driver.close()
+
+        hosts = [Host.model_validate(items[h]) for h in todo if h in items]
+        out_of_time = None
+        if remaining_ms is not None:
+
+            def out_of_time() -> bool:
+                return remaining_ms() / 1000 < timeout + HANDOVER_MARGIN_S
+
+        try:
+            summary = run(
+                hosts,
+                perform,
+                sink,
+                concurrency=concurrency,
+                timeout_seconds=timeout,
+                budget=budget,
+                out_of_time=out_of_time,
+                should_stop=CachedCheck(lambda: self.jobs.status(job_id)[1]),
+            )
+        finally:
+            sink.close()
+        if summary.stopped_by == "time" and continue_later is not None:
+            continue_later(job_id)
+            return {"job_id": job_id, "status": "RUNNING", "handed_over": True}
+        return self._close(job, system, stopped_by=summary.stopped_by)
+
+    def _failures_so_far(self, job_id: str, done: set[str]) -> int:
+        if not done:
+            return 0
+        results, _ = self.jobs.results(job_id)
+        return sum(1 for r in results if r["status"] in ("FAILED", "TIMED_OUT"))
+
+    def _skip_all(self, job_id: str, hosts: list[str], why: str) -> None:
+        self.jobs.write_results(
+            job_id,
+            [
+                {
+                    "host": h,
+                    "status": ResultStatus.SKIPPED.value,
+                    "attempts": 0,
+                    "output": {"skipped": why},
+                }
+                for h in hosts
+            ],
+        )
+
+    def _close(
+        self, job: dict[str, Any], caller: Caller, *, stopped_by: str | None
+    ) -> dict[str, Any]:
+        job_id = job["job_id"]
+        results, _ = self.jobs.results(job_id)
+        recorded = {r["host"] for r in results}
+        unaccounted = [h for h in job["targets"] if h not in recorded]
+        if unaccounted:  # nothing may be left without a result
+            self._skip_all(job_id, unaccounted, "not started")
+            results, _ = self.jobs.results(job_id)
+        counts = dict(Counter(r["status"] for r in results))
+        status = final_status(counts, cancelled=stopped_by == "cancelled")
+        self.jobs.finish(
+            job_id,
+            status.value,
+            counts,
+            now_iso(),
+            note=f"stopped: {stopped_by}" if stopped_by else None,
+        )
+        self.audit.append(
+            actor=caller.principal,
+            action="job.end",
+            target=f"job:{job_id}",
+            job_id=job_id,
+            outcome=status.value,
+            params={"counts": counts, "stopped_by": stopped_by},
+        )
+        return {"job_id": job_id, "status": status.value, "counts": counts}
+
+    def fail_job(self, job_id: str, reason: str) -> None:
+        """Last resort when the worker itself breaks: account for every host and end it."""
+        job = self.jobs.get(job_id)
+        if JobStatus(job["status"]).final:
+            return
+        results, _ = self.jobs.results(job_id)
+        recorded = {r["host"] for r in results}
+        self.jobs.write_results(
+            job_id,
+            [
+                {
+                    "host": h,
+                    "status": ResultStatus.FAILED.value,
+                    "attempts": 0,
+                    "error": {
+                        "type": "command",
+                        "code": "worker",
+                        "retryable": True,
+                        "message": reason,
+                    },
+                }
+                for h in job["targets"]
+                if h not in recorded
+            ],
+        )
+        self._close(job, Caller.system("fanout-worker"), stopped_by=None)
+
+
+def final_status(counts: dict[str, int], *, cancelled: bool) -> JobStatus:
+    if cancelled:
+        return JobStatus.CANCELLED
+    ok = counts.get(ResultStatus.SUCCEEDED.value, 0)
+    total = sum(counts.values())
+    if total and ok == total:
+        return JobStatus.SUCCEEDED
+    if ok == 0:
+        return JobStatus.FAILED
+    return JobStatus.PARTIAL
+
+
+def _public(job: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in job.items() if k not in ("run_params", "targets", "error_count")}
+    out.setdefault("counts", {})
+    out.setdefault("finished_at", None)
+    return out
+
+
+def _params_problem(exc: InvalidParams) -> Problem:
+    where = f"params.{exc.field}" if exc.field else "params"
+    reason = exc.message.split(": ", 1)[-1]
+    return Problem(f"{where}: {reason}", 422, [FieldError(where, reason)])

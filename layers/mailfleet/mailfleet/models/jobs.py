@@ -1,0 +1,124 @@
+"""Jobs: one action fanned out to many hosts."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mailfleet.models.common import CountOrPercent
+from mailfleet.models.hosts import HostId, HostKind, TagKey, TagValue
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def final(self) -> bool:
+        return self not in (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+class ResultStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"
+
+
+class Targets(BaseModel):
+    """Either explicit host ids, or a kind and tags (hosts in maintenance are left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: list[HostId] | None = Field(default=None, min_length=1, max_length=100_000)
+    kind: HostKind | None = None
+    tags: dict[TagKey, TagValue] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Targets:
+        if self.hosts is not None and (self.kind is not None or self.tags is not None):
+            raise ValueError("give either hosts, or kind and tags, not both")
+        if self.hosts is None and self.kind is None:
+            raise ValueError("give hosts, or a kind (with optional tags)")
+        if self.hosts is not None:
+            # Each host once: a job runs its action once per host.
+            self.hosts = list(dict.fromkeys(self.hosts))
+        return self
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any] = Field(default_factory=dict)
+    targets: Targets
+    max_concurrency: CountOrPercent = 50
+    max_errors: CountOrPercent | None = None
+    timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    dry_run: bool = False
+    # Set by the scheduler for scheduled runs; shown on the job.
+    schedule: str | None = Field(default=None, max_length=64)
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if value == 0:
+            raise ValueError("must be at least 1 (or a percentage)")
+        return value
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    total: int
+    path: str | None = None
+    dry_run: bool = False
+    targets: list[dict[str, Any]] | None = None
+
+
+class HostErrorView(BaseModel):
+    type: str
+    code: int | str | None = None
+    message: str
+    retryable: bool = False
+
+
+class HostResult(BaseModel):
+    host: str
+    status: ResultStatus
+    output: Any = None
+    error: HostErrorView | None = None
+    attempts: int = 0
+    duration_ms: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    action: str
+    kind: HostKind | None = None
+    params: dict[str, Any]
+    status: JobStatus
+    counts: dict[str, int]
+    total: int
+    created_by: str
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    max_concurrency: int | str
+    max_errors: int | str | None = None
+    timeout_seconds: float
+    path: str = "inprocess"
+    schedule: str | None = None
+    cancel_requested: bool = False
+    results: list[HostResult] | None = None
+    next_token: str | None = None

@@ -1,0 +1,56 @@
+"""Helpers shared by the stores: page tokens and DynamoDB number conversion."""
+
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+from typing import Any
+
+
+class BadPageToken(ValueError):
+    pass
+
+
+def encode_page(key: dict[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    raw = json.dumps(from_dynamo(key), separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page(token: str | None) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadPageToken("next_token is not one this API gave out") from exc
+    if not isinstance(value, dict):
+        raise BadPageToken("next_token is not one this API gave out")
+    return to_dynamo(value)
+
+
+def from_dynamo(value: Any) -> Any:
+    """DynamoDB's Decimals back to int/float, recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamo(v) for v in value]
+    if isinstance(value, set):
+        return sorted(from_dynamo(v) for v in value)
+    return value
+
+
+def to_dynamo(value: Any) -> Any:
+    """floats to Decimal (DynamoDB refuses floats), recursively; empty strings kept."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_dynamo(v) for v in value]
+    return value

@@ -1,0 +1,145 @@
+"""The hosts table: one item per host, never a credential (a secret reference instead)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
+from mailfleet import aws
+from mailfleet.config import settings
+from mailfleet.models.hosts import Host
+from mailfleet.store.base import decode_page, encode_page, from_dynamo, to_dynamo
+
+
+class HostExists(Exception):
+    pass
+
+
+class HostNotFound(Exception):
+    pass
+
+
+class HostStore:
+    def __init__(self, table_name: str | None = None) -> None:
+        self._table = aws.table(table_name or settings().hosts_table)
+
+    def create(self, host: Host) -> None:
+        try:
+            self._table.put_item(
+                Item=to_dynamo(host.model_dump(mode="json", exclude_none=True)),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise HostExists(host.id) from None
+            raise
+
+    def get(self, host_id: str) -> Host:
+        item = self.get_item(host_id)
+        return Host.model_validate(item)
+
+    def get_item(self, host_id: str) -> dict[str, Any]:
+        item = self._table.get_item(Key={"id": host_id}, ConsistentRead=True).get("Item")
+        if item is None:
+            raise HostNotFound(host_id)
+        return from_dynamo(item)
+
+    def get_many(self, host_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Items by id (missing ids are absent), 100 keys per BatchGetItem."""
+        found: dict[str, dict[str, Any]] = {}
+        dynamo = self._table.meta.client
+        name = self._table.name
+        for start in range(0, len(host_ids), 100):
+            keys: list[dict[str, Any]] = [{"id": h} for h in host_ids[start : start + 100]]
+            request: dict[str, Any] = {name: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                answer = dynamo.batch_get_item(RequestItems=request)
+                for item in answer["Responses"].get(name, []):
+                    found[item["id"]] = from_dynamo(item)
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def replace(self, host: Host) -> None:
+        self._table.put_item(
+            Item=to_dynamo(host.model_dump(mode="json", exclude_none=True)),
+            ConditionExpression="attribute_exists(id)",
+        )
+
+    def set_fields(self, host_id: str, **fields: Any) -> None:
+        """Update a few attributes of an existing host (health, cached command lists)."""
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":v{i}": to_dynamo(v) for i, v in enumerate(fields.values())}
+        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        try:
+            self._table.update_item(
+                Key={"id": host_id},
+                UpdateExpression=f"SET {sets}",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise HostNotFound(host_id) from None
+            raise
+
+    def delete(self, host_id: str) -> dict[str, Any]:
+        try:
+            old = self._table.delete_item(
+                Key={"id": host_id},
+                ConditionExpression="attribute_exists(id)",
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise HostNotFound(host_id) from None
+            raise
+        return from_dynamo(old.get("Attributes", {}))
+
+    def list(
+        self,
+        *,
+        kind: str | None = None,
+        tags: dict[str, str] | None = None,
+        include_maintenance: bool = True,
+        limit: int | None = None,
+        next_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Hosts matching kind and every tag, in pages of `limit` (None: all of them)."""
+        condition = None
+        if kind:
+            condition = Attr("kind").eq(kind)
+        for key, value in (tags or {}).items():
+            part = Attr(f"tags.{key}").eq(value) if _plain(key) else None
+            if part is None:
+                continue  # odd tag keys are matched in Python below
+            condition = part if condition is None else condition & part
+        if not include_maintenance:
+            part = Attr("maintenance").ne(True)
+            condition = part if condition is None else condition & part
+        kwargs: dict[str, Any] = {"ConsistentRead": True}
+        if condition is not None:
+            kwargs["FilterExpression"] = condition
+        start = decode_page(next_token)
+        items: list[dict[str, Any]] = []
+        while True:
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            if limit is not None:
+                kwargs["Limit"] = max(limit - len(items), 1) * 4
+            page = self._table.scan(**kwargs)
+            for item in page.get("Items", []):
+                item = from_dynamo(item)
+                if all(item.get("tags", {}).get(k) == v for k, v in (tags or {}).items()):
+                    items.append(item)
+                    if limit is not None and len(items) >= limit:
+                        return items, encode_page({"id": item["id"]})
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return items, None
+
+
+def _plain(key: str) -> bool:
+    return key.replace("_", "").isalnum()

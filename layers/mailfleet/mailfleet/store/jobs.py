@@ -1,0 +1,311 @@
+"""The jobs table: a job item (`sk = "job"`) and one item per host result (`sk = "host#id"`).
+
+Results are written in BatchWriteItem requests of 25; the job item is touched only when
+the job starts, finishes or is cancelled, so a job costs about one write per 25 hosts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from mailfleet import aws
+from mailfleet.config import settings
+from mailfleet.store.base import decode_page, encode_page, from_dynamo, to_dynamo
+
+JOB_SK = "job"
+RESULT_PREFIX = "host#"
+LIST_PK = "JOB"
+FINAL_STATUSES = ["SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
+# Target lists are kept gzipped in the job item; this many ids stay well under 400 KB.
+MAX_TARGETS_INLINE = 100_000
+
+
+class JobNotFound(Exception):
+    pass
+
+
+class JobStore:
+    def __init__(self, table_name: str | None = None) -> None:
+        self._table = aws.table(table_name or settings().jobs_table)
+
+    # ------------------------------------------------------------------ job item
+    def create(self, job: dict[str, Any], targets: list[str]) -> None:
+        item = dict(job, pk=job["job_id"], sk=JOB_SK, list_pk=LIST_PK, status_pk=job["status"])
+        item["targets_gz"] = gzip.compress(json.dumps(targets).encode())
+        item["expires_at"] = int(time.time()) + settings().job_retention_days * 86400
+        self._table.put_item(Item=to_dynamo(item), ConditionExpression=Attr("pk").not_exists())
+
+    def get(self, job_id: str, *, consistent: bool = True) -> dict[str, Any]:
+        item = self._table.get_item(
+            Key={"pk": job_id, "sk": JOB_SK}, ConsistentRead=consistent
+        ).get("Item")
+        if item is None:
+            raise JobNotFound(job_id)
+        return _job_from_item(item)
+
+    def status(self, job_id: str) -> tuple[str, bool]:
+        """(status, cancel_requested), read cheaply for polling."""
+        item = self._table.get_item(
+            Key={"pk": job_id, "sk": JOB_SK},
+            ConsistentRead=True,
+            ProjectionExpression="#s, cancel_requested",
+            ExpressionAttributeNames={"#s": "status"},
+        ).get("Item")
+        if item is None:
+            raise JobNotFound(job_id)
+        return item["status"], bool(item.get("cancel_requested"))
+
+    def mark_running(self, job_id: str, started_at: str, path: str) -> bool:
+        """PENDING → RUNNING; also true when already RUNNING (a resumed worker)."""
+        try:
+            self._table.update_item(
+                Key={"pk": job_id, "sk": JOB_SK},
+                UpdateExpression="SET #s = :r, status_pk = :r, started_at = if_not_exists("
+                "started_at, :t), #p = :p",
+                ConditionExpression=Attr("status").is_in(["PENDING", "RUNNING"]),
+                ExpressionAttributeNames={"#s": "status", "#p": "path"},
+                ExpressionAttributeValues={":r": "RUNNING", ":t": started_at, ":p": path},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        counts: dict[str, int],
+        finished_at: str,
+        note: str | None = None,
+    ) -> bool:
+        """Write the final state once; the full (unredacted) run parameters are dropped."""
+        values: dict[str, Any] = {":s": status, ":c": counts, ":f": finished_at}
+        sets = "#s = :s, status_pk = :s, #c = :c, finished_at = :f"
+        if note:
+            sets += ", note = :n"
+            values[":n"] = note
+        try:
+            self._table.update_item(
+                Key={"pk": job_id, "sk": JOB_SK},
+                UpdateExpression=f"SET {sets} REMOVE run_params",
+                ConditionExpression=~Attr("status").is_in(FINAL_STATUSES),
+                ExpressionAttributeNames={"#s": "status", "#c": "counts"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def request_cancel(self, job_id: str) -> str:
+        """Flag a job for cancellation; returns its status (final jobs are left alone)."""
+        try:
+            answer = self._table.update_item(
+                Key={"pk": job_id, "sk": JOB_SK},
+                UpdateExpression="SET cancel_requested = :t",
+                ConditionExpression=Attr("pk").exists()
+                & Attr("status").is_in(["PENDING", "RUNNING"]),
+                ExpressionAttributeValues={":t": True},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return self.get(job_id)["status"]  # raises JobNotFound for unknown ids
+            raise
+        return answer["Attributes"]["status"]
+
+    def set_fields(self, job_id: str, **fields: Any) -> None:
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":v{i}": to_dynamo(v) for i, v in enumerate(fields.values())}
+        self._table.update_item(
+            Key={"pk": job_id, "sk": JOB_SK},
+            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def add_failure(self, job_id: str, limit: int) -> bool:
+        """Count one failure against a job-wide max_errors; false once the limit is reached."""
+        try:
+            self._table.update_item(
+                Key={"pk": job_id, "sk": JOB_SK},
+                UpdateExpression="ADD error_count :one",
+                ConditionExpression=Attr("error_count").not_exists()
+                | Attr("error_count").lt(limit),
+                ExpressionAttributeValues={":one": 1},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def error_count(self, job_id: str) -> int:
+        item = (
+            self._table.get_item(
+                Key={"pk": job_id, "sk": JOB_SK},
+                ConsistentRead=True,
+                ProjectionExpression="error_count",
+            ).get("Item")
+            or {}
+        )
+        return int(item.get("error_count", 0))
+
+    def list(
+        self, *, status: str | None, limit: int, next_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        if status:
+            kwargs: dict[str, Any] = {
+                "IndexName": "by_status",
+                "KeyConditionExpression": Key("status_pk").eq(status),
+            }
+        else:
+            kwargs = {
+                "IndexName": "by_created",
+                "KeyConditionExpression": Key("list_pk").eq(LIST_PK),
+            }
+        kwargs.update(ScanIndexForward=False, Limit=limit)
+        start = decode_page(next_token)
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        page = self._table.query(**kwargs)
+        return [_job_from_item(i) for i in page.get("Items", [])], encode_page(
+            page.get("LastEvaluatedKey")
+        )
+
+    # ------------------------------------------------------------------ results
+    def write_results(self, job_id: str, results: list[dict[str, Any]]) -> int:
+        """Write results in batches of 25; returns the number of BatchWriteItem requests."""
+        expires = int(time.time()) + settings().job_retention_days * 86400
+        items = [
+            to_dynamo(dict(r, pk=job_id, sk=RESULT_PREFIX + r["host"], expires_at=expires))
+            for r in results
+        ]
+        requests = 0
+        client = self._table.meta.client
+        for start in range(0, len(items), 25):
+            chunk = [{"PutRequest": {"Item": _serialize(i)}} for i in items[start : start + 25]]
+            pending = {self._table.name: chunk}
+            delay = 0.05
+            while pending:
+                requests += 1
+                answer = client.batch_write_item(RequestItems=pending)
+                pending = answer.get("UnprocessedItems") or {}
+                if pending:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        return requests
+
+    def results(
+        self, job_id: str, *, limit: int | None = None, next_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(job_id) & Key("sk").begins_with(RESULT_PREFIX),
+            "ConsistentRead": True,
+        }
+        start = decode_page(next_token)
+        out: list[dict[str, Any]] = []
+        while True:
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            if limit is not None:
+                kwargs["Limit"] = limit - len(out)
+            page = self._table.query(**kwargs)
+            for item in page.get("Items", []):
+                item = from_dynamo(item)
+                for key in ("pk", "sk", "expires_at"):
+                    item.pop(key, None)
+                out.append(item)
+            start = page.get("LastEvaluatedKey")
+            if not start or (limit is not None and len(out) >= limit):
+                return out, encode_page(start)
+
+
+_serializer = None
+
+
+def _serialize(item: dict[str, Any]) -> dict[str, Any]:
+    global _serializer
+    if _serializer is None:
+        from boto3.dynamodb.types import TypeSerializer
+
+        _serializer = TypeSerializer()
+    return {k: _serializer.serialize(v) for k, v in item.items()}
+
+
+def _job_from_item(item: dict[str, Any]) -> dict[str, Any]:
+    job = from_dynamo(item)
+    raw = job.pop("targets_gz", None)
+    if raw is not None:
+        job["targets"] = json.loads(gzip.decompress(bytes(getattr(raw, "value", raw))))
+    for key in ("pk", "sk", "list_pk", "status_pk", "expires_at"):
+        job.pop(key, None)
+    return job
+
+
+class BatchedResults:
+    """A ResultSink that writes host results in batches of 25 from a background flusher,
+    so threads never wait on DynamoDB and a slow job still shows progress every second."""
+
+    def __init__(self, store: JobStore, job_id: str, *, interval: float = 1.0) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._interval = interval
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self.requests = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._loop, name="results-flusher", daemon=True)
+        self._thread.start()
+
+    def record(self, result: dict[str, Any]) -> None:
+        with self._lock:
+            self._buffer.append(result)
+            if len(self._buffer) >= 25:
+                self._wake.set()
+
+    def _take(self, full_only: bool) -> list[dict[str, Any]]:
+        with self._lock:
+            if full_only:
+                n = len(self._buffer) - len(self._buffer) % 25
+            else:
+                n = len(self._buffer)
+            batch, self._buffer = self._buffer[:n], self._buffer[n:]
+            return batch
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._closed:
+            self._wake.wait(timeout=self._interval)
+            self._wake.clear()
+            due = time.monotonic() - last >= self._interval
+            batch = self._take(full_only=not due)
+            if batch:
+                self._write(batch)
+            if due:
+                last = time.monotonic()
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        self.requests += self._store.write_results(self._job_id, batch)
+        self.written += len(batch)
+
+    def close(self) -> None:
+        """Stop the flusher and write what is left."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        batch = self._take(full_only=False)
+        if batch:
+            self._write(batch)
