@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from mailfleet.config import settings
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller

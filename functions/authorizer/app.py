@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     APIGatewayAuthorizerTokenEvent,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from mailfleet.logic.auth import Authenticator
 from mailfleet.store.tokens import TokenStore
 

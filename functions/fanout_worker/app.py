@@ -13,9 +13,10 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
 from mailfleet import aws
 from mailfleet.logic.jobs import Jobs
-from pydantic import BaseModel, ConfigDict
 
 logger = Logger()
 tracer = Tracer()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+
 from mailfleet import fanout
 from mailfleet.drivers.base import Deadline
 from mailfleet.errors import ErrorType, HostError
