@@ -27,36 +27,50 @@ MakeDouble = Callable[..., ProxyDouble]
 MakeDriver = Callable[..., ProxyDriver]
 
 
-def call(driver: ProxyDriver, action: str, params: dict[str, Any] | None = None,
-         seconds: float = 5.0) -> Any:
+def call(
+    driver: ProxyDriver, action: str, params: dict[str, Any] | None = None, seconds: float = 5.0
+) -> Any:
     """Validate then perform, as the engine does."""
     return driver.perform(action, driver.validate(action, params or {}), Deadline.after(seconds))
 
 
-def fails(driver: ProxyDriver, action: str, params: dict[str, Any] | None = None,
-          seconds: float = 5.0) -> HostError:
+def fails(
+    driver: ProxyDriver, action: str, params: dict[str, Any] | None = None, seconds: float = 5.0
+) -> HostError:
     with pytest.raises(HostError) as info:
         call(driver, action, params, seconds)
     return info.value
 
 
-def raw(double: ProxyDouble, method: str, target: str, *, token: str | None = "",
-        ) -> requests.Response:
+def raw(
+    double: ProxyDouble,
+    method: str,
+    target: str,
+    *,
+    token: str | None = "",
+) -> requests.Response:
     """One request straight to the double, verifying its certificate as a CA."""
     headers = {}
     if token is not None:
         headers["Authorization"] = f"Bearer {token or double.token}"
     with requests.Session() as session:
         session.trust_env = False
-        return session.request(method, double.endpoint + target, headers=headers,
-                               verify=str(double.cert.cert_path), timeout=5)
+        return session.request(
+            method,
+            double.endpoint + target,
+            headers=headers,
+            verify=str(double.cert.cert_path),
+            timeout=5,
+        )
 
 
 def raw_bytes(double: ProxyDouble, payload: bytes) -> bytes:
     """Send arbitrary bytes over TLS and read the whole answer."""
     ctx = ssl.create_default_context(cafile=str(double.cert.cert_path))
-    with socket.create_connection(("127.0.0.1", double.port), timeout=5) as sock, \
-            ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", double.port), timeout=5) as sock,
+        ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
         tls.sendall(payload)
         answer = b""
         while chunk := tls.recv(4096):
@@ -77,9 +91,18 @@ def test_action_specs_and_registry() -> None:
     assert driver_class("proxy") is ProxyDriver
     specs = ProxyDriver.static_actions()
     assert set(specs) == {
-        "health", "stats", "destinations.list", "destinations.reset", "mapping.get",
-        "mapping.set", "mapping.delete", "mappings.reload", "cache.invalidate",
-        "connections.kick", "connections.delay", "config.reload",
+        "health",
+        "stats",
+        "destinations.list",
+        "destinations.reset",
+        "mapping.get",
+        "mapping.set",
+        "mapping.delete",
+        "mappings.reload",
+        "cache.invalidate",
+        "connections.kick",
+        "connections.delay",
+        "config.reload",
     }
     reads = {"health", "stats", "destinations.list", "mapping.get"}
     assert {name for name, spec in specs.items() if not spec.mutating} == reads
@@ -93,16 +116,23 @@ def test_health_stats_and_destinations(proxy: ProxyDouble, proxy_driver: MakeDri
     driver = proxy_driver(proxy)
     assert call(driver, "health") == {"ok": True}
     stats = call(driver, "stats")
-    assert stats == {"cache_hits": 0, "cache_misses": 0, "hit_rate_pct": 0.0,
-                     "cache_entries": 0, "active_connections": 0}
+    assert stats == {
+        "cache_hits": 0,
+        "cache_misses": 0,
+        "hit_rate_pct": 0.0,
+        "cache_entries": 0,
+        "active_connections": 0,
+    }
     assert isinstance(stats["hit_rate_pct"], float)
 
     proxy.set_destination_down("stalwart", failures=4)
     listed = call(driver, "destinations.list")
-    assert listed == {"destinations": [
-        {"destination": "legacy", "consecutive_failures": 0, "down": False},
-        {"destination": "stalwart", "consecutive_failures": 4, "down": True},
-    ]}
+    assert listed == {
+        "destinations": [
+            {"destination": "legacy", "consecutive_failures": 0, "down": False},
+            {"destination": "stalwart", "consecutive_failures": 4, "down": True},
+        ]
+    }
     assert call(driver, "destinations.reset", {"destination": "stalwart"}) == {"ok": True}
     assert proxy.destination_state("stalwart") == {"consecutive_failures": 0, "down": False}
 
@@ -111,35 +141,48 @@ def test_health_stats_and_destinations(proxy: ProxyDouble, proxy_driver: MakeDri
     assert err.details["body"] == "unknown destination"
     # One request per action, and the healthz call carried no auth (nothing to log anyway).
     assert [(r.method, r.path, r.status) for r in proxy.requests_log] == [
-        ("GET", "/healthz", 200), ("GET", "/stats", 200), ("GET", "/destinations", 200),
-        ("POST", "/destinations/reset", 200), ("POST", "/destinations/reset", 404),
+        ("GET", "/healthz", 200),
+        ("GET", "/stats", 200),
+        ("GET", "/destinations", 200),
+        ("POST", "/destinations/reset", 200),
+        ("POST", "/destinations/reset", 404),
     ]
 
 
 def test_mapping_lifecycle_with_cache_and_normalization(
-        proxy_double: MakeDouble, proxy_driver: MakeDriver) -> None:
+    proxy_double: MakeDouble, proxy_driver: MakeDriver
+) -> None:
     px = proxy_double(mappings={"bob@example.com": "stalwart"})
     driver = proxy_driver(px)
 
     first = call(driver, "mapping.get", {"identifier": "Alice@Example.COM"})
-    assert first == {"identifier": "Alice@Example.COM", "normalized": "alice@example.com",
-                     "destination": "legacy", "routed_to_default": True, "cached": False}
+    assert first == {
+        "identifier": "Alice@Example.COM",
+        "normalized": "alice@example.com",
+        "destination": "legacy",
+        "routed_to_default": True,
+        "cached": False,
+    }
     again = call(driver, "mapping.get", {"identifier": "alice@example.com"})
     assert again["cached"] is True and again["destination"] == "legacy"
 
-    assert call(driver, "mapping.set",
-                {"identifier": "ALICE@example.com", "destination": "stalwart"}) == {"ok": True}
+    assert call(
+        driver, "mapping.set", {"identifier": "ALICE@example.com", "destination": "stalwart"}
+    ) == {"ok": True}
     assert px.mapping_of("alice@example.com") == "stalwart"
     assert "alice@example.com" not in px.cached  # the PUT dropped the stale route
     after = call(driver, "mapping.get", {"identifier": "alice@example.com"})
-    assert after == {"identifier": "alice@example.com", "normalized": "alice@example.com",
-                     "destination": "stalwart", "routed_to_default": False, "cached": False}
+    assert after == {
+        "identifier": "alice@example.com",
+        "normalized": "alice@example.com",
+        "destination": "stalwart",
+        "routed_to_default": False,
+        "cached": False,
+    }
 
-    assert call(driver, "mapping.delete", {"identifier": "alice@example.com"}) == {
-        "removed": True}
+    assert call(driver, "mapping.delete", {"identifier": "alice@example.com"}) == {"removed": True}
     assert px.mapping_of("alice@example.com") is None
-    assert call(driver, "mapping.delete", {"identifier": "alice@example.com"}) == {
-        "removed": False}
+    assert call(driver, "mapping.delete", {"identifier": "alice@example.com"}) == {"removed": False}
     back = call(driver, "mapping.get", {"identifier": "alice@example.com"})
     assert back["routed_to_default"] is True and back["destination"] == "legacy"
 
@@ -150,7 +193,8 @@ def test_mapping_lifecycle_with_cache_and_normalization(
     # Reserved characters survive the query string intact.
     odd = "Jane Doe+tag&x=1@example.com"
     assert call(driver, "mapping.set", {"identifier": odd, "destination": "stalwart"}) == {
-        "ok": True}
+        "ok": True
+    }
     assert px.mapping_of(odd.lower()) == "stalwart"
     assert px.requests_log[-1].query == {"identifier": odd, "destination": "stalwart"}
 
@@ -182,24 +226,30 @@ def test_kick_delay_and_reloads(proxy: ProxyDouble, proxy_driver: MakeDriver) ->
     assert call(driver, "connections.kick", {"identifier": "carol@example.com"}) == {"kicked": 0}
 
     before = time.time()
-    assert call(driver, "connections.delay",
-                {"identifier": "CAROL@example.com", "seconds": 30}) == {"ok": True}
+    assert call(
+        driver, "connections.delay", {"identifier": "CAROL@example.com", "seconds": 30}
+    ) == {"ok": True}
     delay = proxy.delays["carol@example.com"]
     assert delay.seconds == 30 and before <= delay.set_at <= time.time()
     login = proxy.login("carol@example.com")
     assert 29 < login.held_back <= 30
     assert proxy.sessions_of("carol@example.com") == 1
     assert proxy.requests_to("/connections/delay")[0].query == {
-        "identifier": "CAROL@example.com", "seconds": "30"}
+        "identifier": "CAROL@example.com",
+        "seconds": "30",
+    }
 
     assert call(driver, "mappings.reload") == {"reloaded": True}
     assert call(driver, "config.reload") == {
-        "reloaded": True, "note": "listener and TLS settings need a restart to change"}
+        "reloaded": True,
+        "note": "listener and TLS settings need a restart to change",
+    }
     assert proxy.reload_counts == {"mappings": 1, "config": 1}
 
 
 def test_params_are_checked_before_anything_is_sent(
-        proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
+    proxy: ProxyDouble, proxy_driver: MakeDriver
+) -> None:
     driver = proxy_driver(proxy)
     bad = [
         ("connections.delay", {"identifier": "a@x.test", "seconds": -1}),
@@ -219,7 +269,8 @@ def test_params_are_checked_before_anything_is_sent(
         driver.validate("mapping.rename", {})
     assert proxy.requests_log == []
     assert call(driver, "connections.delay", {"identifier": "a@x.test", "seconds": 0}) == {
-        "ok": True}
+        "ok": True
+    }
     assert proxy.delay_of("a@x.test").seconds == 0
     # An action the proxy has no route for never reaches it.
     with pytest.raises(HostError) as info:
@@ -228,8 +279,7 @@ def test_params_are_checked_before_anything_is_sent(
     assert len(proxy.requests_log) == 1
 
 
-def test_missing_token_is_a_credentials_error_but_health_needs_none(
-        proxy: ProxyDouble) -> None:
+def test_missing_token_is_a_credentials_error_but_health_needs_none(proxy: ProxyDouble) -> None:
     host, _ = proxy_host(proxy)
     driver = ProxyDriver(host, Credentials())
     err = fails(driver, "stats")
@@ -242,7 +292,8 @@ def test_missing_token_is_a_credentials_error_but_health_needs_none(
 
 
 def test_wrong_token_is_one_401_and_the_driver_then_sends_nothing(
-        proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
+    proxy: ProxyDouble, proxy_driver: MakeDriver
+) -> None:
     driver = proxy_driver(proxy, token=WRONG_TOKEN)
     deadline = Deadline.after(5)
     with pytest.raises(HostError) as info:
@@ -254,8 +305,11 @@ def test_wrong_token_is_one_401_and_the_driver_then_sends_nothing(
     assert [(r.path, r.status) for r in proxy.requests_log] == [("/stats", 401)]
 
     # Same instance, i.e. the same job: refused locally, whatever the action.
-    for action, params in (("stats", {}), ("health", {}),
-                           ("mapping.set", {"identifier": "a@x.test", "destination": "legacy"})):
+    for action, params in (
+        ("stats", {}),
+        ("health", {}),
+        ("mapping.set", {"identifier": "a@x.test", "destination": "legacy"}),
+    ):
         again = Deadline.after(5)
         with pytest.raises(HostError) as info:
             driver.perform(action, params, again)
@@ -269,7 +323,8 @@ def test_wrong_token_is_one_401_and_the_driver_then_sends_nothing(
 
 
 def test_five_failed_jobs_lock_the_controller_out(
-        proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
+    proxy: ProxyDouble, proxy_driver: MakeDriver
+) -> None:
     for _ in range(5):  # five jobs, each with its own driver instance
         assert fails(proxy_driver(proxy, token=WRONG_TOKEN), "stats").type == ErrorType.AUTH
     assert proxy.locked_out()
@@ -315,8 +370,7 @@ def test_short_token_refuses_to_start() -> None:
 # ---- TLS -------------------------------------------------------------------------------
 
 
-def test_pin_mismatch_fails_in_the_handshake(proxy: ProxyDouble,
-                                             proxy_driver: MakeDriver) -> None:
+def test_pin_mismatch_fails_in_the_handshake(proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
     driver = proxy_driver(proxy, pin="ab" * 32)
     err = fails(driver, "mapping.set", {"identifier": "a@x.test", "destination": "stalwart"})
     assert err.type == ErrorType.TLS
@@ -327,7 +381,8 @@ def test_pin_mismatch_fails_in_the_handshake(proxy: ProxyDouble,
 
 
 def test_verification_without_pin_rejects_the_self_signed_cert(
-        proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
+    proxy: ProxyDouble, proxy_driver: MakeDriver
+) -> None:
     err = fails(proxy_driver(proxy, tls=TlsOptions(verify=True)), "stats")
     assert err.type == ErrorType.TLS and "verification failed" in err.message
     time.sleep(0.05)
@@ -340,12 +395,13 @@ def test_verification_without_pin_rejects_the_self_signed_cert(
 # ---- the proxy's own failures ------------------------------------------------------------
 
 
-def test_read_only_store_is_unsupported(proxy_double: MakeDouble,
-                                        proxy_driver: MakeDriver) -> None:
+def test_read_only_store_is_unsupported(proxy_double: MakeDouble, proxy_driver: MakeDriver) -> None:
     px = proxy_double(read_only=True, mappings={"a@x.test": "legacy"})
     driver = proxy_driver(px)
-    for action, params in (("mapping.set", {"identifier": "a@x.test", "destination": "stalwart"}),
-                           ("mapping.delete", {"identifier": "a@x.test"})):
+    for action, params in (
+        ("mapping.set", {"identifier": "a@x.test", "destination": "stalwart"}),
+        ("mapping.delete", {"identifier": "a@x.test"}),
+    ):
         err = fails(driver, action, params)
         assert (err.type, err.code, err.retryable) == (ErrorType.UNSUPPORTED, 501, False)
         assert "read-only" in err.message and "cutover" in err.message
@@ -355,18 +411,21 @@ def test_read_only_store_is_unsupported(proxy_double: MakeDouble,
 
 
 def test_injected_500_is_a_retryable_command_error_for_that_account_only(
-        proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
+    proxy: ProxyDouble, proxy_driver: MakeDriver
+) -> None:
     driver = proxy_driver(proxy)
     proxy.inject("PUT", "/mappings", 500, "upsert failed\n", identifier="B@x.test")
-    assert call(driver, "mapping.set", {"identifier": "a@x.test", "destination": "stalwart"}
-                ) == {"ok": True}
+    assert call(driver, "mapping.set", {"identifier": "a@x.test", "destination": "stalwart"}) == {
+        "ok": True
+    }
     err = fails(driver, "mapping.set", {"identifier": "b@x.test", "destination": "stalwart"})
     assert (err.type, err.code, err.retryable) == (ErrorType.COMMAND, 500, True)
     assert err.details["body"] == "upsert failed"
     assert proxy.mapping_of("b@x.test") is None  # an injected failure has no effect
     # times=1: the caller's retry goes through; a 500 did not poison the instance.
-    assert call(driver, "mapping.set", {"identifier": "b@x.test", "destination": "stalwart"}
-                ) == {"ok": True}
+    assert call(driver, "mapping.set", {"identifier": "b@x.test", "destination": "stalwart"}) == {
+        "ok": True
+    }
     assert proxy.mapping_of("b@x.test") == "stalwart"
 
     proxy.inject("DELETE", "/mappings", 500, "remove failed\n")
@@ -378,14 +437,18 @@ def test_injected_500_is_a_retryable_command_error_for_that_account_only(
     assert fails(driver, "stats").retryable is False
 
 
-@pytest.mark.parametrize(("status", "body", "kind"), [
-    (404, "not found\n", ErrorType.UNSUPPORTED),
-    (405, "method not allowed\n", ErrorType.UNSUPPORTED),
-    (400, "identifier required\n", ErrorType.INVALID_PARAMS),
-    (502, "bad gateway\n", ErrorType.COMMAND),
-])
-def test_status_mapping(proxy: ProxyDouble, proxy_driver: MakeDriver,
-                        status: int, body: str, kind: ErrorType) -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (404, "not found\n", ErrorType.UNSUPPORTED),
+        (405, "method not allowed\n", ErrorType.UNSUPPORTED),
+        (400, "identifier required\n", ErrorType.INVALID_PARAMS),
+        (502, "bad gateway\n", ErrorType.COMMAND),
+    ],
+)
+def test_status_mapping(
+    proxy: ProxyDouble, proxy_driver: MakeDriver, status: int, body: str, kind: ErrorType
+) -> None:
     proxy.inject("POST", "/connections/kick", status, body)
     err = fails(proxy_driver(proxy), "connections.kick", {"identifier": "a@x.test"})
     assert (err.type, err.code) == (kind, status)
@@ -393,7 +456,8 @@ def test_status_mapping(proxy: ProxyDouble, proxy_driver: MakeDriver,
 
 
 def test_unexpected_success_body_is_a_command_error(
-        proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
+    proxy: ProxyDouble, proxy_driver: MakeDriver
+) -> None:
     proxy.inject("POST", "/connections/kick", 200, "booted three\n")
     err = fails(proxy_driver(proxy), "connections.kick", {"identifier": "a@x.test"})
     assert (err.type, err.code) == (ErrorType.COMMAND, 200)
@@ -415,7 +479,8 @@ def test_config_reload_failures(proxy_double: MakeDouble, proxy_driver: MakeDriv
 
 
 def test_dead_proxy_is_a_connection_error_until_revived(
-        proxy: ProxyDouble, proxy_driver: MakeDriver) -> None:
+    proxy: ProxyDouble, proxy_driver: MakeDriver
+) -> None:
     driver = proxy_driver(proxy)
     call(driver, "mapping.set", {"identifier": "a@x.test", "destination": "stalwart"})
     proxy.die()
@@ -428,7 +493,8 @@ def test_dead_proxy_is_a_connection_error_until_revived(
 
 
 def test_dying_mid_request_drops_the_connection(
-        proxy_double: MakeDouble, proxy_driver: MakeDriver) -> None:
+    proxy_double: MakeDouble, proxy_driver: MakeDriver
+) -> None:
     px = proxy_double(latency=3.0)
     killer = threading.Timer(0.3, px.die)
     killer.start()
@@ -441,7 +507,8 @@ def test_dying_mid_request_drops_the_connection(
 
 
 def test_latency_beyond_the_deadline_is_a_timeout(
-        proxy_double: MakeDouble, proxy_driver: MakeDriver) -> None:
+    proxy_double: MakeDouble, proxy_driver: MakeDriver
+) -> None:
     px = proxy_double(latency=1.5)
     driver = proxy_driver(px)
     started = time.monotonic()
@@ -489,8 +556,7 @@ def test_plain_and_json_answers_are_exact(proxy: ProxyDouble) -> None:
         ("POST", "/destinations/reset", "", 400, "destination required\n"),
         ("POST", "/destinations/reset?destination=x", "", 404, "unknown destination\n"),
         ("POST", "/connections/kick/", "", 400, "identifier required\n"),
-        ("POST", "/connections/delay?identifier=a", "", 400,
-         "identifier and seconds required\n"),
+        ("POST", "/connections/delay?identifier=a", "", 400, "identifier and seconds required\n"),
         ("POST", "/connections/delay?identifier=a&seconds=-1", "", 400, "invalid seconds\n"),
         ("POST", "/connections/delay?identifier=a&seconds=1.5", "", 400, "invalid seconds\n"),
         ("DELETE", "/mappings?identifier=nobody", "", 200, "absent\n"),
@@ -508,15 +574,26 @@ def test_plain_and_json_answers_are_exact(proxy: ProxyDouble) -> None:
 
 
 def test_query_is_percent_decoded_and_first_occurrence_wins(proxy: ProxyDouble) -> None:
-    answer = raw(proxy, "PUT", "/mappings?identifier=Dan%2Btag%40X.test&identifier=eve%40x.test"
-                 "&destination=stalwart&destination=legacy")
+    answer = raw(
+        proxy,
+        "PUT",
+        "/mappings?identifier=Dan%2Btag%40X.test&identifier=eve%40x.test"
+        "&destination=stalwart&destination=legacy",
+    )
     assert (answer.status_code, answer.text) == (200, "ok\n")
     assert proxy.mappings == {"dan+tag@x.test": "stalwart"}
     looked = raw(proxy, "GET", "/mappings?identifier=DAN%2BTAG%40x.test").json()
-    assert looked == {"identifier": "DAN+TAG@x.test", "normalized": "dan+tag@x.test",
-                      "destination": "stalwart", "routed_to_default": False, "cached": False}
-    assert proxy.requests_log[0].query == {"identifier": "Dan+tag@X.test",
-                                           "destination": "stalwart"}
+    assert looked == {
+        "identifier": "DAN+TAG@x.test",
+        "normalized": "dan+tag@x.test",
+        "destination": "stalwart",
+        "routed_to_default": False,
+        "cached": False,
+    }
+    assert proxy.requests_log[0].query == {
+        "identifier": "Dan+tag@X.test",
+        "destination": "stalwart",
+    }
 
 
 def test_lockout_is_checked_before_the_request_is_parsed(proxy_double: MakeDouble) -> None:
@@ -535,8 +612,9 @@ def test_lockout_is_checked_before_the_request_is_parsed(proxy_double: MakeDoubl
 # ---- several doubles side by side --------------------------------------------------------
 
 
-def test_three_doubles_serve_concurrent_work(proxy_double: MakeDouble,
-                                             proxy_driver: MakeDriver) -> None:
+def test_three_doubles_serve_concurrent_work(
+    proxy_double: MakeDouble, proxy_driver: MakeDriver
+) -> None:
     started = time.perf_counter()
     doubles = [proxy_double(destinations=("legacy", "stalwart")) for _ in range(3)]
     assert time.perf_counter() - started < 1.0

@@ -33,15 +33,17 @@ pytestmark = pytest.mark.pymap
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-def run(driver: PymapDriver, action: str, params: dict | None = None,
-        deadline: Deadline | None = None) -> dict:
+def run(
+    driver: PymapDriver, action: str, params: dict | None = None, deadline: Deadline | None = None
+) -> dict:
     """Validate, then perform, as the engine does."""
     clean = driver.validate(action, params or {})
     return driver.perform(action, clean, deadline or Deadline.after(15))
 
 
-def fails(driver: PymapDriver, action: str, params: dict | None = None,
-          deadline: Deadline | None = None) -> HostError:
+def fails(
+    driver: PymapDriver, action: str, params: dict | None = None, deadline: Deadline | None = None
+) -> HostError:
     with pytest.raises(HostError) as info:
         run(driver, action, params, deadline)
     return info.value
@@ -54,6 +56,7 @@ def new_user(driver: PymapDriver, password: str, **extra: object) -> str:
 
 
 # --- actions ----------------------------------------------------------------------------
+
 
 def test_registry_builds_the_pymap_driver(pymap_tls_host: tuple[Host, Credentials]) -> None:
     driver = driver_class("pymap")(*pymap_tls_host)
@@ -84,8 +87,11 @@ def test_check_reports_serving(pymap_driver: PymapDriver) -> None:
 
 def test_set_then_get_user(pymap_driver: PymapDriver) -> None:
     user = f"u-{uuid.uuid4().hex[:10]}"
-    out = run(pymap_driver, "user.set", {"user": user, "password": "s3cret-one",
-                                         "roles": ["ops"], "params": {"quota": "10"}})
+    out = run(
+        pymap_driver,
+        "user.set",
+        {"user": user, "password": "s3cret-one", "roles": ["ops"], "params": {"quota": "10"}},
+    )
     assert out["user"] == user and out["overwrite"] is False
     got = run(pymap_driver, "user.get", {"user": user})
     assert got["user"] == user
@@ -113,8 +119,7 @@ def test_change_password_takes_effect_over_imap(
     with pymap_imap(pymap_server, user, "old-pass-1"):
         pass
     deadline = Deadline.after(15)
-    out = run(pymap_driver, "user.password", {"user": user, "new_password": "new-pass-2"},
-              deadline)
+    out = run(pymap_driver, "user.password", {"user": user, "new_password": "new-pass-2"}, deadline)
     assert out["user"] == user
     assert deadline.attempts == 2  # GetUser, then SetUser guarded by its entity tag
     with pymap_imap(pymap_server, user, "new-pass-2") as imap:
@@ -128,8 +133,9 @@ def test_change_password_takes_effect_over_imap(
 
 def test_change_password_of_missing_user(pymap_driver: PymapDriver) -> None:
     deadline = Deadline.after(15)
-    err = fails(pymap_driver, "user.password", {"user": "nobody-here", "new_password": "x"},
-                deadline)
+    err = fails(
+        pymap_driver, "user.password", {"user": "nobody-here", "new_password": "x"}, deadline
+    )
     assert (err.type, err.code) == (ErrorType.COMMAND, "UserNotFound")
     assert deadline.attempts == 1  # no SetUser after a failed GetUser
 
@@ -138,10 +144,16 @@ def test_append_is_seen_over_imap(pymap_server: PymapServer, pymap_driver: Pymap
     user = new_user(pymap_driver, password="imap-pass")
     subject = f"mailfleet {uuid.uuid4().hex}"
     when = datetime.datetime(2024, 5, 17, 8, 30, tzinfo=datetime.UTC)
-    out = run(pymap_driver, "append", {
-        "user": user, "message": f"From: ops@example.com\nSubject: {subject}\n\nhello\n",
-        "flags": ["\\Flagged"], "when": when.isoformat(),
-    })
+    out = run(
+        pymap_driver,
+        "append",
+        {
+            "user": user,
+            "message": f"From: ops@example.com\nSubject: {subject}\n\nhello\n",
+            "flags": ["\\Flagged"],
+            "when": when.isoformat(),
+        },
+    )
     assert out["delivered"] is True and out["mailbox"] == "INBOX"
     assert isinstance(out["uid"], int) and isinstance(out["validity"], int)
     with pymap_imap(pymap_server, user, "imap-pass") as imap:
@@ -180,8 +192,10 @@ def test_user_not_found_is_a_command_error(pymap_driver: PymapDriver) -> None:
     deadline = Deadline.after(10)
     err = fails(pymap_driver, "user.get", {"user": "nobody-here"}, deadline)
     assert err.to_dict() == {
-        "type": "command", "code": "UserNotFound",
-        "message": "GetUser NO [NONEXISTENT] User not found.", "retryable": False,
+        "type": "command",
+        "code": "UserNotFound",
+        "message": "GetUser NO [NONEXISTENT] User not found.",
+        "retryable": False,
     }
     assert deadline.attempts == 1
 
@@ -192,6 +206,7 @@ def test_demo_user_is_served(pymap_driver: PymapDriver) -> None:
 
 
 # --- authentication and versions --------------------------------------------------------
+
 
 def test_wrong_token_is_auth(pymap_server: PymapServer) -> None:
     wrong = "not-the-token-" + uuid.uuid4().hex
@@ -227,6 +242,7 @@ def test_incompatible_client_version_is_unsupported(
 
 # --- TLS --------------------------------------------------------------------------------
 
+
 def test_pin_mismatch_is_tls_and_sends_no_rpc(pymap_server: PymapServer) -> None:
     wrong_pin = hashlib.sha256(b"some other certificate").hexdigest()
     driver = PymapDriver(*pymap_host(pymap_server, pin_sha256=wrong_pin))
@@ -243,8 +259,12 @@ def test_pin_mismatch_is_tls_and_sends_no_rpc(pymap_server: PymapServer) -> None
 
 def test_pin_with_colons_and_capitals_matches(pymap_server: PymapServer) -> None:
     fp = pymap_server.fingerprint_sha256.upper()
-    host = Host(id="pymap-colons", kind="pymap", endpoint=pymap_server.endpoint,
-                tls=TlsOptions(pin_sha256=":".join(re.findall("..", fp))))
+    host = Host(
+        id="pymap-colons",
+        kind="pymap",
+        endpoint=pymap_server.endpoint,
+        tls=TlsOptions(pin_sha256=":".join(re.findall("..", fp))),
+    )
     driver = PymapDriver(host, Credentials(token=pymap_server.token))
     try:
         assert run(driver, "check")["status"] == "SERVING"
@@ -264,8 +284,9 @@ def test_verification_against_system_cas_refuses_self_signed(pymap_server: Pymap
 
 @pytest.mark.parametrize("tls", ["ca_pem", "no_verify"])
 def test_ca_pem_or_no_verify_connects(pymap_server: PymapServer, tls: str) -> None:
-    options = (TlsOptions(ca_pem=pymap_server.cert_pem) if tls == "ca_pem"
-               else TlsOptions(verify=False))
+    options = (
+        TlsOptions(ca_pem=pymap_server.cert_pem) if tls == "ca_pem" else TlsOptions(verify=False)
+    )
     host = Host(id="pymap-ca", kind="pymap", endpoint=pymap_server.endpoint, tls=options)
     driver = PymapDriver(host, Credentials(token=pymap_server.token))
     try:
@@ -322,14 +343,16 @@ def listener(tmp_path: Path) -> Iterator[tuple[RecordingTlsListener, str]]:
 
 
 def _driver_for(port: int, pin: str) -> PymapDriver:
-    host = Host(id="recorded", kind="pymap", endpoint=f"https://127.0.0.1:{port}",
-                tls=TlsOptions(pin_sha256=pin))
+    host = Host(
+        id="recorded",
+        kind="pymap",
+        endpoint=f"https://127.0.0.1:{port}",
+        tls=TlsOptions(pin_sha256=pin),
+    )
     return PymapDriver(host, Credentials(token="recorded-token"))
 
 
-def test_pin_mismatch_sends_not_one_byte(
-    listener: tuple[RecordingTlsListener, str]
-) -> None:
+def test_pin_mismatch_sends_not_one_byte(listener: tuple[RecordingTlsListener, str]) -> None:
     recording, _ = listener
     driver = _driver_for(recording.port, hashlib.sha256(b"not it").hexdigest())
     try:
@@ -343,7 +366,7 @@ def test_pin_mismatch_sends_not_one_byte(
 
 
 def test_pin_match_sends_and_a_silent_host_times_out(
-    listener: tuple[RecordingTlsListener, str]
+    listener: tuple[RecordingTlsListener, str],
 ) -> None:
     """The positive control for the test above: the same listener does record what a
     client sends once the pin matches. The host never answers: a timeout."""
@@ -370,15 +393,25 @@ def test_pinned_certificate_past_its_dates_is_still_trusted(tmp_path: Path) -> N
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired")])
     past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(past).not_valid_after(past + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(past)
+        .not_valid_after(past + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp_path / "expired.crt", tmp_path / "expired.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     recording = RecordingTlsListener(cert_path, key_path)
     pin = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     driver = _driver_for(recording.port, pin)
@@ -393,8 +426,8 @@ def test_pinned_certificate_past_its_dates_is_still_trusted(tmp_path: Path) -> N
 
 # --- transports, failures, threads ------------------------------------------------------
 
-def test_unix_socket(pymap_server: PymapServer,
-                     pymap_unix_host: tuple[Host, Credentials]) -> None:
+
+def test_unix_socket(pymap_server: PymapServer, pymap_unix_host: tuple[Host, Credentials]) -> None:
     driver = PymapDriver(*pymap_unix_host)
     try:
         assert run(driver, "ping")["pymap_version"] == version("pymap")

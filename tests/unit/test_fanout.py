@@ -30,8 +30,12 @@ class ListSink:
 
 def hosts(n: int, max_concurrency: int = 4, prefix: str = "h") -> list[Host]:
     return [
-        Host(id=f"{prefix}{i:04d}", kind="dovecot", endpoint="http://127.0.0.1:1",
-             max_concurrency=max_concurrency)
+        Host(
+            id=f"{prefix}{i:04d}",
+            kind="dovecot",
+            endpoint="http://127.0.0.1:1",
+            max_concurrency=max_concurrency,
+        )
         for i in range(n)
     ]
 
@@ -64,8 +68,7 @@ def test_every_host_gets_one_result_and_concurrency_is_capped() -> None:
         return {"host": host.id}
 
     sink = ListSink()
-    summary = run(hosts(60), perform, sink, concurrency=7, timeout_seconds=5,
-                  slots=HostSlots())
+    summary = run(hosts(60), perform, sink, concurrency=7, timeout_seconds=5, slots=HostSlots())
     assert len(sink.results) == 60
     assert len(sink.by_host()) == 60
     assert summary.counts["SUCCEEDED"] == 60
@@ -88,8 +91,11 @@ def test_per_host_cap_holds_across_concurrent_jobs() -> None:
 
     sinks = [ListSink() for _ in range(5)]
     threads = [
-        threading.Thread(target=run, args=([shared], perform, sink),
-                         kwargs={"concurrency": 5, "timeout_seconds": 5, "slots": slots})
+        threading.Thread(
+            target=run,
+            args=([shared], perform, sink),
+            kwargs={"concurrency": 5, "timeout_seconds": 5, "slots": slots},
+        )
         for sink in sinks
     ]
     for t in threads:
@@ -111,8 +117,7 @@ def test_a_hanging_host_is_abandoned_at_its_deadline(monkeypatch: pytest.MonkeyP
 
     sink = ListSink()
     t0 = time.monotonic()
-    summary = run(hosts(3), perform, sink, concurrency=3, timeout_seconds=0.5,
-                  slots=HostSlots())
+    summary = run(hosts(3), perform, sink, concurrency=3, timeout_seconds=0.5, slots=HostSlots())
     elapsed = time.monotonic() - t0
     release.set()
     results = sink.by_host()
@@ -135,8 +140,12 @@ def test_a_driver_timeout_is_timed_out_and_other_errors_failed() -> None:
     run(hosts(3), perform, sink, concurrency=3, timeout_seconds=5, slots=HostSlots())
     results = sink.by_host()
     assert results["h0000"]["status"] == "TIMED_OUT"
-    assert results["h0001"]["error"] == {"type": "exitCode", "code": 67,
-                                         "message": "no such user", "retryable": False}
+    assert results["h0001"]["error"] == {
+        "type": "exitCode",
+        "code": 67,
+        "message": "no such user",
+        "retryable": False,
+    }
     assert results["h0002"]["status"] == "FAILED"
     assert "ZeroDivisionError" in results["h0002"]["error"]["message"]
 
@@ -146,8 +155,15 @@ def test_max_errors_stops_starting_hosts_and_skips_the_rest() -> None:
         raise HostError(ErrorType.CONNECTION, "refused")
 
     sink = ListSink()
-    summary = run(hosts(20), perform, sink, concurrency=1, timeout_seconds=5,
-                  budget=LocalErrorBudget(3), slots=HostSlots())
+    summary = run(
+        hosts(20),
+        perform,
+        sink,
+        concurrency=1,
+        timeout_seconds=5,
+        budget=LocalErrorBudget(3),
+        slots=HostSlots(),
+    )
     assert summary.stopped_by == "max_errors"
     assert summary.counts == {"FAILED": 3, "SKIPPED": 17}
     skipped = [r for r in sink.results if r["status"] == "SKIPPED"]
@@ -166,8 +182,15 @@ def test_cancellation_skips_hosts_not_yet_started() -> None:
         return "ok"
 
     sink = ListSink()
-    summary = run(hosts(50), perform, sink, concurrency=2, timeout_seconds=5,
-                  should_stop=cancelled.is_set, slots=HostSlots())
+    summary = run(
+        hosts(50),
+        perform,
+        sink,
+        concurrency=2,
+        timeout_seconds=5,
+        should_stop=cancelled.is_set,
+        slots=HostSlots(),
+    )
     assert summary.stopped_by == "cancelled"
     assert len(sink.results) == 50
     assert summary.counts["SKIPPED"] >= 40
@@ -182,15 +205,28 @@ def test_out_of_time_leaves_unstarted_hosts_for_a_resume() -> None:
         return calls["n"] > 5
 
     sink = ListSink()
-    summary = run(hosts(10), lambda h, d: "ok", sink, concurrency=1, timeout_seconds=5,
-                  out_of_time=out_of_time, slots=HostSlots())
+    summary = run(
+        hosts(10),
+        lambda h, d: "ok",
+        sink,
+        concurrency=1,
+        timeout_seconds=5,
+        out_of_time=out_of_time,
+        slots=HostSlots(),
+    )
     assert summary.stopped_by == "time"
     assert len(sink.results) == 5  # the other five get their result from the next worker
 
 
 def test_large_outputs_are_cut_and_say_so() -> None:
     sink = ListSink()
-    run(hosts(1), lambda h, d: "x" * 200_000, sink, concurrency=1, timeout_seconds=5,
-        slots=HostSlots())
+    run(
+        hosts(1),
+        lambda h, d: "x" * 200_000,
+        sink,
+        concurrency=1,
+        timeout_seconds=5,
+        slots=HostSlots(),
+    )
     output = sink.results[0]["output"]
     assert output["truncated"] is True and output["bytes"] > 200_000

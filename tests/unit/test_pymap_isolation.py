@@ -53,16 +53,25 @@ PROBE = textwrap.dedent("""
 
 
 def test_heavy_modules_load_only_when_a_pymap_host_is_contacted() -> None:
-    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     steps = report["steps"]
     print("drivers imported besides pymap:", report["others"])
     for step, modules in steps.items():
         print(f"{step}: {modules if isinstance(modules, str) else len(modules)}")
-    for step in ("mailfleet.drivers", "other drivers", "the pymap peer module",
-                 "listing and validating pymap actions"):
+    for step in (
+        "mailfleet.drivers",
+        "other drivers",
+        "the pymap peer module",
+        "listing and validating pymap actions",
+    ):
         assert steps[step] == [], f"{step} loaded {steps[step]}"
     # The positive control: a call does load them (the socket is missing: a clean error).
     assert steps["error"].startswith("HostError: the admin socket does not exist")

@@ -17,6 +17,8 @@ class Settings(BaseModel):
     admin_token_secret: str | None = None
     host_secrets_prefix: str = "mailfleet/hosts/"
     fanout_function: str | None = None
+    cutovers_table: str = "mailfleet-cutovers"
+    cutover_state_machine_arn: str | None = None
     # Jobs above this many targets (or with long timeouts) go to the Distributed Map path.
     inprocess_max_targets: int = 500
     # A job's host results live this long in the jobs table (TTL), in days.
@@ -38,6 +40,8 @@ class Settings(BaseModel):
             admin_token_secret=get("ADMIN_TOKEN_SECRET"),
             host_secrets_prefix=get("HOST_SECRETS_PREFIX", "mailfleet/hosts/"),
             fanout_function=get("FANOUT_FUNCTION"),
+            cutovers_table=get("CUTOVERS_TABLE", "mailfleet-cutovers"),
+            cutover_state_machine_arn=get("CUTOVER_STATE_MACHINE_ARN"),
             inprocess_max_targets=int(get("INPROCESS_MAX_TARGETS", "500") or 500),
             job_retention_days=int(get("JOB_RETENTION_DAYS", "90") or 90),
         )

@@ -35,6 +35,8 @@ COMMAND_FETCH_PARALLEL = 16
 COMMAND_FETCH_TIMEOUT = 5.0
 # A worker stops starting hosts when less than this (plus the job's timeout) is left.
 HANDOVER_MARGIN_S = 10.0
+# Parameters live in the job item until the job ends (DynamoDB items stop at 400 KB).
+MAX_PARAMS_BYTES = 128 * 1024
 
 
 class Jobs:
@@ -54,6 +56,9 @@ class Jobs:
         items = self.resolve_targets(request)
         kind = HostKind(items[0]["kind"])
         params = self.check_action(kind, request, items)
+        if len(json.dumps(params)) > MAX_PARAMS_BYTES:
+            raise invalid("params", f"larger than {MAX_PARAMS_BYTES // 1024} KiB; pass large "
+                          "inputs by reference (e.g. package_uri) instead")
         job_id = uuid.uuid4().hex
         total = len(items)
         job = {
@@ -374,9 +379,11 @@ class Jobs:
             driver = connect.driver_for(items[host.id])
             try:
                 checked = driver.validate(job["action"], params, deadline)
-                return driver.perform(job["action"], checked, deadline)
+                output = driver.perform(job["action"], checked, deadline)
             finally:
                 driver.close()
+            self._follow_host_changes(items[host.id], output, job_id)
+            return output
 
         hosts = [Host.model_validate(items[h]) for h in todo if h in items]
         out_of_time = None
@@ -402,6 +409,17 @@ class Jobs:
             continue_later(job_id)
             return {"job_id": job_id, "status": "RUNNING", "handed_over": True}
         return self._close(job, system, stopped_by=summary.stopped_by)
+
+    def _follow_host_changes(self, item: dict[str, Any], output: Any, job_id: str) -> None:
+        """Keep the inventory true to what an action changed on the host: a new
+        certificate (appliance certs.set) means a new pin, or every later call fails TLS."""
+        if not (isinstance(output, dict) and output.get("repin_required")):
+            return
+        tls = dict(item.get("tls") or {}, pin_sha256=output["pin_sha256"])
+        self.hosts.set_fields(item["id"], tls=tls)
+        self.audit.append(actor=Caller.system("fanout-worker").principal, action="host.repin",
+                          target=item["id"], job_id=job_id, outcome="ok",
+                          params={"pin_sha256": output["pin_sha256"]})
 
     def _failures_so_far(self, job_id: str, done: set[str]) -> int:
         if not done:
