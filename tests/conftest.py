@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.appliance",
     "tests.fixtures.pymap",
+    "tests.fixtures.stack",
 ]

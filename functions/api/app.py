@@ -6,7 +6,6 @@ layer, shape the answer. Paths, fields and codes follow shared/API.md.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -77,26 +76,22 @@ def caller(needed: Role) -> Caller:
     return who
 
 
-def json_response(status: int, body: Any) -> Response:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(body, default=str),
-    )
+def json_response(status: int, body: Any) -> Response[Any]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @app.exception_handler(Problem)
-def _problem(exc: Problem) -> Response:
+def _problem(exc: Problem) -> Response[Any]:
     return json_response(exc.status, exc.body())
 
 
 @app.exception_handler(BadPageToken)
-def _bad_page(exc: BadPageToken) -> Response:
+def _bad_page(exc: BadPageToken) -> Response[Any]:
     return _problem(invalid("next_token", str(exc)))
 
 
 @app.exception_handler(RequestValidationError)
-def _invalid(exc: RequestValidationError) -> Response:
+def _invalid(exc: RequestValidationError) -> Response[Any]:
     # Field and reason only: never echo the input (it may hold credentials).
     errors = []
     for error in exc.errors():
@@ -144,18 +139,15 @@ def whoami() -> dict[str, str]:
 @app.get(
     "/openapi.json", tags=["meta"], summary="This API's OpenAPI document", include_in_schema=False
 )
-def openapi() -> Response:
+def openapi() -> Response[dict[str, Any]]:
     caller(Role.VIEWER)
-    return Response(
-        status_code=200,
-        content_type=content_types.APPLICATION_JSON,
-        body=app.get_openapi_json_schema(title="mailfleet", version="1.0.0"),
-    )
+    schema = app.get_openapi_schema(title="mailfleet", version="1.0.0")
+    return json_response(200, schema.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 # ---------------------------------------------------------------------- tokens
 @app.post("/tokens", tags=["tokens"], summary="Mint a token (shown once)")
-def create_token(body: TokenCreate) -> Response:
+def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
     created: TokenCreated = mint(body, who.principal)
     AuditLog().append(
@@ -179,7 +171,7 @@ def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, A
 
 
 @app.delete("/tokens/<token_id>", tags=["tokens"], summary="Revoke a token at once")
-def delete_token(token_id: str) -> Response:
+def delete_token(token_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
     try:
         TokenStore().delete(token_id)
@@ -198,7 +190,7 @@ def delete_token(token_id: str) -> Response:
 
 # ---------------------------------------------------------------------- hosts
 @app.post("/hosts", tags=["hosts"], summary="Register a host (credentials go to Secrets Manager)")
-def create_host(body: HostCreate) -> Response:
+def create_host(body: HostCreate) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
     return json_response(201, Inventory().register(body, who))
 
@@ -231,7 +223,7 @@ def patch_host(host_id: str, body: HostPatch) -> dict[str, Any]:
 
 
 @app.delete("/hosts/<host_id>", tags=["hosts"], summary="Remove a host (and its managed secret)")
-def delete_host(host_id: str) -> Response:
+def delete_host(host_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
     Inventory().delete(host_id, who)
     return Response(status_code=204, body="")
@@ -249,7 +241,7 @@ def create_job(
     body: JobRequest,
     wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_SECONDS)] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
-) -> Response:
+) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
     if idempotency_key:
         try:
@@ -301,7 +293,7 @@ def list_jobs(
 
 
 @app.post("/jobs/<job_id>/cancel", tags=["jobs"], summary="Stop starting hosts; skip the rest")
-def cancel_job(job_id: str) -> Response:
+def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
     return json_response(202, Jobs().cancel(job_id, who))
 
@@ -373,7 +365,7 @@ def _instant(field: str, value: str | None) -> str | None:
     return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
+@logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def authenticator() -> Authenticator:
     return _authenticator
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @event_source(data_class=APIGatewayAuthorizerTokenEvent)
 def lambda_handler(event: APIGatewayAuthorizerTokenEvent, context: LambdaContext) -> dict[str, Any]:
     principal = authenticator().principal(event.authorization_token)

@@ -194,7 +194,7 @@ class JobStore:
         requests = 0
         client = self._table.meta.client
         for start in range(0, len(items), 25):
-            chunk = [{"PutRequest": {"Item": _serialize(i)}} for i in items[start : start + 25]]
+            chunk = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
             pending = {self._table.name: chunk}
             delay = 0.05
             while pending:
@@ -229,18 +229,6 @@ class JobStore:
             start = page.get("LastEvaluatedKey")
             if not start or (limit is not None and len(out) >= limit):
                 return out, encode_page(start)
-
-
-_serializer = None
-
-
-def _serialize(item: dict[str, Any]) -> dict[str, Any]:
-    global _serializer
-    if _serializer is None:
-        from boto3.dynamodb.types import TypeSerializer
-
-        _serializer = TypeSerializer()
-    return {k: _serializer.serialize(v) for k, v in item.items()}
 
 
 def _job_from_item(item: dict[str, Any]) -> dict[str, Any]:
