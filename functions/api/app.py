@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
@@ -40,7 +40,6 @@ from mailfleet.store.tokens import TokenNotFound, TokenStore
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 app.enable_swagger(
     path="/swagger",
@@ -367,7 +366,6 @@ def _instant(field: str, value: str | None) -> str | None:
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _jobs_idempotency.register_lambda_context(context)
     return app.resolve(event, context)

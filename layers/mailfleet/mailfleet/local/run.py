@@ -100,7 +100,13 @@ def main() -> int:
         started = time.monotonic()
         aws = LocalAws().start()
         to_stop.append(("embedded AWS", aws.stop))
-        deployment = aws.deploy(template, secret_values={ADMIN_SECRET_ID: admin_token})
+        # The functions log at WARNING here unless asked (MAILFLEET_LOG_LEVEL=INFO shows each call).
+        level = os.environ.get("MAILFLEET_LOG_LEVEL", "WARNING").upper()
+        deployment = aws.deploy(
+            template,
+            parameter_overrides={"LogLevel": level},
+            secret_values={ADMIN_SECRET_ID: admin_token},
+        )
         for skipped in deployment.skipped:
             say(f"Not run locally: {skipped.logical_id} ({skipped.type}): {skipped.reason}")
         if deployment.schedules:
