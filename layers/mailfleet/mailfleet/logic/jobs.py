@@ -336,7 +336,11 @@ class Jobs:
     ) -> dict[str, Any]:
         """Run a job to its end (or hand the rest over when this worker runs out of time).
         Safe to call twice: hosts with a recorded result are not run again."""
-        job = self.jobs.get(job_id)
+        try:
+            job = self.jobs.get(job_id)
+        except JobNotFound:
+            # A replayed or stray invocation: nothing to run, nothing to record.
+            return {"job_id": job_id, "status": "UNKNOWN", "skipped": "no such job"}
         if JobStatus(job["status"]).final:
             return {"job_id": job_id, "status": job["status"], "skipped": "already final"}
         system = Caller.system("fanout-worker")
