@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -54,3 +55,23 @@ def to_dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [to_dynamo(v) for v in value]
     return value
+
+
+def batch_put(table: Any, items: list[dict[str, Any]]) -> int:
+    """Put items in BatchWriteItem requests of 25, retrying what DynamoDB leaves
+    unprocessed with back-off; returns the number of requests sent."""
+    client = table.meta.client  # a resource client: it serializes Python values itself
+    requests = 0
+    for start in range(0, len(items), 25):
+        pending = {
+            table.name: [{"PutRequest": {"Item": to_dynamo(i)}} for i in items[start : start + 25]]
+        }
+        delay = 0.05
+        while pending:
+            requests += 1
+            answer = client.batch_write_item(RequestItems=pending)
+            pending = answer.get("UnprocessedItems") or {}
+            if pending:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+    return requests

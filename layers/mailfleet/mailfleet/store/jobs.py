@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from mailfleet import aws
 from mailfleet.config import settings
-from mailfleet.store.base import decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.base import batch_put, decode_page, encode_page, from_dynamo, to_dynamo
 
 JOB_SK = "job"
 RESULT_PREFIX = "host#"
@@ -25,6 +25,11 @@ LIST_PK = "JOB"
 FINAL_STATUSES = ["SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
 # Target lists are kept gzipped in the job item; this many ids stay well under 400 KB.
 MAX_TARGETS_INLINE = 100_000
+# What running a part of a job needs from the job item (all but the target list).
+RUN_FIELDS = (
+    "job_id", "action", "kind", "run_params", "status", "total", "max_concurrency",
+    "max_errors", "timeout_seconds", "cancel_requested", "path", "created_by",
+)
 
 
 class JobNotFound(Exception):
@@ -45,6 +50,20 @@ class JobStore:
     def get(self, job_id: str, *, consistent: bool = True) -> dict[str, Any]:
         item = self._table.get_item(
             Key={"pk": job_id, "sk": JOB_SK}, ConsistentRead=consistent
+        ).get("Item")
+        if item is None:
+            raise JobNotFound(job_id)
+        return _job_from_item(item)
+
+    def get_for_run(self, job_id: str) -> dict[str, Any]:
+        """The job item without its target list, which can be hundreds of KB: what each
+        batch of a Distributed Map reads."""
+        names = {f"#a{i}": name for i, name in enumerate(RUN_FIELDS)}
+        item = self._table.get_item(
+            Key={"pk": job_id, "sk": JOB_SK},
+            ConsistentRead=True,
+            ProjectionExpression=", ".join(names),
+            ExpressionAttributeNames=names,
         ).get("Item")
         if item is None:
             raise JobNotFound(job_id)
@@ -191,20 +210,7 @@ class JobStore:
             to_dynamo(dict(r, pk=job_id, sk=RESULT_PREFIX + r["host"], expires_at=expires))
             for r in results
         ]
-        requests = 0
-        client = self._table.meta.client
-        for start in range(0, len(items), 25):
-            chunk = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
-            pending = {self._table.name: chunk}
-            delay = 0.05
-            while pending:
-                requests += 1
-                answer = client.batch_write_item(RequestItems=pending)
-                pending = answer.get("UnprocessedItems") or {}
-                if pending:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-        return requests
+        return batch_put(self._table, items)
 
     def results(
         self, job_id: str, *, limit: int | None = None, next_token: str | None = None
