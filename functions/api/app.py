@@ -8,28 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import cutover_routes
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from once import Once
 
-from mailfleet.config import settings
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
 from mailfleet.logic.jobs import Jobs
-from mailfleet.logic.problems import Problem, conflict, forbidden, invalid, not_found
+from mailfleet.logic.problems import Problem, forbidden, invalid, not_found
 from mailfleet.models.audit import AuditVerification
 from mailfleet.models.hosts import HostCreate, HostKind, HostPatch
 from mailfleet.models.jobs import JobAccepted, JobRequest, JobStatus
@@ -101,26 +93,12 @@ def _invalid(exc: RequestValidationError) -> Response[Any]:
     return json_response(422, {"message": f"{first['field']}: {first['reason']}", "errors": errors})
 
 
-def _idempotency() -> tuple[DynamoDBPersistenceLayer, IdempotencyConfig]:
-    layer = DynamoDBPersistenceLayer(table_name=settings().idempotency_table)
-    config = IdempotencyConfig(
-        event_key_jmespath="[principal, key]",
-        payload_validation_jmespath="body",
-        expires_after_seconds=24 * 3600,
-        raise_on_no_idempotency_key=True,
-    )
-    return layer, config
+# Routes that live in their own modules (imported here: the function directory is on
+# sys.path only while this module is imported).
+app.include_router(cutover_routes.router_for(caller, json_response))
 
 
-_jobs_persistence, _jobs_idempotency = _idempotency()
-
-
-@idempotent_function(
-    data_keyword_argument="request", persistence_store=_jobs_persistence, config=_jobs_idempotency
-)
-def _submit_job_once(request: dict[str, Any], job: JobRequest, who: Caller) -> dict[str, Any]:
-    answer, dry_run = Jobs().submit(job, who)
-    return {"answer": answer, "dry_run": dry_run}
+_submit_job = Once(lambda job, who: Jobs().submit(job, who))
 
 
 # ---------------------------------------------------------------------- meta
@@ -242,24 +220,7 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
 ) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    if idempotency_key:
-        try:
-            once = _submit_job_once(
-                request={
-                    "principal": who.principal,
-                    "key": idempotency_key,
-                    "body": body.model_dump(mode="json"),
-                },
-                job=body,
-                who=who,
-            )
-        except IdempotencyValidationError:
-            raise conflict("Idempotency-Key was already used with a different body") from None
-        except IdempotencyAlreadyInProgressError:
-            raise conflict("a request with this Idempotency-Key is still being processed") from None
-        answer, dry_run = once["answer"], once["dry_run"]
-    else:
-        answer, dry_run = Jobs().submit(body, who)
+    answer, dry_run = _submit_job(body, who, idempotency_key, app.lambda_context)
     if dry_run:
         return json_response(200, answer)
     jobs = Jobs()
@@ -367,5 +328,4 @@ def _instant(field: str, value: str | None) -> str | None:
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    _jobs_idempotency.register_lambda_context(context)
     return app.resolve(event, context)

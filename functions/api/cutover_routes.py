@@ -1,0 +1,97 @@
+"""The cutover routes of the mailfleet API (shared/API.md, "Cutovers").
+
+A Router built by app.py with its own request helpers, so the caller check, the JSON
+answers and the idempotency settings stay the same for every route:
+
+    app.include_router(cutover_routes.router_for(caller, json_response))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from once import Once
+
+from mailfleet.logic.caller import Caller
+from mailfleet.logic.cutovers import Cutovers
+from mailfleet.models.cutovers import (
+    CutoverAccepted,
+    CutoverList,
+    CutoverRequest,
+    CutoverStatus,
+    CutoverView,
+)
+from mailfleet.models.tokens import Role
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+NextToken = Annotated[str | None, Query(description="from the previous page")]
+
+
+def router_for(
+    caller: Callable[[Role], Caller],
+    json_response: Callable[[int, Any], Response],
+) -> Router:
+    router = Router()
+    submit: Once[CutoverRequest] = Once(lambda cutover, who: Cutovers().submit(cutover, who))
+
+    @router.post("/cutovers", tags=["cutovers"],
+                 summary="Move accounts to a new destination on every proxy (or director)",
+                 responses={
+                     202: {"description": "started",
+                           "content": {"application/json": {"model": CutoverAccepted}}},
+                     200: {"description": "dry run: the plan, nothing contacted"},
+                     409: {"description": "an account is already in a running cutover"},
+                 })
+    def create_cutover(
+        body: CutoverRequest,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", max_length=256)
+        ] = None,
+    ) -> Response[Any]:
+        who = caller(Role.OPERATOR)
+        answer, dry_run = submit(body, who, idempotency_key, router.lambda_context)
+        if dry_run:
+            return json_response(200, answer)
+        accepted = CutoverAccepted(**answer).model_dump(mode="json", exclude_defaults=True)
+        return json_response(202, accepted)
+
+    @router.get("/cutovers/<cutover_id>", tags=["cutovers"],
+                summary="A cutover with each account's status, remembered mapping and steps")
+    def get_cutover(
+        cutover_id: str,
+        accounts_limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+        next_token: NextToken = None,
+    ) -> CutoverView:
+        caller(Role.VIEWER)
+        view = Cutovers().view(cutover_id, accounts_limit=accounts_limit, next_token=next_token)
+        return CutoverView.model_validate(view)
+
+    @router.get("/cutovers", tags=["cutovers"], summary="Recent cutovers, newest first")
+    def list_cutovers(
+        status: Annotated[CutoverStatus | None, Query()] = None,
+        limit: Limit = 50,
+        next_token: NextToken = None,
+    ) -> CutoverList:
+        caller(Role.VIEWER)
+        cutovers, token = Cutovers().list(
+            status=status.value if status else None, limit=limit, next_token=next_token
+        )
+        return CutoverList.model_validate({"cutovers": cutovers, "next_token": token})
+
+    @router.post("/cutovers/<cutover_id>/rollback", tags=["cutovers"],
+                 summary="Put every DONE account back as it was remembered",
+                 responses={
+                     202: {"description": "rollback started",
+                           "content": {"application/json": {"model": CutoverAccepted}}},
+                     409: {"description": "still running, nothing DONE, or an account is "
+                                          "in another running cutover"},
+                 })
+    def rollback_cutover(cutover_id: str) -> Response[Any]:
+        who = caller(Role.OPERATOR)
+        return json_response(202, Cutovers().rollback(cutover_id, who))
+
+    return router
