@@ -21,7 +21,7 @@ def test_concurrent_appends_make_one_unbroken_chain(local_api: Any) -> None:
         try:
             for i in range(10):
                 log.append(actor=f"writer-{n}", action="test.append", target=tag,
-                           outcome="ok", params={"i": i})
+                           outcome="ok", params={"i": i, "ratio": i / 2, "pct": 100.0})
         except BaseException as exc:
             errors.append(exc)
 

@@ -85,6 +85,9 @@ class AuditLog:
             for attempt in range(50):
                 seq, prev_hash = self._head or self._read_head()
                 event = dict(fields, seq=seq + 1, at=now_iso(), prev_hash=prev_hash)
+                # Hash the event as DynamoDB will give it back (1.0 comes back as 1), or a
+                # verification would find every event with a float in it "changed".
+                event = from_dynamo(to_dynamo(event))
                 event["hash"] = event_hash(event)
                 item = {k: v for k, v in event.items() if v is not None}
                 try:

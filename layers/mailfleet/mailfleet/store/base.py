@@ -75,3 +75,46 @@ def batch_put(table: Any, items: list[dict[str, Any]]) -> int:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
     return requests
+
+
+def batch_get(table: Any, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consistent reads of many keys, 100 per BatchGetItem, unprocessed keys retried."""
+    client = table.meta.client
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), 100):
+        request: dict[str, Any] = {
+            table.name: {"Keys": keys[start : start + 100], "ConsistentRead": True}
+        }
+        delay = 0.05
+        while request:
+            answer = client.batch_get_item(RequestItems=request)
+            found.extend(from_dynamo(i) for i in answer["Responses"].get(table.name, []))
+            request = answer.get("UnprocessedKeys") or {}
+            if request:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+    return found
+
+
+def newest_first(
+    table: Any, *, list_pk: str, status: str | None, limit: int, next_token: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of a table's top-level items (jobs, cutovers), newest first, by the sparse
+    `by_created` index or, given a status, the `by_status` index."""
+    from boto3.dynamodb.conditions import Key
+
+    if status:
+        kwargs: dict[str, Any] = {
+            "IndexName": "by_status",
+            "KeyConditionExpression": Key("status_pk").eq(status),
+        }
+    else:
+        kwargs = {"IndexName": "by_created", "KeyConditionExpression": Key("list_pk").eq(list_pk)}
+    kwargs.update(ScanIndexForward=False, Limit=limit)
+    start = decode_page(next_token)
+    if start:
+        kwargs["ExclusiveStartKey"] = start
+    page = table.query(**kwargs)
+    return [from_dynamo(i) for i in page.get("Items", [])], encode_page(
+        page.get("LastEvaluatedKey")
+    )

@@ -10,7 +10,6 @@ account cannot both win it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +19,14 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.models.common import now_iso
-from mailfleet.store.base import decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.base import (
+    batch_get,
+    decode_page,
+    encode_page,
+    from_dynamo,
+    newest_first,
+    to_dynamo,
+)
 
 CUTOVER_SK = "cutover"
 ACCOUNT_PREFIX = "account#"
@@ -84,7 +90,7 @@ class CutoverStore:
 
     def get_many(self, cutover_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         keys = [{"pk": c, "sk": CUTOVER_SK} for c in dict.fromkeys(cutover_ids)]
-        return {i["cutover_id"]: _clean(i) for i in self._batch_get(keys)}
+        return {i["cutover_id"]: _clean(i) for i in batch_get(self._table, keys)}
 
     def delete(self, cutover_id: str) -> None:
         self._table.delete_item(Key={"pk": cutover_id, "sk": CUTOVER_SK})
@@ -96,21 +102,31 @@ class CutoverStore:
         self, cutover_id: str, from_statuses: list[str], to_status: str, **fields: Any
     ) -> bool:
         """Move the cutover to `to_status` only from one of `from_statuses`."""
-        return _conditionally(lambda: self._update(
-            cutover_id,
-            CUTOVER_SK,
-            dict(fields, status=to_status, status_pk=to_status),
-            condition=Attr("status").is_in(from_statuses),
-        )) is not None
+        return (
+            _conditionally(
+                lambda: self._update(
+                    cutover_id,
+                    CUTOVER_SK,
+                    dict(fields, status=to_status, status_pk=to_status),
+                    condition=Attr("status").is_in(from_statuses),
+                )
+            )
+            is not None
+        )
 
     def finish(self, cutover_id: str, status: str, **fields: Any) -> bool:
         """Write the final status once; false when it was already final."""
-        return _conditionally(lambda: self._update(
-            cutover_id,
-            CUTOVER_SK,
-            dict(fields, status=status, status_pk=status),
-            condition=Attr("pk").exists() & ~Attr("status").is_in(FINAL_STATUSES),
-        )) is not None
+        return (
+            _conditionally(
+                lambda: self._update(
+                    cutover_id,
+                    CUTOVER_SK,
+                    dict(fields, status=status, status_pk=status),
+                    condition=Attr("pk").exists() & ~Attr("status").is_in(FINAL_STATUSES),
+                )
+            )
+            is not None
+        )
 
     def move_count(self, cutover_id: str, from_status: str | None, to_status: str) -> None:
         """Keep the cutover's running counts (recounted exactly when it finishes)."""
@@ -140,23 +156,10 @@ class CutoverStore:
     def list(
         self, *, status: str | None, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        if status:
-            kwargs: dict[str, Any] = {
-                "IndexName": "by_status",
-                "KeyConditionExpression": Key("status_pk").eq(status),
-            }
-        else:
-            kwargs = {
-                "IndexName": "by_created",
-                "KeyConditionExpression": Key("list_pk").eq(LIST_PK),
-            }
-        kwargs.update(ScanIndexForward=False, Limit=limit)
-        start = decode_page(next_token)
-        if start:
-            kwargs["ExclusiveStartKey"] = start
-        page = self._table.query(**kwargs)
-        items = [_clean(i) for i in page.get("Items", [])]
-        return items, encode_page(page.get("LastEvaluatedKey"))
+        items, token = newest_first(
+            self._table, list_pk=LIST_PK, status=status, limit=limit, next_token=next_token
+        )
+        return [_clean(i) for i in items], token
 
     # ------------------------------------------------------------------ accounts
     def write_accounts(self, cutover_id: str, accounts: list[str]) -> None:
@@ -237,9 +240,14 @@ class CutoverStore:
         condition = Attr("pk").exists()
         if from_statuses is not None:
             condition = condition & Attr("status").is_in(from_statuses)
-        return _conditionally(lambda: self._update(
-            cutover_id, account_sk(n), fields, condition=condition, step=step
-        )) is not None
+        return (
+            _conditionally(
+                lambda: self._update(
+                    cutover_id, account_sk(n), fields, condition=condition, step=step
+                )
+            )
+            is not None
+        )
 
     def settle_account(
         self, cutover_id: str, n: int, from_statuses: list[str], **fields: Any
@@ -247,10 +255,15 @@ class CutoverStore:
         """Set an account's final fields if it is in one of `from_statuses`; returns the
         status it had, or None when it was in none of them."""
         fields["updated_at"] = now_iso()
-        answer = _conditionally(lambda: self._update(
-            cutover_id, account_sk(n), fields,
-            condition=Attr("status").is_in(from_statuses), returns="UPDATED_OLD",
-        ))
+        answer = _conditionally(
+            lambda: self._update(
+                cutover_id,
+                account_sk(n),
+                fields,
+                condition=Attr("status").is_in(from_statuses),
+                returns="UPDATED_OLD",
+            )
+        )
         return None if answer is None else answer.get("Attributes", {}).get("status")
 
     def remember(self, cutover_id: str, n: int, previous: dict[str, Any]) -> None:
@@ -275,7 +288,9 @@ class CutoverStore:
     # ------------------------------------------------------------------ locks
     def lock_holders(self, keys: Iterable[str]) -> dict[str, str]:
         """account key -> the cutover id holding its lock, for the keys that are locked."""
-        items = self._batch_get([{"pk": lock_pk(k), "sk": LOCK_SK} for k in dict.fromkeys(keys)])
+        items = batch_get(
+            self._table, [{"pk": lock_pk(k), "sk": LOCK_SK} for k in dict.fromkeys(keys)]
+        )
         return {i["pk"][len(LOCK_PREFIX) :]: i["cutover_id"] for i in items}
 
     def take_locks(
@@ -328,34 +343,21 @@ class CutoverStore:
 
     def release_lock(self, cutover_id: str, key: str) -> bool:
         """Drop the account's lock if this cutover holds it."""
-        return _conditionally(lambda: self._table.delete_item(
-            Key={"pk": lock_pk(key), "sk": LOCK_SK},
-            ConditionExpression=Attr("cutover_id").eq(cutover_id),
-        )) is not None
+        return (
+            _conditionally(
+                lambda: self._table.delete_item(
+                    Key={"pk": lock_pk(key), "sk": LOCK_SK},
+                    ConditionExpression=Attr("cutover_id").eq(cutover_id),
+                )
+            )
+            is not None
+        )
 
     def release_locks(self, cutover_id: str, keys: Iterable[str]) -> None:
         for key in keys:
             self.release_lock(cutover_id, key)
 
     # ------------------------------------------------------------------ helpers
-    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        client = self._table.meta.client
-        name = self._table.name
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(keys), BATCH_GET):
-            request: dict[str, Any] = {
-                name: {"Keys": keys[start : start + BATCH_GET], "ConsistentRead": True}
-            }
-            delay = 0.05
-            while request:
-                answer = client.batch_get_item(RequestItems=request)
-                found.extend(answer["Responses"].get(name, []))
-                request = answer.get("UnprocessedKeys") or {}
-                if request:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-        return found
-
     def _update(
         self,
         pk: str,

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.models.hosts import Host
-from mailfleet.store.base import decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
 
 
 class HostExists(Exception):
@@ -48,18 +48,8 @@ class HostStore:
 
     def get_many(self, host_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Items by id (missing ids are absent), 100 keys per BatchGetItem."""
-        found: dict[str, dict[str, Any]] = {}
-        dynamo = self._table.meta.client
-        name = self._table.name
-        for start in range(0, len(host_ids), 100):
-            keys: list[dict[str, Any]] = [{"id": h} for h in host_ids[start : start + 100]]
-            request: dict[str, Any] = {name: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                answer = dynamo.batch_get_item(RequestItems=request)
-                for item in answer["Responses"].get(name, []):
-                    found[item["id"]] = from_dynamo(item)
-                request = answer.get("UnprocessedKeys") or {}
-        return found
+        items = batch_get(self._table, [{"id": h} for h in host_ids])
+        return {item["id"]: item for item in items}
 
     def replace(self, host: Host) -> None:
         self._table.put_item(

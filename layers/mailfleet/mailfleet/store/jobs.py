@@ -17,7 +17,14 @@ from botocore.exceptions import ClientError
 
 from mailfleet import aws
 from mailfleet.config import settings
-from mailfleet.store.base import batch_put, decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.base import (
+    batch_put,
+    decode_page,
+    encode_page,
+    from_dynamo,
+    newest_first,
+    to_dynamo,
+)
 
 JOB_SK = "job"
 RESULT_PREFIX = "host#"
@@ -27,8 +34,18 @@ FINAL_STATUSES = ["SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
 MAX_TARGETS_INLINE = 100_000
 # What running a part of a job needs from the job item (all but the target list).
 RUN_FIELDS = (
-    "job_id", "action", "kind", "run_params", "status", "total", "max_concurrency",
-    "max_errors", "timeout_seconds", "cancel_requested", "path", "created_by",
+    "job_id",
+    "action",
+    "kind",
+    "run_params",
+    "status",
+    "total",
+    "max_concurrency",
+    "max_errors",
+    "timeout_seconds",
+    "cancel_requested",
+    "path",
+    "created_by",
 )
 
 
@@ -183,24 +200,10 @@ class JobStore:
     def list(
         self, *, status: str | None, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        if status:
-            kwargs: dict[str, Any] = {
-                "IndexName": "by_status",
-                "KeyConditionExpression": Key("status_pk").eq(status),
-            }
-        else:
-            kwargs = {
-                "IndexName": "by_created",
-                "KeyConditionExpression": Key("list_pk").eq(LIST_PK),
-            }
-        kwargs.update(ScanIndexForward=False, Limit=limit)
-        start = decode_page(next_token)
-        if start:
-            kwargs["ExclusiveStartKey"] = start
-        page = self._table.query(**kwargs)
-        return [_job_from_item(i) for i in page.get("Items", [])], encode_page(
-            page.get("LastEvaluatedKey")
+        items, token = newest_first(
+            self._table, list_pk=LIST_PK, status=status, limit=limit, next_token=next_token
         )
+        return [_job_from_item(i) for i in items], token
 
     # ------------------------------------------------------------------ results
     def write_results(self, job_id: str, results: list[dict[str, Any]]) -> int:
