@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import requests
+
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import Deadline
 from mailfleet.drivers.proxy import ProxyDriver
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
 from mailfleet.local.peers.proxy import ProxyDouble
 from mailfleet.models.hosts import Credentials, TlsOptions
-
 from tests.fixtures.proxy import proxy_host
 
 WRONG_TOKEN = "w" * 40
