@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import cutover_routes
+import fleet_routes
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -17,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from once import Once
 
+from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
@@ -96,9 +98,11 @@ def _invalid(exc: RequestValidationError) -> Response[Any]:
 # Routes that live in their own modules (imported here: the function directory is on
 # sys.path only while this module is imported).
 app.include_router(cutover_routes.router_for(caller, json_response))
+app.include_router(fleet_routes.router_for(caller, json_response))
 
 
-_submit_job = Once(lambda job, who: Jobs().submit(job, who))
+# Long appliance operations run as their own state machine; other jobs as Jobs starts them.
+_submit_job = Once(lambda job, who: OperationJobs().submit(job, who))
 
 
 # ---------------------------------------------------------------------- meta

@@ -23,6 +23,27 @@ class Settings(BaseModel):
     inprocess_max_targets: int = 500
     # A job's host results live this long in the jobs table (TTL), in days.
     job_retention_days: int = 90
+    # The Distributed Map path: its state machine, the bucket its batch lists go to, the
+    # longest worst case (timeout x waves, s) left to one worker, hosts per batch (a
+    # multiple of 25: one result write each 25) and hosts in flight per batch worker.
+    fanout_state_machine_arn: str | None = None
+    jobs_bucket: str | None = None
+    inprocess_max_seconds: float = 600.0
+    fanout_batch_size: int = 100
+    fanout_batch_concurrency: int = 10
+    # Scheduled maintenance: the function that sweeps and starts scheduled jobs, the
+    # Scheduler group and role for API-created schedules, appliance operations.
+    maintenance_function: str | None = None
+    maintenance_function_arn: str | None = None
+    schedule_group: str = "default"
+    scheduler_role_arn: str | None = None
+    appliance_operation_state_machine_arn: str | None = None
+    backups_bucket: str | None = None
+    # Hosts probed at once by a health sweep, and how long one probe may take (s).
+    health_sweep_concurrency: int = 64
+    health_probe_timeout: float = 5.0
+    # Seconds between status polls of a long appliance operation.
+    appliance_poll_seconds: int = 10
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,6 +65,20 @@ class Settings(BaseModel):
             cutover_state_machine_arn=get("CUTOVER_STATE_MACHINE_ARN"),
             inprocess_max_targets=int(get("INPROCESS_MAX_TARGETS", "500") or 500),
             job_retention_days=int(get("JOB_RETENTION_DAYS", "90") or 90),
+            fanout_state_machine_arn=get("FANOUT_STATE_MACHINE_ARN"),
+            jobs_bucket=get("JOBS_BUCKET"),
+            inprocess_max_seconds=float(get("INPROCESS_MAX_SECONDS", "600") or 600),
+            fanout_batch_size=int(get("FANOUT_BATCH_SIZE", "100") or 100),
+            fanout_batch_concurrency=int(get("FANOUT_BATCH_CONCURRENCY", "10") or 10),
+            maintenance_function=get("MAINTENANCE_FUNCTION"),
+            maintenance_function_arn=get("MAINTENANCE_FUNCTION_ARN"),
+            schedule_group=get("SCHEDULE_GROUP", "default") or "default",
+            scheduler_role_arn=get("SCHEDULER_ROLE_ARN"),
+            appliance_operation_state_machine_arn=get("APPLIANCE_OPERATION_STATE_MACHINE_ARN"),
+            backups_bucket=get("BACKUPS_BUCKET"),
+            health_sweep_concurrency=int(get("HEALTH_SWEEP_CONCURRENCY", "64") or 64),
+            health_probe_timeout=float(get("HEALTH_PROBE_TIMEOUT", "5") or 5),
+            appliance_poll_seconds=int(get("APPLIANCE_POLL_SECONDS", "10") or 10),
         )
 
 

@@ -28,6 +28,7 @@ import requests
 from mailfleet.local import lambda_bridge
 from mailfleet.local.front import ApiFront
 from mailfleet.local.stack import LocalAws
+from mailfleet.local.ticker import Fired, Ticker
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 ADMIN_SECRET_ID = "AdminTokenSecret"  # noqa: S105 - a logical id in the template, not a secret
@@ -74,6 +75,11 @@ def start_demo(api_url: str, admin_token: str, workdir: Path) -> Any:
         return None
 
 
+def _said_fired(fired: Fired) -> None:
+    timer = fired.timer
+    say(f"Schedule fired: {timer.name} ({timer.expression}) -> {timer.target_arn.split(':')[-1]}")
+
+
 def main() -> int:
     logging.basicConfig(
         level=os.environ.get("MAILFLEET_LOCAL_LOG_LEVEL", "WARNING"),
@@ -110,7 +116,7 @@ def main() -> int:
         for skipped in deployment.skipped:
             say(f"Not run locally: {skipped.logical_id} ({skipped.type}): {skipped.reason}")
         if deployment.schedules:
-            say(f"{len(deployment.schedules)} schedule(s) deployed (moto stores them only).")
+            say(f"{len(deployment.schedules)} schedule(s) deployed; a local ticker fires them.")
         lambda_bridge.install()
         try:
             front = ApiFront(deployment, port=port).start()
@@ -118,6 +124,9 @@ def main() -> int:
             say(f"Cannot serve on 127.0.0.1:{port} ({exc}); set MAILFLEET_PORT to a free port.")
             return 1
         to_stop.append(("API front", front.stop))
+        # moto never fires schedules: the ticker does (sweeps, scheduled jobs, backups).
+        ticker = Ticker(aws, on_fire=_said_fired).start()
+        to_stop.append(("schedule ticker", ticker.stop))
         if os.environ.get("MAILFLEET_DEMO", "1") != "0":
             demo = start_demo(front.url, admin_token, workdir)
             if demo is not None:

@@ -905,7 +905,9 @@ class _Deployer:
             "AWS::StepFunctions::StateMachine": self._state_machine,
             "AWS::Serverless::Api": self._api,
             "AWS::Scheduler::Schedule": self._scheduler_schedule,
+            "AWS::Scheduler::ScheduleGroup": self._schedule_group,
             "AWS::Events::Rule": self._events_rule,
+            "AWS::CloudWatch::Alarm": self._alarm,
         }
         rtype = resource["Type"]
         creator = creators.get(rtype)
@@ -1300,6 +1302,33 @@ class _Deployer:
             target.get("Input"),
         )
         return Resource(logical_id, "AWS::Scheduler::Schedule", name, name, arn, {"Arn": arn})
+
+    def _schedule_group(self, logical_id: str, raw: dict[str, Any]) -> Resource:
+        props = self.r.resolve(raw)
+        name = props.get("Name") or self._name(logical_id, 64)
+        arn = self.client("scheduler").create_schedule_group(Name=name)["ScheduleGroupArn"]
+        return Resource(logical_id, "AWS::Scheduler::ScheduleGroup", name, name, arn,
+                        {"Arn": arn})
+
+    def _alarm(self, logical_id: str, raw: dict[str, Any]) -> Resource:
+        # Stored only: moto evaluates no alarms, but the wiring (metric, dimensions) shows.
+        props = self.r.resolve(raw)
+        name = props.get("AlarmName") or self._name(logical_id, 255)
+        keys = ("AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions",
+                "InsufficientDataActions", "MetricName", "Namespace", "Statistic",
+                "ExtendedStatistic", "Dimensions", "Period", "Unit", "EvaluationPeriods",
+                "DatapointsToAlarm", "Threshold", "ComparisonOperator", "TreatMissingData",
+                "Metrics")
+        kwargs: dict[str, Any] = {k: props[k] for k in keys if k in props}
+        for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if key in kwargs:
+                kwargs[key] = int(kwargs[key])
+        if "Threshold" in kwargs:
+            kwargs["Threshold"] = float(kwargs["Threshold"])
+        cloudwatch = self.client("cloudwatch")
+        cloudwatch.put_metric_alarm(AlarmName=name, **kwargs)
+        arn = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["AlarmArn"]
+        return Resource(logical_id, "AWS::CloudWatch::Alarm", name, name, arn, {"Arn": arn})
 
     def _events_rule(
         self, logical_id: str, raw: dict[str, Any], source: str = "AWS::Events::Rule"

@@ -1,0 +1,90 @@
+"""The fleet health and schedule routes of the mailfleet API (shared/API.md, "Fleet health
+and schedules").
+
+A Router built by app.py with its own request helpers, so the caller check and the JSON
+answers stay the same for every route:
+
+    app.include_router(fleet_routes.router_for(caller, json_response))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+
+from mailfleet.logic.caller import Caller
+from mailfleet.logic.health import FleetHealth
+from mailfleet.logic.schedules import Schedules
+from mailfleet.models.schedules import ScheduleCreate, ScheduleView, SweepRequest
+from mailfleet.models.tokens import Role
+
+Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
+NextToken = Annotated[str | None, Query(description="from the previous page")]
+
+
+def router_for(
+    caller: Callable[[Role], Caller],
+    json_response: Callable[[int, Any], Response],
+) -> Router:
+    router = Router()
+
+    @router.get("/fleet/health", tags=["fleet"],
+                summary="Up, down and unknown hosts per kind, from the last health sweep")
+    def fleet_health() -> dict[str, Any]:
+        caller(Role.VIEWER)
+        return FleetHealth().fleet()
+
+    @router.post("/fleet/sweep", tags=["fleet"],
+                 summary="Probe every host now, or those of a kind and tags (followed as a "
+                         "job, action health.sweep)",
+                 responses={202: {"description": "the sweep job was started"}})
+    def fleet_sweep(body: Annotated[SweepRequest | None, Body()] = None) -> Response[Any]:
+        who = caller(Role.OPERATOR)
+        scope = body or SweepRequest()
+        kind = scope.kind.value if scope.kind else None
+        return json_response(202, FleetHealth().submit(who, kind, scope.tags))
+
+    @router.post("/schedules", tags=["schedules"],
+                 summary="Run a job on an EventBridge schedule (rate or cron)",
+                 responses={201: {"description": "created",
+                                  "content": {"application/json": {"model": ScheduleView}}},
+                            409: {"description": "a schedule of that name exists"}})
+    def create_schedule(body: ScheduleCreate) -> Response[Any]:
+        who = caller(Role.ADMIN)
+        return json_response(201, Schedules().create(body, who))
+
+    @router.get("/schedules", tags=["schedules"], summary="Every schedule, by name")
+    def list_schedules(limit: Limit = 50, next_token: NextToken = None) -> dict[str, Any]:
+        caller(Role.VIEWER)
+        schedules, token = Schedules().list(limit=limit, next_token=next_token)
+        return {"schedules": schedules, "next_token": token}
+
+    @router.get("/schedules/<name>", tags=["schedules"],
+                summary="One schedule with its job and next run")
+    def get_schedule(name: str) -> ScheduleView:
+        caller(Role.VIEWER)
+        return ScheduleView.model_validate(Schedules().get(name))
+
+    @router.delete("/schedules/<name>", tags=["schedules"], summary="Remove a schedule")
+    def delete_schedule(name: str) -> Response[None]:
+        who = caller(Role.ADMIN)
+        Schedules().delete(name, who)
+        return Response(status_code=204, body="")
+
+    @router.post("/schedules/<name>/pause", tags=["schedules"],
+                 summary="Stop a schedule's runs until it is resumed")
+    def pause_schedule(name: str) -> ScheduleView:
+        who = caller(Role.ADMIN)
+        return ScheduleView.model_validate(Schedules().set_paused(name, True, who))
+
+    @router.post("/schedules/<name>/resume", tags=["schedules"],
+                 summary="Start a paused schedule's runs again")
+    def resume_schedule(name: str) -> ScheduleView:
+        who = caller(Role.ADMIN)
+        return ScheduleView.model_validate(Schedules().set_paused(name, False, who))
+
+    return router

@@ -1,0 +1,76 @@
+"""Scheduled maintenance, one function for every time-triggered task:
+
+- an EventBridge "Scheduled Event" (the template's sweep rule), or {"task": "health-sweep",
+  "job_id"} from POST /fleet/sweep (or with "kind"/"tags": a sweep of part of the fleet):
+  probe the hosts, keep each one's health, publish per-kind metrics;
+- {"task": "scheduled-job", ...} from EventBridge Scheduler (POST /schedules, and the
+  template's nightly appliance backup): start that schedule's job;
+- {"step": ..., "state": {...}} from the appliance-operation state machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mailfleet.config import settings
+from mailfleet.logic.appliance_ops import ApplianceOperations
+from mailfleet.logic.health import FleetHealth, emit_metrics
+from mailfleet.logic.jobs import Jobs
+from mailfleet.logic.schedules import TASK as SCHEDULED_JOB
+from mailfleet.logic.schedules import Schedules
+
+logger = Logger()
+tracer = Tracer()
+
+# Scheduler delivers at least once: one job per run, whatever arrives twice.
+_runs = IdempotencyConfig(event_key_jmespath="[schedule, execution_id]",
+                          expires_after_seconds=24 * 3600)
+
+
+@idempotent_function(data_keyword_argument="payload", config=_runs,
+                     persistence_store=DynamoDBPersistenceLayer(
+                         table_name=settings().idempotency_table))
+def _run_once(payload: dict[str, Any]) -> dict[str, Any]:
+    return Schedules().run(payload)
+
+
+def _sweep(job_id: str | None, kind: str | None = None,
+           tags: dict[str, str] | None = None) -> dict[str, Any]:
+    try:
+        report = FleetHealth().sweep(job_id=job_id, kind=kind, tags=tags)
+    except Exception as exc:
+        if job_id:  # the sweep job must end, every host accounted for
+            Jobs().fail_job(job_id, f"the sweep failed: {type(exc).__name__}")
+        raise
+    emit_metrics(report)
+    summary = report.summary()
+    logger.info("health sweep", extra={k: summary[k] for k in ("hosts", "counts", "elapsed_s")})
+    return {**summary, "job_id": job_id}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    if "step" in event:
+        state = event.get("state") or {}
+        logger.append_keys(step=event["step"], job_id=state.get("job_id"),
+                           host=state.get("host"))
+        return ApplianceOperations().step(str(event["step"]), state)
+    if event.get("task") == SCHEDULED_JOB:
+        logger.append_keys(schedule=event.get("schedule"),
+                           execution_id=event.get("execution_id"))
+        if str(event.get("execution_id", "<")).startswith("<"):
+            return Schedules().run(event)  # no run id to tell a second delivery by
+        _runs.register_lambda_context(context)
+        return _run_once(payload=event)
+    if event.get("task") == "health-sweep" or event.get("detail-type") == "Scheduled Event":
+        return _sweep(event.get("job_id"), event.get("kind"), event.get("tags"))
+    raise ValueError("not a maintenance event: expected a Scheduled Event, a task or a step")

@@ -1,0 +1,327 @@
+"""Long appliance operations (update, backup, settings, storage, certificates, reboot) as
+the appliance-operation state machine: one child execution per host starts the
+operation with `wait: false`, Wait states space the status polls until it ends or its
+time is up, a backup is then downloaded to S3 (its sha256 checked on the way and by S3),
+and the outcome becomes that host's result in an ordinary job.
+
+A Lambda could not follow an hour-long update, and the fan-out worker would hold a
+thread per host meanwhile; a state machine waits for nothing. The execution's history
+holds only statuses: the job's parameters (certificates, packages) stay in the job item.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mailfleet import aws
+from mailfleet.config import settings
+from mailfleet.drivers.appliance import UPDATE_ERRORS, ApplianceDriver, _contains, is_stale
+from mailfleet.drivers.base import Deadline, Driver
+from mailfleet.errors import ErrorType, HostError
+from mailfleet.logic import connect
+from mailfleet.logic.caller import Caller
+from mailfleet.logic.jobs import Jobs
+from mailfleet.logic.problems import Problem
+from mailfleet.models.common import now_iso, resolve_limit
+from mailfleet.models.hosts import HostKind
+from mailfleet.models.jobs import JobStatus, ResultStatus
+from mailfleet.store.blobs import S3BlobStore
+
+PATH = "appliance-operation"
+# One step call never waits longer than this on the appliance, whatever time is left.
+STEP_CAP_SECONDS = 60.0
+DOWNLOAD_CAP_SECONDS = 600.0
+# A reboot poll watches /health this long within one call, so a short absence is seen.
+REBOOT_WATCH_SECONDS = 20.0
+REBOOT_WATCH_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class Operation:
+    """How one long action is followed: `status` reads its state once; `follow` says how
+    that state is read ("status": a status document, "readback": GET shows what was
+    posted, "reboot": /health goes away and comes back); `then` runs after success."""
+
+    action: str
+    follow: str
+    status: str | None = None
+    then: str | None = None
+    poll_seconds: int | None = None  # None: settings().appliance_poll_seconds
+    grace: float | None = None  # an unchanged status counts as ours after this long
+
+
+OPERATIONS: dict[str, Operation] = {op.action: op for op in (
+    Operation("backup", "status", "backup.status", then="backup.download",
+              grace=ApplianceDriver.STALE_GRACE),
+    Operation("update", "status", "update.status"),
+    Operation("certs.set", "status", "certs.status"),
+    Operation("settings.set", "readback", "settings.status"),
+    Operation("storage.set", "readback", "storage.status"),
+    Operation("reboot", "reboot", poll_seconds=2),
+)}
+
+
+def is_long_operation(kind: str | None, action: str, params: dict[str, Any]) -> bool:
+    """Whether a job runs as the state machine: an appliance's long action, unless the
+    caller asked only to start it (`wait: false`)."""
+    return kind == HostKind.APPLIANCE and action in OPERATIONS and params.get("wait") is not False
+
+
+class OperationJobs(Jobs):
+    """Jobs whose long appliance operations start the state machine instead of the fan-out
+    worker; every other job starts as Jobs starts it."""
+
+    def _start(self, job: dict[str, Any], targets: list[str], caller: Caller) -> None:
+        params = json.loads(job.get("run_params") or "{}")
+        if not is_long_operation(job.get("kind"), job["action"], params):
+            super()._start(job, targets, caller)
+            return
+        try:
+            ApplianceOperations(self).start_execution({**job, "targets": targets})
+        except Exception as exc:
+            self._fail_unstarted(job["job_id"], "could not start the appliance operation: "
+                                 f"{type(exc).__name__}", caller)
+            raise Problem("the job was recorded but its state machine could not be started; "
+                          "it is marked FAILED", 503, extra={"job_id": job["job_id"]}) from None
+
+
+class ApplianceOperations:
+    """The state machine's steps (called through the maintenance function) and its start."""
+
+    def __init__(self, jobs: Jobs | None = None) -> None:
+        self.jobs = jobs or Jobs()
+
+    def start_execution(self, job: dict[str, Any]) -> str:
+        config = settings()
+        if not config.appliance_operation_state_machine_arn:
+            raise RuntimeError("APPLIANCE_OPERATION_STATE_MACHINE_ARN is not configured")
+        targets: list[str] = job["targets"]
+        op = OPERATIONS[job["action"]]
+        execution = {
+            "job_id": job["job_id"],
+            "hosts": targets,
+            "max_concurrency": resolve_limit(job["max_concurrency"], len(targets), minimum=1),
+            "poll_seconds": op.poll_seconds or config.appliance_poll_seconds,
+        }
+        arn = aws.client("stepfunctions").start_execution(
+            stateMachineArn=config.appliance_operation_state_machine_arn,
+            name=job["job_id"], input=json.dumps(execution))["executionArn"]
+        self.jobs.jobs.mark_running(job["job_id"], now_iso(), PATH)
+        self.jobs.jobs.set_fields(job["job_id"], execution_arn=arn)
+        return arn
+
+    def step(self, name: str, state: dict[str, Any]) -> Any:
+        handlers = {"start": self.start, "poll": self.poll, "download": self.download,
+                    "record": self.record, "finish": self.finish}
+        if name not in handlers:
+            raise ValueError(f"unknown step {name!r}")
+        return handlers[name](state)
+
+    # ------------------------------------------------------------------ steps
+    def start(self, state: dict[str, Any]) -> dict[str, Any]:
+        job = self.jobs.jobs.get(state["job_id"])
+        op = OPERATIONS[job["action"]]
+        now = time.time()
+        out: dict[str, Any] = {"action": op.action, "started": now, "started_at": now_iso(),
+                               "deadline": now + float(job["timeout_seconds"]), "polls": 0,
+                               "attempts": 0}
+        skip = self._skip_reason(job)
+        if skip:
+            return {**out, "phase": "skipped", "output": {"skipped": skip}}
+        params = {**json.loads(job.get("run_params") or "{}"), "wait": False}
+        driver = self._driver(state["host"])
+        deadline = self._deadline(out)
+        try:
+            if op.status is not None:
+                out["baseline"] = driver.perform(op.status, {}, deadline)
+            started = driver.perform(op.action, params, deadline)
+        except HostError as exc:
+            return {**out, "phase": "failed", "error": exc.to_dict(),
+                    "attempts": deadline.attempts}
+        finally:
+            driver.close()
+        if isinstance(started, dict) and started.get("repin_required"):
+            out["pin_sha256"] = started["pin_sha256"]  # certs.set: the new certificate's
+        return {**out, "phase": "running", "output": started, "attempts": deadline.attempts}
+
+    def poll(self, state: dict[str, Any]) -> dict[str, Any]:
+        op_state = dict(state["op"])
+        op = OPERATIONS[op_state["action"]]
+        op_state["polls"] = int(op_state.get("polls", 0)) + 1
+        if time.time() >= op_state["deadline"]:
+            return self._timed_out(op_state)
+        driver = self._driver(state["host"], pin=op_state.get("pin_sha256")
+                              if op_state.get("repinned") else None)
+        deadline = self._deadline(op_state)
+        try:
+            if op.follow == "reboot":
+                return self._poll_reboot(driver, op_state, deadline)
+            body = driver.perform(op.status or "", {}, deadline)
+        except HostError as exc:
+            if exc.type is ErrorType.TLS and op_state.get("pin_sha256") \
+                    and not op_state.get("repinned"):
+                # The appliance now shows the certificate we sent: follow it, once.
+                return {**op_state, "repinned": True}
+            if exc.type in (ErrorType.CONNECTION, ErrorType.TIMEOUT):
+                return op_state  # services restart during an update: poll again
+            return {**op_state, "phase": "failed", "error": exc.to_dict()}
+        finally:
+            driver.close()
+        if op.follow == "readback":
+            return self._read_back(state, op_state, body)
+        return self._status(op, op_state, body)
+
+    def download(self, state: dict[str, Any]) -> dict[str, Any]:
+        op_state = dict(state["op"])
+        op = OPERATIONS[op_state["action"]]
+        driver = self._driver(state["host"])
+        deadline = Deadline.after(min(DOWNLOAD_CAP_SECONDS,
+                                      max(1.0, op_state["deadline"] - time.time())))
+        try:
+            fetched = driver.perform(op.then or "", {}, deadline)
+        except HostError as exc:
+            return {**op_state, "phase": "failed", "error": exc.to_dict()}
+        finally:
+            driver.close()
+        output = {**(op_state.get("output") or {}), "download": fetched}
+        return {**op_state, "phase": "succeeded", "output": output}
+
+    def record(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The host's result, from the operation's last state or the step that broke."""
+        op_state = state.get("op") or {}
+        job_id, host_id = state["job_id"], state["host"]
+        phase = op_state.get("phase")
+        result: dict[str, Any] = {"host": host_id, "attempts": int(op_state.get("attempts", 0))}
+        if state.get("error") is not None:
+            phase = "failed"
+            result["error"] = _step_error(state["error"])
+        elif op_state.get("error") is not None:
+            result["error"] = op_state["error"]
+        result["status"] = {
+            "succeeded": ResultStatus.SUCCEEDED, "skipped": ResultStatus.SKIPPED,
+            "timed_out": ResultStatus.TIMED_OUT,
+        }.get(str(phase), ResultStatus.FAILED).value
+        if op_state.get("output") is not None:
+            result["output"] = op_state["output"]
+        if op_state.get("started_at"):
+            result["started_at"] = op_state["started_at"]
+            result["finished_at"] = now_iso()
+            result["duration_ms"] = int((time.time() - float(op_state["started"])) * 1000)
+        self.jobs.jobs.write_results(job_id, [result])
+        if result["status"] == ResultStatus.SUCCEEDED.value and isinstance(result.get("output"),
+                                                                          dict):
+            item = self.jobs.hosts.get_item(host_id)
+            self.jobs._follow_host_changes(item, result["output"], job_id)
+        return {"host": host_id, "status": result["status"]}
+
+    def finish(self, state: dict[str, Any]) -> dict[str, Any]:
+        job = self.jobs.jobs.get(state["job_id"])
+        if JobStatus(job["status"]).final:
+            return {"job_id": job["job_id"], "status": job["status"]}
+        stopped_by = "cancelled" if job.get("cancel_requested") else None
+        return self.jobs._close(job, Caller.system(PATH), stopped_by=stopped_by)
+
+    # ------------------------------------------------------------------ helpers
+    def _driver(self, host_id: str, pin: str | None = None) -> Driver:
+        item = self.jobs.hosts.get_item(host_id)
+        if pin:
+            item = {**item, "tls": {**(item.get("tls") or {}), "pin_sha256": pin}}
+        bucket = settings().backups_bucket
+        return connect.driver_for(item, blobs=S3BlobStore(bucket) if bucket else None)
+
+    @staticmethod
+    def _deadline(op_state: dict[str, Any]) -> Deadline:
+        left = float(op_state["deadline"]) - time.time()
+        return Deadline.after(max(0.5, min(STEP_CAP_SECONDS, left)))
+
+    def _skip_reason(self, job: dict[str, Any]) -> str | None:
+        if self.jobs.jobs.status(job["job_id"])[1]:
+            return "the job was cancelled before this host started"
+        limit = resolve_limit(job.get("max_errors"), int(job["total"]))
+        if limit is not None:
+            results, _ = self.jobs.jobs.results(job["job_id"])
+            failed = sum(1 for r in results if r["status"] in ("FAILED", "TIMED_OUT"))
+            if failed >= limit:
+                return "max_errors was reached before this host started"
+        return None
+
+    @staticmethod
+    def _timed_out(op_state: dict[str, Any]) -> dict[str, Any]:
+        last = (op_state.get("last") or {}).get("status")
+        took = float(op_state["deadline"]) - float(op_state["started"])
+        message = f"{op_state['action']} did not finish within {took:g} s" + (
+            f" (last status: {last})" if last else "")
+        return {**op_state, "phase": "timed_out",
+                "error": HostError(ErrorType.TIMEOUT, message).to_dict()}
+
+    @staticmethod
+    def _status(op: Operation, op_state: dict[str, Any], body: dict[str, Any]
+                ) -> dict[str, Any]:
+        baseline = op_state.get("baseline")
+        if baseline is not None and is_stale(baseline, body):
+            within_grace = op.grace is None or time.time() - op_state["started"] < op.grace
+            if within_grace and not op_state.get("ours"):
+                return op_state  # still the status from before we posted
+        op_state = {**op_state, "ours": True, "last": body}
+        status = body.get("status")
+        if status == "success":
+            output = {k: v for k, v in body.items() if k != "exists"}
+            if op_state.get("pin_sha256"):
+                output.update(pin_sha256=op_state["pin_sha256"], repin_required=True)
+            return {**op_state, "phase": "download" if op.then else "succeeded",
+                    "output": output}
+        if status == "failed":
+            code = str(body.get("error_code") or body.get("error-code") or "failed")
+            reason = (body.get("error_message") or body.get("error-message")
+                      or UPDATE_ERRORS.get(code) or "failed")
+            error = HostError(ErrorType.COMMAND, f"{op.action} failed: {reason}", code=code)
+            return {**op_state, "phase": "failed", "error": error.to_dict()}
+        return op_state
+
+    def _read_back(self, state: dict[str, Any], op_state: dict[str, Any],
+                   body: dict[str, Any]) -> dict[str, Any]:
+        job = self.jobs.jobs.get(state["job_id"])
+        wanted = json.loads(job.get("run_params") or "{}").get("settings") or {}
+        shown = body.get("settings") if op_state["action"] == "settings.set" \
+            else body.get("storage")
+        if body.get("exists") and _contains(shown, wanted):
+            return {**op_state, "phase": "succeeded", "output": {"status": "success"}}
+        return op_state
+
+    @staticmethod
+    def _poll_reboot(driver: Driver, op_state: dict[str, Any], deadline: Deadline
+                     ) -> dict[str, Any]:
+        """The appliance first backs up, then goes away, then answers /health again."""
+        watch_until = time.monotonic() + min(REBOOT_WATCH_SECONDS, deadline.remaining())
+        while True:
+            try:
+                driver.perform("health", {}, Deadline.after(min(3.0, deadline.remaining())))
+                answers = True
+            except HostError as exc:
+                if exc.type not in (ErrorType.CONNECTION, ErrorType.TIMEOUT):
+                    raise
+                answers = False
+            if not answers and not op_state.get("away"):
+                op_state = {**op_state, "away": True, "away_since": time.time()}
+            elif answers and op_state.get("away"):
+                away = round(time.time() - float(op_state["away_since"]), 3)
+                return {**op_state, "phase": "succeeded",
+                        "output": {"status": "back", "away_seconds": away}}
+            if time.monotonic() >= watch_until:
+                return op_state
+            time.sleep(REBOOT_WATCH_INTERVAL)
+
+
+def _step_error(caught: dict[str, Any]) -> dict[str, Any]:
+    """A step that raised (caught by the state machine as {Error, Cause})."""
+    cause = caught.get("Cause")
+    message = ""
+    try:
+        message = json.loads(cause).get("errorMessage", "") if cause else ""
+    except (ValueError, AttributeError):
+        message = str(cause)[:300]
+    return HostError(ErrorType.COMMAND, f"the operation step failed ({caught.get('Error')})"
+                     + (f": {message[:300]}" if message else ""), retryable=True).to_dict()

@@ -1,0 +1,221 @@
+"""Scheduled jobs on EventBridge Scheduler: one schedule per name in the stack's group,
+its target the maintenance function with the job body as input. Scheduler is the only
+store: the name, expression, state and job live in the schedule itself.
+
+Each run is an ordinary job (created by `system:schedule:<name>`, `schedule` set on it,
+audited like any other). A run whose job cannot start (no host matches its tags any
+more, say) is audited as refused and not retried: Scheduler would retry it for a day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mailfleet import aws
+from mailfleet.config import settings
+from mailfleet.logic.appliance_ops import OperationJobs
+from mailfleet.logic.caller import Caller
+from mailfleet.logic.jobs import Jobs
+from mailfleet.logic.problems import FieldError, Problem, conflict, invalid, not_found
+from mailfleet.models.common import now_iso
+from mailfleet.models.hosts import HostKind
+from mailfleet.models.jobs import JobRequest
+from mailfleet.models.schedules import ScheduleCreate, ScheduleView
+from mailfleet.redact import redact
+from mailfleet.schedule_expressions import next_run
+from mailfleet.store.audit import AuditLog
+from mailfleet.store.base import from_dynamo, to_dynamo
+
+TASK = "scheduled-job"
+# Scheduler fills these in on every run (its "context attributes").
+RUN_CONTEXT = {
+    "schedule_arn": "<aws.scheduler.schedule-arn>",
+    "scheduled_time": "<aws.scheduler.scheduled-time>",
+    "execution_id": "<aws.scheduler.execution-id>",
+    "attempt": "<aws.scheduler.attempt-number>",
+}
+MAX_INPUT_CHARS = 8192  # EventBridge's limit on a target's constant input
+# A run that could not be delivered is retried a little, then dropped (not for a day).
+RETRY_POLICY = {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
+
+
+class Schedules:
+    def __init__(self, audit: AuditLog | None = None) -> None:
+        self.audit = audit or AuditLog()
+
+    @staticmethod
+    def _client() -> Any:
+        return aws.client("scheduler")
+
+    # ------------------------------------------------------------------ writes
+    def create(self, body: ScheduleCreate, caller: Caller) -> dict[str, Any]:
+        self._check_job(body.job)
+        config = settings()
+        if not (config.maintenance_function_arn and config.scheduler_role_arn):
+            raise Problem("schedules are not configured (MAINTENANCE_FUNCTION_ARN, "
+                          "SCHEDULER_ROLE_ARN)", 503)
+        payload = {"task": TASK, "schedule": body.name,
+                   "job": body.job.model_dump(mode="json", exclude_none=True,
+                                              exclude={"schedule"}),
+                   "created_by": caller.principal, "created_at": now_iso(), **RUN_CONTEXT}
+        text = json.dumps(payload, separators=(",", ":"))
+        if len(text) > MAX_INPUT_CHARS:
+            raise invalid("job", f"too large for a schedule ({len(text)} of {MAX_INPUT_CHARS} "
+                          "characters); pass large inputs by reference (e.g. package_uri)")
+        kwargs: dict[str, Any] = {
+            "Name": body.name, "GroupName": config.schedule_group,
+            "ScheduleExpression": body.expression,
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "State": "DISABLED" if body.paused else "ENABLED",
+            "Target": {"Arn": config.maintenance_function_arn,
+                       "RoleArn": config.scheduler_role_arn, "Input": text,
+                       "RetryPolicy": RETRY_POLICY},
+        }
+        if body.timezone:
+            kwargs["ScheduleExpressionTimezone"] = body.timezone
+        if body.description:
+            kwargs["Description"] = body.description
+        try:
+            self._client().create_schedule(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConflictException":
+                raise conflict(f"schedule {body.name!r} already exists") from None
+            raise
+        self._audit(caller, "schedule.create", body.name, {
+            "expression": body.expression, "timezone": body.timezone,
+            "paused": body.paused, "job": payload["job"]})
+        return self.get(body.name)
+
+    def delete(self, name: str, caller: Caller) -> None:
+        view = self.get(name)
+        if view["managed_by"] == "template":
+            raise conflict(f"schedule {name!r} belongs to the deployed template: pause it, "
+                           "or change the template")
+        try:
+            self._client().delete_schedule(Name=name, GroupName=settings().schedule_group)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                raise not_found("schedule", name) from None
+            raise
+        self._audit(caller, "schedule.delete", name, None)
+
+    def set_paused(self, name: str, paused: bool, caller: Caller) -> dict[str, Any]:
+        current = self._describe(name)
+        kwargs = {k: current[k] for k in ("Name", "GroupName", "ScheduleExpression",
+                                          "FlexibleTimeWindow", "Target") if k in current}
+        for key in ("ScheduleExpressionTimezone", "Description", "StartDate", "EndDate"):
+            if current.get(key):
+                kwargs[key] = current[key]
+        kwargs["State"] = "DISABLED" if paused else "ENABLED"
+        if current.get("State") != kwargs["State"]:
+            self._client().update_schedule(**kwargs)
+            self._audit(caller, "schedule.pause" if paused else "schedule.resume", name, None)
+        return self.get(name)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, name: str) -> dict[str, Any]:
+        return _view(self._describe(name))
+
+    def list(self, *, limit: int, next_token: str | None) -> tuple[list[dict[str, Any]],
+                                                                    str | None]:
+        kwargs: dict[str, Any] = {"GroupName": settings().schedule_group, "MaxResults": limit}
+        if next_token:
+            kwargs["NextToken"] = next_token
+        try:
+            page = self._client().list_schedules(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ValidationException",
+                                                 "InvalidNextTokenException"):
+                raise invalid("next_token", "is not one this API gave out") from None
+            raise
+        views = []
+        for summary in sorted(page.get("Schedules", []), key=lambda s: s["Name"]):
+            try:
+                views.append(self.get(summary["Name"]))
+            except Problem:
+                continue  # deleted between the list and the read
+        return views, page.get("NextToken")
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        try:
+            return self._client().get_schedule(Name=name, GroupName=settings().schedule_group)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                raise not_found("schedule", name) from None
+            raise
+
+    # ------------------------------------------------------------------ runs
+    def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """One run, as Scheduler delivers it to the maintenance function."""
+        name = str(payload.get("schedule") or "")
+        caller = Caller.system(f"schedule:{name}")
+        try:
+            request = JobRequest.model_validate({**(payload.get("job") or {}),
+                                                 "schedule": name})
+            answer, _ = OperationJobs().submit(request, caller)
+        except (Problem, ValueError) as exc:
+            reason = exc.message if isinstance(exc, Problem) else str(exc)[:500]
+            self.audit.append(actor=caller.principal, action="schedule.run",
+                              target=f"schedule:{name}", outcome="refused",
+                              params={"reason": reason,
+                                      "scheduled_time": payload.get("scheduled_time")})
+            return {"schedule": name, "started": False, "reason": reason}
+        return {"schedule": name, "started": True, **answer}
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _check_job(job: JobRequest) -> None:
+        """The job as POST /jobs would check it, without contacting any host. A tag
+        selection that matches nothing yet is fine: it is resolved at each run."""
+        jobs = Jobs()
+        probe = job.model_copy(update={"dry_run": True})
+        try:
+            try:
+                items = jobs.resolve_targets(probe)
+            except Problem:
+                if job.targets.hosts is not None:
+                    raise
+                items = []
+            kind = HostKind(items[0]["kind"]) if items else job.targets.kind
+            assert kind is not None  # Targets: hosts, or a kind
+            jobs.check_action(kind, probe, items)
+        except Problem as exc:
+            errors = [FieldError(f"job.{e.field}", e.reason) for e in exc.errors] or [
+                FieldError("job", exc.message)]
+            raise Problem(f"{errors[0].field}: {errors[0].reason}", 422, errors) from None
+
+    def _audit(self, caller: Caller, action: str, name: str,
+               params: dict[str, Any] | None) -> None:
+        # In the form DynamoDB gives back (30.0 reads back as 30): the event's hash is
+        # recomputed from what is read.
+        stored = from_dynamo(to_dynamo(params)) if params else None
+        self.audit.append(actor=caller.principal, source_ip=caller.source_ip,
+                          request_id=caller.request_id, action=action,
+                          target=f"schedule:{name}", outcome="ok", params=stored)
+
+
+def _view(schedule: dict[str, Any]) -> dict[str, Any]:
+    try:
+        payload = json.loads(schedule.get("Target", {}).get("Input") or "{}")
+    except ValueError:
+        payload = {}
+    timezone = schedule.get("ScheduleExpressionTimezone") or "UTC"
+    state = schedule.get("State", "ENABLED")
+    next_at = None
+    if state == "ENABLED":
+        created = schedule.get("CreationDate")
+        anchor = created if isinstance(created, dt.datetime) else None
+        when = next_run(schedule["ScheduleExpression"], dt.datetime.now(dt.UTC),
+                        anchor=anchor, timezone=timezone)
+        next_at = when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+    return ScheduleView(
+        name=schedule["Name"], expression=schedule["ScheduleExpression"], timezone=timezone,
+        description=schedule.get("Description"), state=state, paused=state == "DISABLED",
+        job=redact(payload.get("job") or {}), created_by=payload.get("created_by"),
+        created_at=payload.get("created_at"), managed_by=payload.get("managed_by", "api"),
+        next_run=next_at, arn=schedule["Arn"],
+    ).model_dump(mode="json")
