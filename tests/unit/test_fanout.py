@@ -230,3 +230,17 @@ def test_large_outputs_are_cut_and_say_so() -> None:
     )
     output = sink.results[0]["output"]
     assert output["truncated"] is True and output["bytes"] > 200_000
+
+
+def test_every_result_is_in_the_sink_when_run_returns() -> None:
+    # A slow sink: run() must not return while a result is still on its way to it.
+    class SlowSink(ListSink):
+        def record(self, result: dict[str, Any]) -> None:
+            time.sleep(0.05)
+            super().record(result)
+
+    for _ in range(5):
+        sink = SlowSink()
+        run(hosts(8), lambda h, d: "ok", sink, concurrency=8, timeout_seconds=5,
+            slots=HostSlots())
+        assert len(sink.results) == 8

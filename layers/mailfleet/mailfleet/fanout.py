@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any, Protocol
 
 from mailfleet.drivers.base import Deadline
@@ -146,18 +147,22 @@ def run(
             counts[status.value] += 1
         sink.record(result)
 
-    def finish(key: int, task: _Task, status: ResultStatus, **kw: Any) -> None:
+    def finish(key: int, task: _Task, status: ResultStatus, **kw: Any) -> bool:
+        """Record the host's result; false if the watchdog already gave up on it."""
         with inflight_lock:
             if task.claimed:
-                return  # the watchdog already gave up on this host
+                return False
             task.claimed = True
-            inflight.pop(key, None)
+        # The result is in the sink before the host leaves the in-flight set: run() returns
+        # (and its caller closes the sink) only once every result is recorded.
         emit(task, status, **kw)
-        free.release()
         with inflight_lock:
+            inflight.pop(key, None)
             all_done.notify_all()
+        free.release()
+        return True
 
-    def work(key: int, task: _Task) -> None:
+    def work(key: int, task: _Task) -> bool:
         host_slot = slots.for_host(task.host)
         try:
             if not host_slot.acquire(timeout=max(0.0, task.deadline.remaining())):
@@ -174,26 +179,32 @@ def run(
             status = (
                 ResultStatus.TIMED_OUT if exc.type == ErrorType.TIMEOUT else ResultStatus.FAILED
             )
-            finish(key, task, status, error=exc.to_dict(), attempts=task.deadline.attempts)
+            return finish(key, task, status, error=exc.to_dict(), attempts=task.deadline.attempts)
         except Exception as exc:  # a driver bug must not lose the host's result
             error = HostError(
                 ErrorType.COMMAND, f"internal error in the driver: {type(exc).__name__}"
             )
-            finish(
+            return finish(
                 key,
                 task,
                 ResultStatus.FAILED,
                 error=error.to_dict(),
                 attempts=task.deadline.attempts,
             )
-        else:
-            finish(
-                key,
-                task,
-                ResultStatus.SUCCEEDED,
-                output=output,
-                attempts=max(1, task.deadline.attempts),
-            )
+        return finish(
+            key,
+            task,
+            ResultStatus.SUCCEEDED,
+            output=output,
+            attempts=max(1, task.deadline.attempts),
+        )
+
+    def worker() -> None:
+        # Threads are reused from host to host (starting one costs more than a request);
+        # one whose host was abandoned leaves: the watchdog started its replacement.
+        while (item := queue.get()) is not None:
+            if not work(*item):
+                return
 
     def watchdog() -> None:
         while True:
@@ -206,10 +217,9 @@ def run(
                     for k, t in inflight.items()
                     if now > t.deadline.at + GRACE_SECONDS and not t.claimed
                 ]
-                for key, task in late:
+                for _key, task in late:
                     task.claimed = True
-                    inflight.pop(key, None)
-            for _key, task in late:
+            for key, task in late:
                 error = HostError(
                     ErrorType.TIMEOUT,
                     f"no answer within {timeout_seconds:g} s; the host was abandoned",
@@ -220,17 +230,29 @@ def run(
                     error=error.to_dict(),
                     attempts=task.deadline.attempts,
                 )
+                with inflight_lock:
+                    inflight.pop(key, None)
                 free.release()
+                start_worker()  # the abandoned host keeps its thread
             if late:
                 with inflight_lock:
                     all_done.notify_all()
             time.sleep(0.05)
 
+    workers: list[threading.Thread] = []
+
+    def start_worker() -> None:
+        thread = threading.Thread(target=worker, name="fanout-worker", daemon=True)
+        workers.append(thread)
+        thread.start()
+
+    queue: SimpleQueue[tuple[int, _Task] | None] = SimpleQueue()
     stop_watch = threading.Event()
     watcher = threading.Thread(target=watchdog, name="fanout-watchdog", daemon=True)
     watcher.start()
     stopped_by: str | None = None
     pending = iter(hosts)
+    slots_wanted = max(1, concurrency)
     try:
         for key, host in enumerate(pending):
             free.acquire()
@@ -244,13 +266,15 @@ def run(
             task = _Task(host, Deadline.after(timeout_seconds), time.monotonic(), now_iso())
             with inflight_lock:
                 inflight[key] = task
-            threading.Thread(
-                target=work, args=(key, task), name=f"host-{host.id}", daemon=True
-            ).start()
+            queue.put((key, task))
+            if key < slots_wanted:  # one thread per slot, started as the first hosts go
+                start_worker()
     finally:
         with inflight_lock:
             while inflight:
                 all_done.wait(timeout=0.1)
+        for _ in workers:
+            queue.put(None)
         stop_watch.set()
         watcher.join(timeout=1)
     return Summary(counts, time.monotonic() - t0, stopped_by)
