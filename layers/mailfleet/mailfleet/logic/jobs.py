@@ -17,14 +17,15 @@ from mailfleet.config import settings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import Deadline, validate_params
 from mailfleet.errors import HostError, InvalidParams
-from mailfleet.fanout import CachedCheck, LocalErrorBudget, run
-from mailfleet.logic import connect
+from mailfleet.fanout import CachedCheck, ErrorBudget, LocalErrorBudget, Summary, run
+from mailfleet.logic import connect, distributed
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import FieldError, Problem, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import Host, HostKind
 from mailfleet.models.jobs import JobRequest, JobStatus, ResultStatus
 from mailfleet.redact import redact
+from mailfleet.store import secrets
 from mailfleet.store.audit import AuditLog
 from mailfleet.store.hosts import HostStore
 from mailfleet.store.jobs import BatchedResults, JobNotFound, JobStore
@@ -61,6 +62,11 @@ class Jobs:
                           "inputs by reference (e.g. package_uri) instead")
         job_id = uuid.uuid4().hex
         total = len(items)
+        path = distributed.choose_path(
+            total,
+            request.timeout_seconds,
+            resolve_limit(request.max_concurrency, total, minimum=1) or 1,
+        )
         job = {
             "job_id": job_id,
             "action": request.action,
@@ -76,7 +82,7 @@ class Jobs:
             "timeout_seconds": request.timeout_seconds,
             "dry_run": request.dry_run,
             "schedule": request.schedule,
-            "path": "inprocess",
+            "path": path,
         }
         if request.dry_run:
             job.pop("run_params")
@@ -104,7 +110,8 @@ class Jobs:
             answer["dry_run"] = True
             answer["targets"] = [{"host": i["id"], "endpoint": i["endpoint"]} for i in items]
             return answer, True
-        self._start(job_id, caller)
+        answer["path"] = path
+        self._start(job, [i["id"] for i in items], caller)
         return answer, False
 
     def resolve_targets(self, request: JobRequest) -> list[dict[str, Any]]:
@@ -197,9 +204,13 @@ class Jobs:
             raise Problem("the action does not fit the hosts' own command lists", 422, errors)
         return params
 
-    def _start(self, job_id: str, caller: Caller) -> None:
+    def _start(self, job: dict[str, Any], targets: list[str], caller: Caller) -> None:
+        job_id = job["job_id"]
         name = settings().fanout_function
         try:
+            if job["path"] == distributed.DISTRIBUTED:
+                distributed.DistributedJobs(self).start(job, targets)
+                return
             if not name:
                 raise RuntimeError("FANOUT_FUNCTION is not configured")
             aws.client("lambda").invoke(
@@ -315,6 +326,10 @@ class Jobs:
             status = self.jobs.request_cancel(job_id)
         except JobNotFound:
             raise not_found("job", job_id) from None
+        if not JobStatus(status).final and self.jobs.get(job_id).get("path") == (
+            distributed.DISTRIBUTED
+        ):
+            distributed.DistributedJobs(self).stop(job_id)
         self.audit.append(
             actor=caller.principal,
             source_ip=caller.source_ip,
@@ -351,6 +366,40 @@ class Jobs:
             self._skip_all(job_id, todo, "the job was cancelled before it started")
             return self._close(job, system, stopped_by="cancelled")
         self.jobs.mark_running(job_id, now_iso(), job.get("path", "inprocess"))
+        total = len(targets)
+        timeout = float(job["timeout_seconds"])
+        max_errors = resolve_limit(job.get("max_errors"), total)
+        out_of_time = None
+        if remaining_ms is not None:
+
+            def out_of_time() -> bool:
+                return remaining_ms() / 1000 < timeout + HANDOVER_MARGIN_S
+
+        summary = self.run_hosts(
+            job,
+            todo,
+            concurrency=resolve_limit(job["max_concurrency"], total, minimum=1) or 1,
+            budget=LocalErrorBudget(max_errors, count=self._failures_so_far(job_id, done)),
+            out_of_time=out_of_time,
+        )
+        if summary.stopped_by == "time" and continue_later is not None:
+            continue_later(job_id)
+            return {"job_id": job_id, "status": "RUNNING", "handed_over": True}
+        return self._close(job, system, stopped_by=summary.stopped_by)
+
+    def run_hosts(
+        self,
+        job: dict[str, Any],
+        todo: list[str],
+        *,
+        concurrency: int,
+        budget: ErrorBudget,
+        out_of_time: Callable[[], bool] | None = None,
+        flush_interval: float = 1.0,
+    ) -> Summary:
+        """Run the job's action on the hosts `todo` (ids without a result yet), each result
+        recorded; shared by the in-process worker and each batch of the Distributed Map."""
+        job_id = job["job_id"]
         items = self.hosts.get_many(todo)
         gone = [h for h in todo if h not in items]
         if gone:
@@ -372,12 +421,7 @@ class Jobs:
                 ],
             )
         params = json.loads(job.get("run_params") or "{}")
-        total = len(targets)
-        concurrency = resolve_limit(job["max_concurrency"], total, minimum=1) or 1
-        max_errors = resolve_limit(job.get("max_errors"), total)
-        budget = LocalErrorBudget(max_errors, count=self._failures_so_far(job_id, done))
-        sink = BatchedResults(self.jobs, job_id)
-        timeout = float(job["timeout_seconds"])
+        sink = BatchedResults(self.jobs, job_id, interval=flush_interval)
 
         def perform(host: Any, deadline: Deadline) -> Any:
             driver = connect.driver_for(items[host.id])
@@ -390,29 +434,21 @@ class Jobs:
             return output
 
         hosts = [Host.model_validate(items[h]) for h in todo if h in items]
-        out_of_time = None
-        if remaining_ms is not None:
-
-            def out_of_time() -> bool:
-                return remaining_ms() / 1000 < timeout + HANDOVER_MARGIN_S
-
+        secrets.prefetch(i["credentials_secret"] for i in items.values()
+                         if i.get("credentials_secret"))
         try:
-            summary = run(
+            return run(
                 hosts,
                 perform,
                 sink,
                 concurrency=concurrency,
-                timeout_seconds=timeout,
+                timeout_seconds=float(job["timeout_seconds"]),
                 budget=budget,
                 out_of_time=out_of_time,
                 should_stop=CachedCheck(lambda: self.jobs.status(job_id)[1]),
             )
         finally:
             sink.close()
-        if summary.stopped_by == "time" and continue_later is not None:
-            continue_later(job_id)
-            return {"job_id": job_id, "status": "RUNNING", "handed_over": True}
-        return self._close(job, system, stopped_by=summary.stopped_by)
 
     def _follow_host_changes(self, item: dict[str, Any], output: Any, job_id: str) -> None:
         """Keep the inventory true to what an action changed on the host: a new
@@ -457,13 +493,15 @@ class Jobs:
             results, _ = self.jobs.results(job_id)
         counts = dict(Counter(r["status"] for r in results))
         status = final_status(counts, cancelled=stopped_by == "cancelled")
-        self.jobs.finish(
+        finished = self.jobs.finish(
             job_id,
             status.value,
             counts,
             now_iso(),
             note=f"stopped: {stopped_by}" if stopped_by else None,
         )
+        if not finished:  # someone else closed it first (a Map's close and a cancel)
+            return {"job_id": job_id, "status": self.jobs.status(job_id)[0], "counts": counts}
         self.audit.append(
             actor=caller.principal,
             action="job.end",
@@ -479,6 +517,11 @@ class Jobs:
         job = self.jobs.get(job_id)
         if JobStatus(job["status"]).final:
             return
+        self.fail_hosts(job_id, job["targets"], reason)
+        self._close(job, Caller.system("fanout-worker"), stopped_by=None)
+
+    def fail_hosts(self, job_id: str, hosts: list[str], reason: str) -> None:
+        """Record FAILED for each of `hosts` without a result (the worker running them broke)."""
         results, _ = self.jobs.results(job_id)
         recorded = {r["host"] for r in results}
         self.jobs.write_results(
@@ -495,11 +538,10 @@ class Jobs:
                         "message": reason,
                     },
                 }
-                for h in job["targets"]
+                for h in hosts
                 if h not in recorded
             ],
         )
-        self._close(job, Caller.system("fanout-worker"), stopped_by=None)
 
 
 def final_status(counts: dict[str, int], *, cancelled: bool) -> JobStatus:

@@ -131,9 +131,10 @@ def prefetch(names: Iterable[str]) -> None:
                 provider.add_to_cache(key=_cache_key(asked), value=data, max_age=CACHE_SECONDS)
 
 
-def _cache_key(name: str) -> tuple[str, str]:
-    # How Powertools keys get_secret(name, transform="json") in its cache.
-    return (name, "json")
+def _cache_key(name: str) -> tuple[Any, ...]:
+    # The key Powertools' get_secret(name, transform="json") looks up in its cache.
+    provider = parameters.secrets.DEFAULT_PROVIDERS["secrets"]
+    return tuple(provider._build_cache_key(name=name, transform="json"))
 
 
 def credentials_for(name: str, *, fresh: bool = False) -> Credentials:

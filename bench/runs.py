@@ -1,0 +1,217 @@
+"""The fan-out benchmarks: the in-process path (the real worker in a process of its own),
+the Distributed Map path (through moto's Step Functions interpreter), and the sequential
+baseline (a shell loop over curl)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.fleet import FleetProcess
+from bench.stack import FLEET_KEY, REPO, AwsCalls, BenchStack, summarize
+
+ACTION = "who"
+WARM_UP_TO = 1000  # job sizes also run a second time in the same (warm) worker
+
+
+def ideal_seconds(hosts: int, concurrency: int, latency: float) -> float:
+    return latency * -(-hosts // concurrency)
+
+
+@dataclass
+class FanoutRun:
+    path: str
+    hosts: int
+    ideal_s: float
+    fanout_s: float  # the figure compared with the ideal (see each path's note)
+    warm_fanout_s: float | None = None
+    whole_s: float | None = None  # the worker (or execution) end to end
+    submit_s: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    aws: dict[str, Any] = field(default_factory=dict)  # calls for this one job
+    peak_rss_mib: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.fanout_s / self.ideal_s
+
+    @property
+    def warm_ratio(self) -> float | None:
+        return None if self.warm_fanout_s is None else self.warm_fanout_s / self.ideal_s
+
+
+def _submit(ids: list[str], concurrency: int, *, start: bool) -> tuple[str, float]:
+    """A job through the same logic as POST /jobs; without `start`, nobody runs it yet."""
+    from mailfleet.logic.caller import Caller
+    from mailfleet.logic.jobs import Jobs
+    from mailfleet.models.jobs import JobRequest
+
+    jobs = Jobs()
+    if not start:
+        jobs._start = lambda *_a, **_k: None  # type: ignore[method-assign]
+    request = JobRequest(action=ACTION, targets={"hosts": ids}, max_concurrency=concurrency,
+                         timeout_seconds=30)
+    began = time.monotonic()
+    answer, _ = jobs.submit(request, Caller.system("bench"))
+    return answer["job_id"], time.monotonic() - began
+
+
+def _job_counts(job_id: str) -> dict[str, int]:
+    from mailfleet.logic.jobs import Jobs
+
+    return dict(Jobs().view(job_id)["counts"])
+
+
+@contextlib.contextmanager
+def _setting(name: str, value: str) -> Iterator[None]:
+    """An environment setting of the functions (they share this process), for a while."""
+    from mailfleet.config import settings
+
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    settings.cache_clear()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+        settings.cache_clear()
+
+
+def run_worker(events: list[dict[str, Any]], timeout: float = 900) -> dict[str, Any]:
+    """bench/worker.py in a fresh process, pointed at this process's moto."""
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.worker", *[json.dumps(e) for e in events]],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"the worker failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def inprocess(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int,
+              latency: float) -> list[FanoutRun]:
+    """Two jobs on the same hosts run by one fresh worker process: the first as on a cold
+    container (a new connection pool per host), the second warm. The figure compared with
+    the ideal is the engine's wall time (first host started to last result recorded,
+    driver and result writes included); `whole_s` adds reading the job and the hosts
+    from DynamoDB (moto here) and closing the job.
+
+    Then the same fan-out in a second fresh worker with the result writes answered by a
+    stand-in that takes DynamoDB's time but none of this machine's CPU (bench/worker.py):
+    on two cores, moto storing the results competes with the worker and the fleet."""
+    ids = stack.ids[:hosts]
+    warm_too = hosts <= WARM_UP_TO  # a second job at 10,000 would add minutes, little news
+    with _setting("INPROCESS_MAX_TARGETS", str(len(stack.ids))):  # in-process at any size
+        before = calls.snapshot()
+        cold_job, submit_s = _submit(ids, concurrency, start=False)
+        submit_calls = calls.snapshot() - before
+        jobs = [cold_job] + ([_submit(ids, concurrency, start=False)[0]] if warm_too else [])
+        spare, _ = _submit(ids, concurrency, start=False)  # run with results elsewhere
+    worker = run_worker([{"job_id": j} for j in jobs])
+    cold, warm = worker["runs"][0], (worker["runs"][1] if warm_too else None)
+    used = submit_calls + Counter({(svc, op): n for svc, op, n in cold["aws_calls"]})
+    used[("lambda", "Invoke")] += 1  # the API's async start of the worker (not made here)
+    ideal = ideal_seconds(hosts, concurrency, latency)
+    local = FanoutRun(
+        path="in-process", hosts=hosts, ideal_s=ideal,
+        fanout_s=cold["fanout_s"], warm_fanout_s=warm["fanout_s"] if warm else None,
+        whole_s=cold["handler_s"],
+        submit_s=submit_s, counts=_job_counts(cold_job), aws=summarize(used),
+        peak_rss_mib=worker["peak_rss_mib"],
+    )
+    elsewhere = run_worker([{"job_id": spare, "results": "stand-in"}] * (2 if warm_too else 1))
+    first, second = elsewhere["runs"][0], elsewhere["runs"][-1] if warm_too else None
+    offloaded = FanoutRun(
+        path="in-process, DDB off", hosts=hosts, ideal_s=ideal,
+        fanout_s=first["fanout_s"], warm_fanout_s=second["fanout_s"] if second else None,
+        counts=first["outcome"]["counts"], peak_rss_mib=elsewhere["peak_rss_mib"],
+    )
+    return [local, offloaded]
+
+
+def distributed(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int,
+                latency: float, timeout: float = 1800) -> FanoutRun:
+    """A job forced onto the Distributed Map, run by moto's Step Functions interpreter
+    with the real worker handler (in this process). The figure is the execution's wall
+    time: StartExecution to the job closed."""
+    from mailfleet.store.jobs import JobStore
+
+    with _setting("INPROCESS_MAX_TARGETS", "0"):  # the Map at any size
+        before = calls.snapshot()
+        began = time.monotonic()
+        job_id, submit_s = _submit(stack.ids[:hosts], concurrency, start=True)
+        store = JobStore()
+        end = time.monotonic() + timeout
+        while store.status(job_id)[0] in ("PENDING", "RUNNING") and time.monotonic() < end:
+            time.sleep(0.05)
+        whole = time.monotonic() - began
+        used = calls.snapshot() - before
+    plan_note = _plan_note(stack.ids[:hosts], concurrency)
+    return FanoutRun(
+        path="distributed (moto)", hosts=hosts,
+        ideal_s=ideal_seconds(hosts, concurrency, latency),
+        fanout_s=whole - submit_s, whole_s=whole, submit_s=submit_s,
+        counts=_job_counts(job_id), aws=summarize(used), note=plan_note,
+    )
+
+
+def _plan_note(ids: list[str], concurrency: int) -> str:
+    from mailfleet.logic.distributed import plan_batches
+
+    plan = plan_batches(ids, concurrency, 30)
+    return (f"{len(plan.batches)} batches of <= {max(len(b) for b in plan.batches)}, "
+            f"{plan.parallel_batches} at once x {plan.batch_concurrency} hosts each")
+
+
+def engine_only(hosts: int, concurrency: int, latency: float) -> FanoutRun:
+    """The engine alone: each host's action is a sleep of `latency` (no driver, no
+    network, no results written): what the engine itself adds to the ideal."""
+    from mailfleet.fanout import HostSlots, run
+    from mailfleet.models.hosts import Host
+
+    class Discard:
+        def record(self, result: dict[str, Any]) -> None:
+            pass
+
+    fleet = [Host(id=f"e{i}", kind="dovecot", endpoint="http://127.0.0.1:1")
+             for i in range(hosts)]
+    times = []
+    for _ in range(2):
+        summary = run(fleet, lambda _h, _d: time.sleep(latency), Discard(),
+                      concurrency=concurrency, timeout_seconds=30, slots=HostSlots())
+        times.append(summary.elapsed_s)
+    return FanoutRun(path="engine only (sleep)", hosts=hosts,
+                     ideal_s=ideal_seconds(hosts, concurrency, latency),
+                     fanout_s=times[0], warm_fanout_s=times[1],
+                     counts=dict(summary.counts))
+
+
+def sequential(fleet: FleetProcess, hosts: int) -> float:
+    """One host after another, as an operator's shell loop over curl would."""
+    script = r"""
+for port in $PORTS; do
+  curl -s -o /dev/null -m 30 -H "Authorization: $AUTH" -H "Content-Type: application/json" \
+    --data '[["who",{"separateConnections":true},"t1"]]' "http://127.0.0.1:$port/doveadm/v1"
+done
+"""
+    env = dict(os.environ, PORTS=" ".join(str(p) for p in fleet.ports[:hosts]),
+               AUTH="X-Dovecot-API " + base64.b64encode(FLEET_KEY.encode()).decode(),
+               NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    began = time.monotonic()
+    subprocess.run(["bash", "-c", script], env=env, check=True, timeout=3600)
+    return time.monotonic() - began
