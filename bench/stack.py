@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 import warnings
@@ -28,8 +29,26 @@ DYNAMODB_WRITES = frozenset(
 )
 
 
+class _WithoutMetricLines:
+    """stdout without Powertools' EMF lines: with metrics disabled it still prints one when
+    a metric reaches 100 values, which a long Distributed Map run in this process does."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith('{"_aws"'):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def quiet() -> None:
     """Keep the report readable: no EMF metric lines, no INFO logs from the functions."""
+    if not isinstance(sys.stdout, _WithoutMetricLines):
+        sys.stdout = _WithoutMetricLines(sys.stdout)  # type: ignore[assignment]
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
     os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"

@@ -141,6 +141,10 @@ def test_unknown_command_and_parameter_are_422_before_any_host_is_contacted(
         "action": "who", "params": {"bogus": 1}, "targets": target})
     assert bad_param.status_code == 422
     assert bad_param.json()["errors"][0]["field"] == "params.bogus"
+    too_long = local_api.request("POST", "/jobs", json={
+        "action": "who", "timeout_seconds": 900, "targets": target})
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["field"] == "timeout_seconds"
 
 
 def test_a_host_that_is_down_fails_alone_and_the_job_ends(local_api: Any,

@@ -38,6 +38,8 @@ COMMAND_FETCH_TIMEOUT = 5.0
 HANDOVER_MARGIN_S = 10.0
 # Parameters live in the job item until the job ends (DynamoDB items stop at 400 KB).
 MAX_PARAMS_BYTES = 128 * 1024
+# One host's action must fit in one worker invocation, with room to record it.
+MAX_HOST_SECONDS = 840
 
 
 class Jobs:
@@ -57,6 +59,7 @@ class Jobs:
         items = self.resolve_targets(request)
         kind = HostKind(items[0]["kind"])
         params = self.check_action(kind, request, items)
+        self._check_timeout(kind, request, params)
         if len(json.dumps(params)) > MAX_PARAMS_BYTES:
             raise invalid("params", f"larger than {MAX_PARAMS_BYTES // 1024} KiB; pass large "
                           "inputs by reference (e.g. package_uri) instead")
@@ -113,6 +116,22 @@ class Jobs:
         answer["path"] = path
         self._start(job, [i["id"] for i in items], caller)
         return answer, False
+
+    @staticmethod
+    def _check_timeout(kind: HostKind, request: JobRequest, params: dict[str, Any]) -> None:
+        """One host's action runs inside one worker invocation (15 min at most); a longer
+        timeout would hand the host over forever. Long appliance operations are polled by
+        their own state machine and may take longer."""
+        from mailfleet.logic.appliance_ops import is_long_operation
+
+        if request.timeout_seconds > MAX_HOST_SECONDS and not is_long_operation(
+            kind, request.action, params
+        ):
+            raise invalid(
+                "timeout_seconds",
+                f"at most {MAX_HOST_SECONDS} s for one host's action (a worker runs 15 min at "
+                "most); only long appliance operations may wait longer",
+            )
 
     def resolve_targets(self, request: JobRequest) -> list[dict[str, Any]]:
         targets = request.targets
