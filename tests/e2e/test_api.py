@@ -339,3 +339,21 @@ def test_openapi_agrees_with_the_public_contract(local_api: Any) -> None:
     swagger = local_api.request("GET", "/swagger")
     assert swagger.status_code == 200 and "swagger" in swagger.text.lower()
     json.dumps(doc)
+
+
+def test_patch_keeps_the_command_list_unless_the_endpoint_or_tls_changes(
+    local_api: Any, fleet: dict[str, Any]
+) -> None:
+    from mailfleet.store.hosts import HostStore
+
+    host_id = fleet["ids"][0]
+    # A job makes the API fetch and cache the host's own command list.
+    assert job(local_api, {"action": "who", "targets": {"hosts": [host_id]}})["status"] == (
+        "SUCCEEDED"
+    )
+    assert "doveadm_commands" in HostStore().get_item(host_id)
+    answer = local_api.request("PATCH", f"/hosts/{host_id}", json={"tags": {"site": "x"}})
+    assert answer.status_code == 200 and "doveadm_commands" not in answer.json()
+    assert "doveadm_commands" in HostStore().get_item(host_id)
+    local_api.request("PATCH", f"/hosts/{host_id}", json={"tls": {"verify": True}})
+    assert "doveadm_commands" not in HostStore().get_item(host_id)

@@ -12,7 +12,7 @@ from typing import Any
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import BlobStore, Deadline, Driver, DriverContext
 from mailfleet.errors import ErrorType, HostError
-from mailfleet.models.hosts import Host, HostKind
+from mailfleet.models.hosts import Host
 from mailfleet.store import secrets
 from mailfleet.store.hosts import HostStore
 
@@ -76,6 +76,3 @@ def refresh_commands(
     host_item["doveadm_commands"] = {"fetched_at": int(time.time()), "commands": commands}
     return commands
 
-
-def is_dovecot(host_item: dict[str, Any]) -> bool:
-    return host_item.get("kind") == HostKind.DOVECOT

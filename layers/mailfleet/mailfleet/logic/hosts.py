@@ -145,13 +145,12 @@ class Inventory:
             if value is not None:
                 setattr(host, name, value)
         host.updated_at = now_iso()
-        fresh = host.model_dump(mode="json", exclude_none=True)
+        # The host's own command list stays cached unless where or how we reach it changed.
+        keep = {}
         if patch.endpoint is None and patch.tls is None and "doveadm_commands" in item:
-            fresh["doveadm_commands"] = item["doveadm_commands"]
+            keep["doveadm_commands"] = item["doveadm_commands"]
         try:
-            self.hosts.replace(Host.model_validate(fresh))
-            if "doveadm_commands" in fresh:
-                self.hosts.set_fields(host_id, doveadm_commands=fresh["doveadm_commands"])
+            self.hosts.replace(host, **keep)
         except HostNotFound:
             raise not_found("host", host_id) from None
         forget_sessions(host_id)
@@ -168,7 +167,7 @@ class Inventory:
                 **_audit_params(host, credentials_given="credentials" in changes),
             },
         )
-        return view(fresh)
+        return view(host.model_dump(mode="json", exclude_none=True))
 
     def delete(self, host_id: str, caller: Caller) -> None:
         try:

@@ -51,11 +51,16 @@ class HostStore:
         items = batch_get(self._table, [{"id": h} for h in host_ids])
         return {item["id"]: item for item in items}
 
-    def replace(self, host: Host) -> None:
-        self._table.put_item(
-            Item=to_dynamo(host.model_dump(mode="json", exclude_none=True)),
-            ConditionExpression="attribute_exists(id)",
-        )
+    def replace(self, host: Host, **internal: Any) -> None:
+        """Overwrite an existing host; `internal` fields (caches the API does not show,
+        e.g. doveadm_commands) are kept in the same write."""
+        item = dict(host.model_dump(mode="json", exclude_none=True), **internal)
+        try:
+            self._table.put_item(Item=to_dynamo(item), ConditionExpression="attribute_exists(id)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise HostNotFound(host.id) from None
+            raise
 
     def set_fields(self, host_id: str, **fields: Any) -> None:
         """Update a few attributes of an existing host (health, cached command lists)."""
