@@ -22,7 +22,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 run: venv deps
-	$(PY) -m mailfleet.local.run
+	$(PY) -m mailfleet_local.run
 
 test: venv deps
 	$(PY) -m ruff check .

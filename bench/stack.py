@@ -108,7 +108,7 @@ class BenchStack:
         self.ids: list[str] = []
 
     def start(self) -> BenchStack:
-        from mailfleet.local.stack import LocalAws
+        from mailfleet_local.stack import LocalAws
 
         quiet()
         self.aws = LocalAws().start()

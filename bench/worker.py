@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
     import_s = time.perf_counter() - began
 
     import mailfleet.logic.jobs as jobs_module
-    from mailfleet.local.lambda_bridge import LambdaContext
+    from mailfleet_local.lambda_bridge import LambdaContext
 
     engine_runs: list[float] = []
     original_run = jobs_module.run

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mailfleet.local.peers.dovecot import DovecotInstance
+from mailfleet_local.peers.dovecot import DovecotInstance
 from tests.fixtures.dovecot import host_body
 
 pytestmark = pytest.mark.dovecot

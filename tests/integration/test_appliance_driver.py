@@ -19,8 +19,8 @@ import requests
 from mailfleet.drivers.appliance import PREFIX, ApplianceDriver
 from mailfleet.drivers.base import Deadline
 from mailfleet.errors import ErrorType, HostError, InvalidParams
-from mailfleet.local.certs import make_self_signed
-from mailfleet.local.peers.appliance import ApplianceDouble, ApplianceTimings
+from mailfleet_local.certs import make_self_signed
+from mailfleet_local.peers.appliance import ApplianceDouble, ApplianceTimings
 from tests.fixtures.appliance import DictBlobStore, MemoryKeeper
 
 Double = Callable[..., ApplianceDouble]

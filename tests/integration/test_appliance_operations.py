@@ -13,13 +13,13 @@ import pytest
 
 from mailfleet import aws
 from mailfleet.config import settings
-from mailfleet.local import lambda_bridge
-from mailfleet.local.peers.appliance import ApplianceDouble, ApplianceTimings
 from mailfleet.logic.appliance_ops import OperationJobs, is_long_operation
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.jobs import Jobs
 from mailfleet.models.jobs import JobRequest
 from mailfleet.store.blobs import parse_uri
+from mailfleet_local import lambda_bridge
+from mailfleet_local.peers.appliance import ApplianceDouble, ApplianceTimings
 from tests.fixtures.maintenance import appliance_body, event, invoke, register, uid
 
 

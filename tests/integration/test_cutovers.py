@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.peers.proxy import ProxyDouble
 from mailfleet.store.cutovers import CutoverStore
+from mailfleet_local import lambda_bridge
+from mailfleet_local.peers.proxy import ProxyDouble
 from tests.fixtures.stack import LocalApi, shared_local_api
 
 FINAL = ("SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", "ROLLED_BACK")

@@ -30,8 +30,8 @@ from mailfleet.drivers.dovecot import (
 )
 from mailfleet.drivers.http import forget_sessions, session_for
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
-from mailfleet.local.peers.dovecot import DovecotInstance
 from mailfleet.models.hosts import Credentials, Host
+from mailfleet_local.peers.dovecot import DovecotInstance
 from tests.fixtures.dovecot import driver_for, host_for
 
 pytestmark = pytest.mark.dovecot
@@ -676,7 +676,7 @@ def test_parallel_starts_get_distinct_ports_and_retry_a_clash(
     dovecot_factory: Callable[..., DovecotInstance],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import mailfleet.local.peers.dovecot as peer
+    import mailfleet_local.peers.dovecot as peer
 
     # First try: hand out a port someone else holds; the master exits 89 and we retry.
     busy = socket.create_server(("127.0.0.1", 0))
@@ -705,7 +705,7 @@ def test_parallel_starts_get_distinct_ports_and_retry_a_clash(
 
 
 def test_stop_ends_a_worker_stuck_on_an_unanswered_request() -> None:
-    import mailfleet.local.peers.dovecot as peer
+    import mailfleet_local.peers.dovecot as peer
 
     inst = DovecotInstance(quota=False).start()
     try:

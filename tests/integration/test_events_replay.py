@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mailfleet import aws
-from mailfleet.local import lambda_bridge
+from mailfleet_local import lambda_bridge
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.peers.appliance import ApplianceDouble
-from mailfleet.local.peers.proxy import ProxyDouble
 from mailfleet.logic.jobs import Jobs
+from mailfleet_local import lambda_bridge
+from mailfleet_local.peers.appliance import ApplianceDouble
+from mailfleet_local.peers.proxy import ProxyDouble
 from tests.fixtures.maintenance import (
     appliance_body,
     event,

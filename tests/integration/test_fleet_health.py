@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.peers.appliance import ApplianceDouble
-from mailfleet.local.peers.dovecot import DovecotInstance
-from mailfleet.local.peers.proxy import ProxyDouble
-from mailfleet.local.peers.pymap import PymapServer
+from mailfleet_local import lambda_bridge
+from mailfleet_local.peers.appliance import ApplianceDouble
+from mailfleet_local.peers.dovecot import DovecotInstance
+from mailfleet_local.peers.proxy import ProxyDouble
+from mailfleet_local.peers.pymap import PymapServer
 from tests.fixtures.dovecot import host_body
 from tests.fixtures.maintenance import (
     appliance_body,

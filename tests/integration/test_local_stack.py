@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.front import ApiFront, evaluate_policy, match_route
-from mailfleet.local.stack import DeployError, Deployment, LocalAws, Route
+from mailfleet_local import lambda_bridge
+from mailfleet_local.front import ApiFront, evaluate_policy, match_route
+from mailfleet_local.stack import DeployError, Deployment, LocalAws, Route
 from tests.fixtures.stack import TEMPLATE, LocalApi, shared_local_api, shared_local_aws
 
 REPO = TEMPLATE.parent

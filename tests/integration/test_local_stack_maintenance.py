@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mailfleet.local.stack import Deployment, LocalAws
+from mailfleet_local.stack import Deployment, LocalAws
 
 
 def deployment(local_api: Any) -> Deployment:

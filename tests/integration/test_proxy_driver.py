@@ -17,8 +17,8 @@ from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import Deadline
 from mailfleet.drivers.proxy import ProxyDriver
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
-from mailfleet.local.peers.proxy import ProxyDouble
 from mailfleet.models.hosts import Credentials, TlsOptions
+from mailfleet_local.peers.proxy import ProxyDouble
 from tests.fixtures.proxy import proxy_host
 
 WRONG_TOKEN = "w" * 40

@@ -23,9 +23,9 @@ from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import Deadline
 from mailfleet.drivers.pymap import PymapDriver
 from mailfleet.errors import ErrorType, HostError
-from mailfleet.local.certs import make_self_signed
-from mailfleet.local.peers.pymap import PymapServer
 from mailfleet.models.hosts import Credentials, Host, TlsOptions
+from mailfleet_local.certs import make_self_signed
+from mailfleet_local.peers.pymap import PymapServer
 from tests.fixtures.pymap import pymap_host, pymap_imap
 
 pytestmark = pytest.mark.pymap

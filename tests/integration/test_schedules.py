@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.peers.proxy import ProxyDouble
-from mailfleet.local.ticker import Ticker
+from mailfleet_local import lambda_bridge
+from mailfleet_local.peers.proxy import ProxyDouble
+from mailfleet_local.ticker import Ticker
 from tests.fixtures.maintenance import (
     ensure_fleet_routes,
     event,

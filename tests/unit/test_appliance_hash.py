@@ -18,7 +18,7 @@ from mailfleet.drivers.appliance import (
 )
 from mailfleet.drivers.base import validate_params
 from mailfleet.errors import InvalidParams
-from mailfleet.local.certs import make_self_signed
+from mailfleet_local.certs import make_self_signed
 
 # From the document, section "HMAC hash authentication".
 DOC_KEY = "13e2ff941bbc8692cad141c8d293dda2c4f1c1a3c51b93d54f1a1693e1206107"

@@ -490,7 +490,7 @@ def test_expired_deadline_sends_nothing(fake: Any) -> None:
 
 
 def test_tls_pin_mismatch_sends_nothing(tmp_path: Path) -> None:
-    from mailfleet.local.certs import make_self_signed
+    from mailfleet_local.certs import make_self_signed
 
     cert = make_self_signed(tmp_path)
     received: list[bytes] = []

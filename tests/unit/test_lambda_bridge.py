@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.stack import LocalAws
+from mailfleet_local import lambda_bridge
+from mailfleet_local.stack import LocalAws
 from tests.fixtures.stack import shared_local_aws
 
 HANDLERS = """

@@ -32,7 +32,7 @@ PROBE = textwrap.dedent("""
             importlib.import_module(module)
             others.append(name)
     steps["other drivers"] = loaded()
-    import mailfleet.local.peers.pymap
+    import mailfleet_local.peers.pymap
     steps["the pymap peer module"] = loaded()
     from mailfleet.drivers.base import validate_params
     cls = driver_class("pymap")

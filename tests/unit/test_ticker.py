@@ -9,7 +9,7 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from mailfleet.local.ticker import Ticker, Timer
+from mailfleet_local.ticker import Ticker, Timer
 
 T0 = dt.datetime(2026, 11, 21, 10, 0, 0, tzinfo=dt.UTC)
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:mailfleet-maintenance"

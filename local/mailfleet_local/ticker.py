@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailfleet.local.stack import LocalAws
 from mailfleet.schedule_expressions import ExpressionError, Rate, parse
+from mailfleet_local.stack import LocalAws
 
 # Not under `mailfleet`: Powertools' Logger(service=mailfleet) owns that one.
 log = logging.getLogger("mailfleet-local.ticker")

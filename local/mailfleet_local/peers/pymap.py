@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from mailfleet.local.certs import make_self_signed
+from mailfleet_local.certs import make_self_signed
 
 DEMO_USER = "demouser"
 DEMO_PASSWORD = "demopass"  # noqa: S105 - pymap's public demo default (`--demo-data`)

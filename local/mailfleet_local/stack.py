@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailfleet.local import lambda_bridge
+from mailfleet_local import lambda_bridge
 
 # Not under `mailfleet`: Powertools' Logger(service=mailfleet) owns that one and would
 # stamp these lines with whichever function's keys it holds.

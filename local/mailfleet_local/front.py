@@ -28,8 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.stack import ApiInfo, AuthorizerInfo, Deployment, GatewayResponse, Route
+from mailfleet_local import lambda_bridge
+from mailfleet_local.stack import ApiInfo, AuthorizerInfo, Deployment, GatewayResponse, Route
 
 # Not under `mailfleet`: Powertools' Logger(service=mailfleet) owns that one and would
 # stamp these lines with whichever function's keys it holds.

@@ -66,7 +66,7 @@ def start_demo(api_url: str, admin_token: str, workdir: Path) -> DemoFleet:
 
 def _dovecot(fleet: DemoFleet, register: Callable[[dict[str, Any]], None], workdir: Path
              ) -> None:
-    from mailfleet.local.peers.dovecot import DovecotInstance, dovecot_available
+    from mailfleet_local.peers.dovecot import DovecotInstance, dovecot_available
 
     why = dovecot_available()
     if why:
@@ -85,7 +85,7 @@ def _dovecot(fleet: DemoFleet, register: Callable[[dict[str, Any]], None], workd
 
 
 def _proxies(fleet: DemoFleet, register: Callable[[dict[str, Any]], None]) -> None:
-    from mailfleet.local.peers.proxy import ProxyDouble
+    from mailfleet_local.peers.proxy import ProxyDouble
 
     for n in (1, 2):
         proxy = ProxyDouble(destinations=("legacy", "stalwart"), default_destination="legacy",
@@ -104,7 +104,7 @@ def _proxies(fleet: DemoFleet, register: Callable[[dict[str, Any]], None]) -> No
 
 def _appliance(fleet: DemoFleet, register: Callable[[dict[str, Any]], None], workdir: Path
                ) -> None:
-    from mailfleet.local.peers.appliance import ApplianceDouble
+    from mailfleet_local.peers.appliance import ApplianceDouble
 
     appliance = ApplianceDouble(directory=workdir / "appliance").start()
     fleet._stops.append(("appliance", appliance.stop))
@@ -119,7 +119,7 @@ def _appliance(fleet: DemoFleet, register: Callable[[dict[str, Any]], None], wor
 
 def _pymap(fleet: DemoFleet, register: Callable[[dict[str, Any]], None], workdir: Path
            ) -> None:
-    from mailfleet.local.peers.pymap import PymapServer
+    from mailfleet_local.peers.pymap import PymapServer
 
     why = PymapServer.available()
     if why:

@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from mailfleet.local.certs import SelfSigned, make_self_signed
+from mailfleet_local.certs import SelfSigned, make_self_signed
 
 PREFIX = "/api/v1/admin"
 API_VERSION = "1.24.0"

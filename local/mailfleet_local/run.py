@@ -1,4 +1,4 @@
-"""`python -m mailfleet.local.run` (what `make run` calls): the whole controller locally.
+"""`python -m mailfleet_local.run` (what `make run` calls): the whole controller locally.
 
 Starts moto on 127.0.0.1, deploys template.yaml into it (the admin token is
 MAILFLEET_ADMIN_TOKEN, or a fresh one), serves the API on
@@ -25,12 +25,12 @@ from typing import Any
 
 import requests
 
-from mailfleet.local import lambda_bridge
-from mailfleet.local.front import ApiFront
-from mailfleet.local.stack import LocalAws
-from mailfleet.local.ticker import Fired, Ticker
+from mailfleet_local import lambda_bridge
+from mailfleet_local.front import ApiFront
+from mailfleet_local.stack import LocalAws
+from mailfleet_local.ticker import Fired, Ticker
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_SECRET_ID = "AdminTokenSecret"  # noqa: S105 - a logical id in the template, not a secret
 READY_TIMEOUT_SECONDS = 30.0
 
@@ -63,9 +63,9 @@ def wait_until_healthy(url: str, timeout: float) -> int | None:
 def start_demo(api_url: str, admin_token: str, workdir: Path) -> Any:
     """The lead's demo fleet, if there is one; what was left out is said plainly."""
     try:
-        from mailfleet.local import demo
+        from mailfleet_local import demo
     except ImportError as exc:
-        say(f"Demo fleet left out: mailfleet.local.demo cannot be imported ({exc}).")
+        say(f"Demo fleet left out: mailfleet_local.demo cannot be imported ({exc}).")
         return None
     try:
         return demo.start_demo(api_url, admin_token, workdir)

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from mailfleet.local.certs import SelfSigned, make_self_signed
+from mailfleet_local.certs import SelfSigned, make_self_signed
 
 MIN_TOKEN_LEN = 32
 TEXT = "text/plain; charset=utf-8"
