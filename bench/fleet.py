@@ -35,7 +35,9 @@ from typing import Any
 
 import requests
 
-COMMANDS_FILE = Path(__file__).resolve().parent / "data" / "doveadm-commands.json"
+COMMANDS_FILE = (
+    Path(__file__).resolve().parents[1] / "tests" / "data" / "doveadm-2.3.19-commands.json"
+)
 DEFAULT_API_KEY = "bench-doveadm-key"
 # Keep-alive connections idle this long are closed, so 10,000 hosts never hold 10,000
 # sockets each side at once.

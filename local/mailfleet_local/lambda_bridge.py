@@ -92,10 +92,6 @@ def unregister_all() -> None:
         _modules.clear()
 
 
-def is_registered(function_name: str) -> bool:
-    return function_name in _code_dirs
-
-
 # ---------------------------------------------------------------- handler loading
 
 

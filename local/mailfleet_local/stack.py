@@ -179,12 +179,6 @@ class Deployment:
     outputs: dict[str, Any]
     environment: dict[str, str]  # what was applied to os.environ for the functions
 
-    def function_by_name(self, name_or_arn: str) -> FunctionInfo:
-        for info in self.functions.values():
-            if name_or_arn in (info.name, info.arn):
-                return info
-        raise KeyError(name_or_arn)
-
     def api(self, logical_id: str | None = None) -> ApiInfo:
         if logical_id is not None:
             return self.apis[logical_id]

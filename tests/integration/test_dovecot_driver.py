@@ -36,7 +36,8 @@ from tests.fixtures.dovecot import driver_for, host_for
 
 pytestmark = pytest.mark.dovecot
 
-CONTRACT_COMMANDS = Path("/work/shared/contracts/doveadm-2.3.19-commands.json")
+# A copy of ../shared/contracts/doveadm-2.3.19-commands.json, kept in the repo.
+CONTRACT_COMMANDS = Path(__file__).resolve().parents[1] / "data" / "doveadm-2.3.19-commands.json"
 DROPPED = "DROPPED"
 NO_ANSWER = "NO_ANSWER"
 

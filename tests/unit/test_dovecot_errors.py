@@ -34,7 +34,8 @@ from mailfleet.drivers.dovecot import (
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
 from mailfleet.models.hosts import Credentials, Host
 
-CONTRACT = Path("/work/shared/contracts/doveadm-2.3.19-commands.json")
+# A copy of ../shared/contracts/doveadm-2.3.19-commands.json, kept in the repo.
+CONTRACT = Path(__file__).resolve().parents[1] / "data" / "doveadm-2.3.19-commands.json"
 COMMANDS: list[dict[str, Any]] = json.loads(CONTRACT.read_text())
 SECRET = "s3cret-key-value"
 

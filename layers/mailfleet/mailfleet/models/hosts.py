@@ -70,8 +70,6 @@ class Credentials(BaseModel):
         """The plain fields, only for writing the secret itself."""
         return {k: v.get_secret_value() for k, v in self if v is not None}
 
-    def has_any(self) -> bool:
-        return any(v is not None for _, v in self)
 
 
 # Which credential fields each kind accepts: checked on POST /hosts and by the drivers.

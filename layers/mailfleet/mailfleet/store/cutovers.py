@@ -179,11 +179,6 @@ class CutoverStore:
                     }
                 )
 
-    def delete_accounts(self, cutover_id: str, count: int) -> None:
-        with self._table.batch_writer() as batch:
-            for n in range(count):
-                batch.delete_item(Key={"pk": cutover_id, "sk": account_sk(n)})
-
     def account(self, cutover_id: str, n: int) -> dict[str, Any]:
         item = self._table.get_item(
             Key={"pk": cutover_id, "sk": account_sk(n)}, ConsistentRead=True

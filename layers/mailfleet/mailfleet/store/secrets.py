@@ -55,13 +55,6 @@ def create_for_host(host_id: str, credentials: Credentials) -> str:
     return name
 
 
-def replace_value(name: str, credentials: Credentials) -> None:
-    aws.client("secretsmanager").put_secret_value(
-        SecretId=name, SecretString=json.dumps(credentials.reveal())
-    )
-    _forget(name)
-
-
 def delete_managed(host_id: str) -> None:
     try:
         aws.client("secretsmanager").delete_secret(
