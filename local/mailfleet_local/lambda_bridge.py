@@ -11,6 +11,7 @@ tests/unit/test_lambda_bridge.py pins the behaviour.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import importlib.util
 import json
@@ -36,6 +37,12 @@ _code_dirs: dict[str, Path] = {}  # function name -> its code directory (CodeUri
 _modules: dict[tuple[str, str, str], ModuleType] = {}  # (name, code dir, module) -> module
 _async_threads: set[threading.Thread] = set()
 _original_invoke: Callable[..., Any] | None = None
+
+# The function whose handler runs in this context: the IAM tests attribute each AWS call
+# to it (tests/iam_calls.py), as that function's role would sign it on AWS.
+current_function: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mailfleet_current_function", default=None
+)
 
 
 class FunctionError(Exception):
@@ -199,11 +206,14 @@ def _context_for(fn: Any, qualifier: str | None) -> LambdaContext:
 
 
 def _run(fn: Any, event: Any, context: LambdaContext) -> Any:
-    handler = _load_handler(fn.function_name, fn.handler)
+    token = current_function.set(fn.function_name)
     started = time.monotonic()
     try:
+        # Importing runs the handler module's top level: its calls are the function's too.
+        handler = _load_handler(fn.function_name, fn.handler)
         return handler(event, context)
     finally:
+        current_function.reset(token)
         took = time.monotonic() - started
         # In-process we cannot kill a handler; say so when Lambda would have.
         if took > float(fn.timeout):

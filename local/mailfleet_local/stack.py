@@ -1542,6 +1542,9 @@ class _Deployer:
             "State": props.get("State", "ENABLED"),
             "Target": {
                 "Arn": target.arn,
+                # As SAM: the event's RoleArn, else a role made for this schedule alone
+                # (whose ARN the functions' PassRole must then allow: the IAM tests see it).
+                "RoleArn": props.get("RoleArn") or self._generated_role(f"{event_id}Role"),
                 **({"Input": props["Input"]} if "Input" in props else {}),
             },
         }
@@ -1549,6 +1552,18 @@ class _Deployer:
             if key in props:
                 schedule[key] = props[key]
         self.r.physical[event_id] = self._scheduler_schedule(event_id, schedule, "ScheduleV2")
+
+    def _generated_role(self, logical_id: str) -> str:
+        """A role SAM would generate for an event (trusting the shared role's services)."""
+        iam = self.client("iam")
+        name = self._name(logical_id, 64)
+        trust = iam.get_role(RoleName=self.r.physical[_SHARED_ROLE].name)["Role"]
+        try:
+            role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(
+                trust["AssumeRolePolicyDocument"]))
+        except iam.exceptions.EntityAlreadyExistsException:
+            role = iam.get_role(RoleName=name)
+        return str(role["Role"]["Arn"])
 
     # -------------------------------------------------------------- environment
 
