@@ -26,10 +26,21 @@ class _NoManagedPolicies:
         return {}
 
 
+def _packaged(template: dict) -> dict:
+    """Local code paths stand for the S3 objects `sam deploy` would upload (as `sam
+    validate` does): the translator accepts only S3 URIs."""
+    for resource in template.get("Resources", {}).values():
+        props = resource.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
+            if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
+                props[key] = f"s3://packaged/{props[key]}"
+    return template
+
+
 def main(source: str, target: str) -> None:
     text = Path(source).read_text()
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    translated = transform(yaml_parse(text), {}, _NoManagedPolicies())
+    translated = transform(_packaged(yaml_parse(text)), {}, _NoManagedPolicies())
     translated["x-mailfleet-template-sha256"] = hashlib.sha256(text.encode()).hexdigest()
     Path(target).write_text(json.dumps(translated, indent=1, sort_keys=True))
 
