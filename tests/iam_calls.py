@@ -280,8 +280,15 @@ class Recorder:
                 self._roles[key] = role_statements(self.translated, logical_id, resolve)
             return self._roles[key]
 
-    def before_call(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
+    @staticmethod
+    def keep_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        # before-call sees the serialized request; the API's own parameters are here.
+        context["mailfleet_api_params"] = dict(params)
+
+    def before_call(self, model: Any, context: dict[str, Any], **_: Any) -> Any:
         from mailfleet_local import lambda_bridge
+
+        params = context.get("mailfleet_api_params", {})
 
         name = lambda_bridge.current_function.get()
         if name is None or self.translated is None or _called_by_moto():
@@ -383,6 +390,8 @@ def install() -> Recorder:
 
     def client_with_check(self: Any, *args: Any, **kwargs: Any) -> Any:
         client = create_client(self, *args, **kwargs)
+        client.meta.events.register("before-parameter-build", recorder.keep_params,
+                                    unique_id="mailfleet-iam-params")
         client.meta.events.register("before-call", recorder.before_call,
                                     unique_id="mailfleet-iam-check")
         return client

@@ -42,7 +42,8 @@ def test_every_binary_matches_its_functions_architecture(built: list[BuiltFuncti
     for function in built:
         for root in [function.code, *function.layers]:
             for path in root.rglob("*"):
-                if not path.is_file() or path.suffix not in (".so", "") and ".so." not in path.name:
+                shared = path.suffix in (".so", "") or ".so." in path.name
+                if not (path.is_file() and shared):
                     continue
                 machine = elf_machine(path)
                 if machine is None:
