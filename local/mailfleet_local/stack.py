@@ -590,6 +590,12 @@ class _Resolver:
 # ---------------------------------------------------------------- helpers
 
 _TABLE = "AWS::DynamoDB::Table"
+# Types deliberately left out locally, each with the reason (listed in Deployment.skipped).
+NOT_EMULATED = {
+    "AWS::S3::BucketPolicy": "TLS-only bucket policy: the embedded AWS is plain HTTP on "
+    "loopback",
+    "AWS::Logs::LogGroup": "log retention: the functions log to this process's output",
+}
 _SHARED_ROLE = "__shared_role__"  # not in the template: the one role functions run as
 _FUNCTION = "AWS::Serverless::Function"
 _STATE_MACHINES = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
@@ -906,7 +912,8 @@ class _Deployer:
         rtype = resource["Type"]
         creator = creators.get(rtype)
         if creator is None:
-            self._skip(logical_id, rtype, "resource type not supported by the local stack")
+            reason = NOT_EMULATED.get(rtype, "resource type not supported by the local stack")
+            self._skip(logical_id, rtype, reason)
             return
         raw = resource.get("Properties", {})
         try:

@@ -205,3 +205,37 @@ def test_template_schedules_use_a_role_the_api_may_pass() -> None:
             if event.get("Type") == "ScheduleV2" and "GroupName" in event["Properties"]:
                 assert event["Properties"].get("RoleArn") == {
                     "Fn::GetAtt": ["SchedulerRole", "Arn"]}, f"{name}.{event_name}"
+
+
+STATEFUL = ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SecretsManager::Secret")
+
+
+def test_stateful_resources_are_retained_and_recoverable() -> None:
+    resources = template()["Resources"]
+    for logical_id, resource in resources.items():
+        if resource["Type"] not in STATEFUL:
+            continue
+        assert resource.get("DeletionPolicy") == "Retain", logical_id
+        assert resource.get("UpdateReplacePolicy") == "Retain", logical_id
+        props = resource["Properties"]
+        if resource["Type"] == "AWS::DynamoDB::Table" and logical_id != "IdempotencyTable":
+            assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], (
+                logical_id)
+        if resource["Type"] == "AWS::S3::Bucket":
+            policies = [r for r in resources.values() if r["Type"] == "AWS::S3::BucketPolicy"
+                        and r["Properties"]["Bucket"] == {"Ref": logical_id}]
+            assert any(s["Effect"] == "Deny" and s["Condition"]["Bool"][
+                "aws:SecureTransport"] == "false" for p in policies
+                for s in p["Properties"]["PolicyDocument"]["Statement"]), (
+                f"{logical_id}: no TLS-only bucket policy")
+    backups = resources["BackupsBucket"]["Properties"]
+    assert backups["VersioningConfiguration"]["Status"] == "Enabled"
+
+
+def test_the_api_keeps_answering_under_load() -> None:
+    t = template()
+    api = next(r for r in t["Resources"].values() if r["Type"] == "AWS::Serverless::Api")
+    settings = api["Properties"]["MethodSettings"][0]
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(settings)
+    for name in ("ApiFunction", "AuthorizerFunction"):
+        assert "ReservedConcurrentExecutions" in functions(t)[name], name
