@@ -595,6 +595,9 @@ NOT_EMULATED = {
     "AWS::S3::BucketPolicy": "TLS-only bucket policy: the embedded AWS is plain HTTP on "
     "loopback",
     "AWS::Logs::LogGroup": "log retention: the functions log to this process's output",
+    "AWS::SQS::QueuePolicy": "who may send to the queue: nothing is enforced locally",
+    "AWS::IAM::ManagedPolicy": "IAM: every function runs under one local role here (the "
+    "tests hold each function's calls to its template role instead)",
 }
 _SHARED_ROLE = "__shared_role__"  # not in the template: the one role functions run as
 _FUNCTION = "AWS::Serverless::Function"
@@ -908,6 +911,7 @@ class _Deployer:
             "AWS::Scheduler::ScheduleGroup": self._schedule_group,
             "AWS::Events::Rule": self._events_rule,
             "AWS::CloudWatch::Alarm": self._alarm,
+            "AWS::SQS::Queue": self._queue,
         }
         rtype = resource["Type"]
         creator = creators.get(rtype)
@@ -1072,6 +1076,18 @@ class _Deployer:
         }
         return Resource(logical_id, "AWS::S3::Bucket", name, name, arn, attrs)
 
+    def _queue(self, logical_id: str, raw: dict[str, Any]) -> Resource:
+        props = self.r.resolve(raw)
+        name = props.get("QueueName") or self._name(logical_id, 80)
+        attributes = {k: str(props[k]) for k in ("MessageRetentionPeriod",
+                                                 "VisibilityTimeout") if k in props}
+        sqs = self.client("sqs")
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        return Resource(logical_id, "AWS::SQS::Queue", url, name, arn,
+                        {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
     def _ssm_parameter(self, logical_id: str, raw: dict[str, Any]) -> Resource:
         props = self.r.resolve(raw)
         name = props.get("Name") or f"CFN-{logical_id}-{_suffix(self.stack, logical_id)}"
@@ -1150,7 +1166,9 @@ class _Deployer:
         if props.get("Tags"):
             kwargs["Tags"] = _tags(props["Tags"])
         arn = self.client("lambda").create_function(**kwargs)["FunctionArn"]
-        lambda_bridge.register_function(name, code_dir)
+        on_failure = (props.get("EventInvokeConfig") or {}).get("DestinationConfig", {}).get(
+            "OnFailure")
+        lambda_bridge.register_function(name, code_dir, on_failure)
         self.functions[logical_id] = FunctionInfo(
             logical_id=logical_id,
             name=name,

@@ -239,3 +239,51 @@ def test_the_api_keeps_answering_under_load() -> None:
     assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(settings)
     for name in ("ApiFunction", "AuthorizerFunction"):
         assert "ReservedConcurrentExecutions" in functions(t)[name], name
+
+
+def _log_group(t: dict[str, Any], ref: Any) -> dict[str, Any]:
+    logical_id = ref.get("Ref") or ref.get("Fn::GetAtt", [None])[0]
+    group = t["Resources"][logical_id]
+    assert group["Type"] == "AWS::Logs::LogGroup", logical_id
+    assert "RetentionInDays" in group["Properties"], f"{logical_id} keeps logs forever"
+    return dict(group["Properties"])
+
+
+def test_every_function_machine_and_api_logs_with_retention() -> None:
+    t = template()
+    for name, props in functions(t).items():
+        group = _log_group(t, props["LoggingConfig"]["LogGroup"])
+        assert group["LogGroupName"]["Fn::Sub"].startswith("/aws/lambda/"), name
+    for name, (props, _asl) in state_machines(t).items():
+        (destination,) = props["Logging"]["Destinations"]
+        _log_group(t, destination["CloudWatchLogsLogGroup"]["LogGroupArn"])
+        assert props["Logging"]["IncludeExecutionData"] is False, name
+    for resource in t["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Api":
+            _log_group(t, resource["Properties"]["AccessLogSetting"]["DestinationArn"])
+
+
+ASYNC_EVENTS = ("Schedule", "ScheduleV2", "EventBridgeRule", "CloudWatchEvent")
+
+
+def test_every_async_invocation_and_schedule_has_a_failure_destination_with_an_alarm() -> None:
+    t = template()
+    resources = t["Resources"]
+    alarmed = {json.dumps(r["Properties"].get("Dimensions")) + json.dumps(
+        r["Properties"].get("MetricName")) for r in resources.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"}
+    for name, props in functions(t).items():
+        events = props.get("Events", {})
+        if not (props.get("EventInvokeConfig") or any(
+                e["Type"] in ASYNC_EVENTS for e in events.values())):
+            continue
+        on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+        if on_failure["Type"] == "SQS":
+            queue = on_failure["Destination"]["Fn::GetAtt"][0]
+            assert any(queue in a for a in alarmed), f"{name}: no alarm on {queue}"
+        else:  # the maintenance function closes the job and counts it
+            assert on_failure["Type"] == "Lambda", name
+            assert any("JobsClosedOnWorkerFailure" in a for a in alarmed)
+        for event_name, event in events.items():
+            if event["Type"] in ("Schedule", "ScheduleV2"):
+                assert "DeadLetterConfig" in event["Properties"], f"{name}.{event_name}"

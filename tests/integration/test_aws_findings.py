@@ -114,3 +114,36 @@ def test_the_fanout_worker_keeps_a_new_pin_after_certs_set(
     again = api.request("POST", "/jobs?wait=15", json={
         "action": "version", "targets": {"hosts": [host_id]}})
     assert again.json()["status"] == "SUCCEEDED", again.text
+
+
+def test_a_job_whose_worker_fails_every_try_is_closed_failed(
+        api: Any, proxy_double: Callable[..., ProxyDouble],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's OnFailure destination (the maintenance function) closes the job, as
+    when Lambda stopped the worker at its timeout, before it could clean up."""
+    from mailfleet.logic.jobs import Jobs
+    from mailfleet_local import lambda_bridge
+
+    def in_worker() -> bool:
+        return str(lambda_bridge.current_function.get()).endswith("-fanout-worker")
+
+    real_fail = Jobs.fail_job
+
+    def killed(self: Jobs, *args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("Task timed out")
+
+    def fail_job(self: Jobs, job_id: str, reason: str) -> bool:
+        if in_worker():
+            raise TimeoutError("Task timed out")
+        return real_fail(self, job_id, reason)
+
+    monkeypatch.setattr(Jobs, "execute", killed)
+    monkeypatch.setattr(Jobs, "fail_job", fail_job)
+    host = register(api, proxy_body(proxy_double(), uid("dead-px")))
+    job = api.request("POST", "/jobs", json={"action": "destinations.list",
+                                             "targets": {"hosts": [host]}})
+    assert job.status_code == 202, job.text
+    assert wait_final(job.json()["job_id"], timeout=30) == "FAILED"
+    view = api.request("GET", f"/jobs/{job.json()['job_id']}").json()
+    (result,) = view["results"]
+    assert result["status"] == "FAILED" and "every try" in result["error"]["message"]
