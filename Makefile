@@ -41,10 +41,13 @@ sam-venv: $(SAM_STAMP)
 
 # The real build, as `sam deploy` would upload it (arm64, as the functions declare), then
 # bytecode compiled for 3.12: Lambda's /var/task and /opt are read-only, so without it
-# every cold start compiles every module again. Rebuilt only when a source changed.
+# every cold start compiles every module again. Rebuilt only when a source changed, and
+# then the layer's wheels come from the per-architecture cache unless its requirements
+# changed.
 $(BUILD)/template.yaml: $(SAM_STAMP) $(SOURCES)
 	@test -n "$(PY312_DIR)" || { echo "no Python 3.12 found (pyenv or PATH): sam build needs it" >&2; exit 1; }
-	$(SAM_ENV) $(SAM) build --template-file template.yaml --build-dir $(BUILD) --parallel >/dev/null
+	$(SAM_ENV) $(SAM) build --template-file template.yaml --build-dir $(BUILD) --parallel \
+		--cached --cache-dir .aws-sam/cache-arm64 >/dev/null
 	$(PY312_DIR)/python3.12 -m compileall -q -j 0 --invalidation-mode unchecked-hash $(BUILD)
 	@touch $@
 
@@ -54,7 +57,7 @@ $(BUILD_X86)/template.yaml: $(SAM_STAMP) $(SOURCES)
 	@mkdir -p .aws-sam
 	sed 's/\barm64\b/x86_64/g' template.yaml > .aws-sam/template-x86_64.yaml
 	$(SAM_ENV) $(SAM) build --template-file .aws-sam/template-x86_64.yaml --base-dir . \
-		--build-dir $(BUILD_X86) --parallel >/dev/null
+		--build-dir $(BUILD_X86) --parallel --cached --cache-dir .aws-sam/cache-x86_64 >/dev/null
 	$(PY312_DIR)/python3.12 -m compileall -q -j 0 --invalidation-mode unchecked-hash $(BUILD_X86)
 	rm -rf .aws-sam/runtime-boto3
 	$(PY312_DIR)/python3.12 -m pip install -q --disable-pip-version-check \

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from mailfleet.drivers.base import (
     ActionSpec,
@@ -37,6 +37,7 @@ from mailfleet.drivers.base import (
 )
 from mailfleet.drivers.http import CONNECT_TIMEOUT, session_for, transport_error
 from mailfleet.errors import ErrorType, HostError, Unsupported
+from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
 
 PREFIX = "/api/v1/admin"
@@ -110,7 +111,7 @@ _PATH = r"^[A-Za-z0-9.\-_/]{3,255}$"
 _PRINTABLE = r"^[!-~]{3,255}$"
 
 
-class _Params(BaseModel):
+class _Params(Model):
     model_config = ConfigDict(extra="forbid")
 
 

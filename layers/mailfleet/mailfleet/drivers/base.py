@@ -16,10 +16,11 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
+from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
 
 
-class NoParams(BaseModel):
+class NoParams(Model):
     model_config = ConfigDict(extra="forbid")
 
 
