@@ -59,6 +59,10 @@ $(BUILD_X86)/template.yaml: $(SAM_STAMP) $(SOURCES)
 	$(SAM_ENV) $(SAM) build --template-file .aws-sam/template-x86_64.yaml --base-dir . \
 		--build-dir $(BUILD_X86) --parallel --cached --cache-dir .aws-sam/cache-x86_64 >/dev/null
 	$(PY312_DIR)/python3.12 -m compileall -q -j 0 --invalidation-mode unchecked-hash $(BUILD_X86)
+	@touch $@
+
+RUNTIME_BOTO3_STAMP := .aws-sam/runtime-boto3/.boto3-$(RUNTIME_BOTO3)
+$(RUNTIME_BOTO3_STAMP):
 	rm -rf .aws-sam/runtime-boto3
 	$(PY312_DIR)/python3.12 -m pip install -q --disable-pip-version-check \
 		--target .aws-sam/runtime-boto3 boto3==$(RUNTIME_BOTO3)
@@ -70,7 +74,8 @@ $(BUILD_X86)/template.yaml: $(SAM_STAMP) $(SOURCES)
 	@mkdir -p .aws-sam
 	$(SAM_VENV)/bin/python scripts/sam_translate.py template.yaml $@
 
-build: $(BUILD)/template.yaml $(BUILD_X86)/template.yaml .aws-sam/translated.json
+build: $(BUILD)/template.yaml $(BUILD_X86)/template.yaml $(RUNTIME_BOTO3_STAMP) \
+	.aws-sam/translated.json
 
 # Deps first: other steps in `make test` need Dovecot; the build tests need the build.
 test: venv deps build
