@@ -590,6 +590,12 @@ class _Resolver:
 # ---------------------------------------------------------------- helpers
 
 _TABLE = "AWS::DynamoDB::Table"
+# Variables one function sets for itself that would hold for every function here, where
+# they share one process: left out of the shared environment (listed with the reason).
+PER_FUNCTION_ONLY = {
+    "AWS_CALL_TIMEOUT_SECONDS": "short AWS call timeouts of the functions behind API "
+    "Gateway; here every function would get them, against a busy embedded AWS",
+}
 # Types deliberately left out locally, each with the reason (listed in Deployment.skipped).
 NOT_EMULATED = {
     "AWS::S3::BucketPolicy": "TLS-only bucket policy: the embedded AWS is plain HTTP on "
@@ -1599,6 +1605,8 @@ class _Deployer:
         clashes = []
         for info in self.functions.values():
             for key, value in info.environment.items():
+                if key in PER_FUNCTION_ONLY:
+                    continue
                 if key in union and union[key] != value:
                     clashes.append(
                         f"{key}: {owner[key]}={union[key]!r}, {info.logical_id}={value!r}"

@@ -27,7 +27,10 @@ def _config() -> Config:
 
 
 def call_budget_seconds() -> float:
-    """The longest one AWS call may take here, retries included."""
+    """The longest one AWS call may take here, retries included; 0 when this function
+    sets no AWS_CALL_TIMEOUT_SECONDS (it has no deadline of its own to keep)."""
+    if not os.environ.get("AWS_CALL_TIMEOUT_SECONDS"):
+        return 0.0
     attempts, connect, read = _call_limits()
     return attempts * (connect + read)
 
