@@ -180,6 +180,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{f.own_s * 1000:9.0f} ms{f.total_s * 1000:6.0f} ms  {f.share * 100:+.0f}% "
             f"({f.own_s / f.baseline_s * 100:+.0f}% without pydantic)")
     say()
+    say("== Built artifacts (make build; arm64 as deployed, uncompressed)")
+    for name, size, files in imports.layer_sizes():
+        say(f"{name:<24}{size / 2**20:8.1f} MiB {files:7d} files")
+    say()
+    say("== Cold import from the built artifact under Python 3.12 (function folder + layer "
+        "+ the runtime's boto3, bytecode as shipped), median of 5")
+    say(f"{'function':<24}{'boto3+Powertools':>18}{'handler':>10}{'total':>9}"
+        f"   CPU: {'boto3+Powertools':>16}{'handler':>10}")
+    for f in imports.artifact_run(5):
+        say(f"{f.name:<24}{f.baseline_s * 1000:15.0f} ms{f.own_s * 1000:7.0f} ms"
+            f"{f.total_s * 1000:6.0f} ms        {f.baseline_cpu_s * 1000:13.0f} ms"
+            f"{f.own_cpu_s * 1000:7.0f} ms")
+    say()
     report_targets(results, seq_1000, functions)
     say(f"\n(bench took {time.monotonic() - started:.0f} s; calibration loop at the end "
         f"{cpu_speed_ms():.0f} ms of CPU, load average {os.getloadavg()[0]:.2f})")

@@ -82,3 +82,46 @@ def function_dirs() -> list[Path]:
 
 def run(runs: int = 7) -> list[ImportTime]:
     return [measure(code_dir, runs) for code_dir in function_dirs()]
+
+
+@dataclass
+class ArtifactImport:
+    name: str
+    baseline_s: float  # boto3 + Powertools from the artifact, median
+    own_s: float  # the handler module on top, median
+    baseline_cpu_s: float  # the same in CPU time (steadier on a shared machine)
+    own_cpu_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.baseline_s + self.own_s
+
+
+def artifact_run(runs: int = 5) -> list[ArtifactImport]:
+    """Each handler imported as Lambda would (Python 3.12, -I -S, the built x86_64 copy of
+    the template: function folder + layer + runtime boto3, with the shipped bytecode)."""
+    from tests.build.artifacts import BUILD_X86, functions, import_handler
+
+    if not (BUILD_X86 / "template.yaml").is_file():
+        return []
+    found = []
+    for function in functions(BUILD_X86):
+        samples = [import_handler(function) for _ in range(runs + 1)][1:]
+        found.append(ArtifactImport(
+            function.logical_id,
+            statistics.median(s["baseline_s"] for s in samples),
+            statistics.median(s["own_s"] for s in samples),
+            statistics.median(s["baseline_cpu_s"] for s in samples),
+            statistics.median(s["own_cpu_s"] for s in samples)))
+    return found
+
+
+def layer_sizes() -> list[tuple[str, int, int]]:
+    """(layer or function, bytes, files) of the arm64 build as deployed, uncompressed."""
+    from tests.build.artifacts import BUILD, functions, layer_dirs, tree_size
+
+    if not (BUILD / "template.yaml").is_file():
+        return []
+    rows = [(name, *tree_size(path)) for name, path in layer_dirs(BUILD).items()]
+    rows += [(f.logical_id, *tree_size(f.code)) for f in functions(BUILD)]
+    return rows

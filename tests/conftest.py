@@ -18,4 +18,6 @@ pytest_plugins = [
     "tests.fixtures.appliance",
     "tests.fixtures.pymap",
     "tests.fixtures.stack",
+    # Every AWS call a function makes, held to its role as SAM expands it.
+    "tests.iam_calls",
 ]

@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from once import Once
 
+from mailfleet import aws
 from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
@@ -50,6 +51,17 @@ NextToken = Annotated[str | None, Query(description="from the previous page")]
 
 
 # ---------------------------------------------------------------------- plumbing
+def wait_budget(requested: float | None, context: LambdaContext | None) -> float:
+    """?wait cut to what this invocation has left, less the AWS calls still to make
+    (the final read of the job): API Gateway answers 504 at 29 s whatever we do."""
+    if not requested:
+        return 0.0
+    if context is None:
+        return requested
+    left = context.get_remaining_time_in_millis() / 1000 - aws.call_budget_seconds()
+    return max(0.0, min(requested, left))
+
+
 def caller(needed: Role) -> Caller:
     """The authenticated caller (from the authorizer's context), if their role suffices."""
     ctx = app.current_event.request_context
@@ -228,6 +240,7 @@ def create_job(
     if dry_run:
         return json_response(200, answer)
     jobs = Jobs()
+    wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
         return json_response(200, jobs.view(answer["job_id"]))
     return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))

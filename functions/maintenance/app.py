@@ -5,7 +5,9 @@
   probe the hosts, keep each one's health, publish per-kind metrics;
 - {"task": "scheduled-job", ...} from EventBridge Scheduler (POST /schedules, and the
   template's nightly appliance backup): start that schedule's job;
-- {"step": ..., "state": {...}} from the appliance-operation state machine.
+- {"step": ..., "state": {...}} from the appliance-operation state machine;
+- the fan-out worker's OnFailure destination record ({"requestContext", "requestPayload",
+  "responsePayload"}) once every try of a job's worker failed: the job is closed FAILED.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -56,9 +59,30 @@ def _sweep(job_id: str | None, kind: str | None = None,
     return {**summary, "job_id": job_id}
 
 
+def _worker_failed(record: dict[str, Any]) -> dict[str, Any]:
+    """A job never stays PENDING because its worker crashed or timed out every try."""
+    payload = record.get("requestPayload") or {}
+    job_id = payload.get("job_id") if isinstance(payload, dict) else None
+    error = (record.get("responsePayload") or {}).get("errorType") or "no answer"
+    condition = (record.get("requestContext") or {}).get("condition", "failed")
+    logger.error("job worker failed every try", extra={"job_id": job_id, "error": error,
+                                                         "condition": condition})
+    if not job_id:
+        return {"closed": None}
+    if not Jobs().fail_job(str(job_id), f"the job worker failed every try ({condition}: "
+                           f"{error})"):
+        return {"closed": None, "job_id": job_id}  # the worker had closed it itself
+    with single_metric(name="JobsClosedOnWorkerFailure", unit=MetricUnit.Count,
+                       value=1) as metric:
+        metric.add_dimension(name="service", value="mailfleet")
+    return {"closed": job_id}
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    if "requestContext" in event and "requestPayload" in event:
+        return _worker_failed(event)
     if "step" in event:
         state = event.get("state") or {}
         logger.append_keys(step=event["step"], job_id=state.get("job_id"),

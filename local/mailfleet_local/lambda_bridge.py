@@ -11,6 +11,7 @@ tests/unit/test_lambda_bridge.py pins the behaviour.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import importlib.util
 import json
@@ -33,9 +34,16 @@ log = logging.getLogger("mailfleet-local.lambda")
 
 _lock = threading.RLock()
 _code_dirs: dict[str, Path] = {}  # function name -> its code directory (CodeUri)
+_on_failure: dict[str, dict[str, Any]] = {}  # function name -> EventInvokeConfig OnFailure
 _modules: dict[tuple[str, str, str], ModuleType] = {}  # (name, code dir, module) -> module
 _async_threads: set[threading.Thread] = set()
 _original_invoke: Callable[..., Any] | None = None
+
+# The function whose handler runs in this context: the IAM tests attribute each AWS call
+# to it (tests/iam_calls.py), as that function's role would sign it on AWS.
+current_function: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mailfleet_current_function", default=None
+)
 
 
 class FunctionError(Exception):
@@ -78,10 +86,17 @@ class LambdaContext:
 # ---------------------------------------------------------------- registry
 
 
-def register_function(function_name: str, code_dir: str | Path) -> None:
-    """Tell the bridge where a function's code lives (its CodeUri directory)."""
+def register_function(
+    function_name: str, code_dir: str | Path, on_failure: dict[str, Any] | None = None
+) -> None:
+    """Tell the bridge where a function's code lives (its CodeUri directory), and where
+    an async invocation that failed goes (EventInvokeConfig's OnFailure destination)."""
     with _lock:
         _code_dirs[function_name] = Path(code_dir).resolve()
+        if on_failure:
+            _on_failure[function_name] = on_failure
+        else:
+            _on_failure.pop(function_name, None)
         for key in [k for k in _modules if k[0] == function_name]:
             del _modules[key]
 
@@ -90,6 +105,7 @@ def unregister_all() -> None:
     with _lock:
         _code_dirs.clear()
         _modules.clear()
+        _on_failure.clear()
 
 
 # ---------------------------------------------------------------- handler loading
@@ -199,11 +215,14 @@ def _context_for(fn: Any, qualifier: str | None) -> LambdaContext:
 
 
 def _run(fn: Any, event: Any, context: LambdaContext) -> Any:
-    handler = _load_handler(fn.function_name, fn.handler)
+    token = current_function.set(fn.function_name)
     started = time.monotonic()
     try:
+        # Importing runs the handler module's top level: its calls are the function's too.
+        handler = _load_handler(fn.function_name, fn.handler)
         return handler(event, context)
     finally:
+        current_function.reset(token)
         took = time.monotonic() - started
         # In-process we cannot kill a handler; say so when Lambda would have.
         if took > float(fn.timeout):
@@ -245,9 +264,10 @@ def _start_async(fn: Any, event: Any, context: LambdaContext) -> None:
     def target() -> None:
         try:
             _marshal(_run(fn, event, context))
-        except Exception:
+        except Exception as exc:
             # Lambda logs an async failure to CloudWatch; here, to our log.
             log.exception("async invocation of %s failed", fn.function_name)
+            _deliver_failure(fn, event, context, exc)
         finally:
             with _lock:
                 _async_threads.discard(threading.current_thread())
@@ -256,6 +276,38 @@ def _start_async(fn: Any, event: Any, context: LambdaContext) -> None:
     with _lock:
         _async_threads.add(thread)
     thread.start()
+
+
+def _deliver_failure(fn: Any, event: Any, context: LambdaContext, exc: Exception) -> None:
+    """The OnFailure destination's record, as Lambda sends it once every try failed
+    (locally there is one try: the retries would only fail the same way)."""
+    destination = _on_failure.get(fn.function_name)
+    if not destination:
+        return
+    record = {
+        "version": "1.0",
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+        "requestContext": {"requestId": context.aws_request_id,
+                           "functionArn": context.invoked_function_arn,
+                           "condition": "RetriesExhausted", "approximateInvokeCount": 1},
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                            "functionError": "Unhandled"},
+        "responsePayload": error_payload(exc, context.aws_request_id),
+    }
+    target = str(destination.get("Destination", ""))
+    try:
+        if destination.get("Type") == "Lambda":
+            target_fn = lambda_backend().get_function(target.split(":function:")[-1])
+            _run(target_fn, record, _context_for(target_fn, None))
+        elif destination.get("Type") == "SQS":
+            import boto3
+
+            sqs = boto3.session.Session().client("sqs")
+            url = sqs.get_queue_url(QueueName=target.rsplit(":", 1)[-1])["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record, default=str))
+    except Exception:
+        log.exception("the OnFailure destination %s of %s failed", target, fn.function_name)
 
 
 def _bridge_invoke(

@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from mailfleet_local import lambda_bridge
+from mailfleet_local import lambda_bridge, sam_local
 from mailfleet_local.front import ApiFront
 from mailfleet_local.stack import LocalAws
 from mailfleet_local.ticker import Fired, Ticker
@@ -117,6 +117,10 @@ def main() -> int:
             say(f"Not run locally: {skipped.logical_id} ({skipped.type}): {skipped.reason}")
         if deployment.schedules:
             say(f"{len(deployment.schedules)} schedule(s) deployed; a local ticker fires them.")
+        env_file = sam_local.write(deployment, aws.endpoint_url,
+                                   REPO_ROOT / sam_local.ENV_VARS_FILE)
+        say(f"sam local invoke --env-vars {env_file} --docker-network host: every function "
+            "pointed at this embedded AWS.")
         lambda_bridge.install()
         try:
             front = ApiFront(deployment, port=port).start()

@@ -590,6 +590,21 @@ class _Resolver:
 # ---------------------------------------------------------------- helpers
 
 _TABLE = "AWS::DynamoDB::Table"
+# Variables one function sets for itself that would hold for every function here, where
+# they share one process: left out of the shared environment (listed with the reason).
+PER_FUNCTION_ONLY = {
+    "AWS_CALL_TIMEOUT_SECONDS": "short AWS call timeouts of the functions behind API "
+    "Gateway; here every function would get them, against a busy embedded AWS",
+}
+# Types deliberately left out locally, each with the reason (listed in Deployment.skipped).
+NOT_EMULATED = {
+    "AWS::S3::BucketPolicy": "TLS-only bucket policy: the embedded AWS is plain HTTP on "
+    "loopback",
+    "AWS::Logs::LogGroup": "log retention: the functions log to this process's output",
+    "AWS::SQS::QueuePolicy": "who may send to the queue: nothing is enforced locally",
+    "AWS::IAM::ManagedPolicy": "IAM: every function runs under one local role here (the "
+    "tests hold each function's calls to its template role instead)",
+}
 _SHARED_ROLE = "__shared_role__"  # not in the template: the one role functions run as
 _FUNCTION = "AWS::Serverless::Function"
 _STATE_MACHINES = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
@@ -902,11 +917,13 @@ class _Deployer:
             "AWS::Scheduler::ScheduleGroup": self._schedule_group,
             "AWS::Events::Rule": self._events_rule,
             "AWS::CloudWatch::Alarm": self._alarm,
+            "AWS::SQS::Queue": self._queue,
         }
         rtype = resource["Type"]
         creator = creators.get(rtype)
         if creator is None:
-            self._skip(logical_id, rtype, "resource type not supported by the local stack")
+            reason = NOT_EMULATED.get(rtype, "resource type not supported by the local stack")
+            self._skip(logical_id, rtype, reason)
             return
         raw = resource.get("Properties", {})
         try:
@@ -1065,6 +1082,18 @@ class _Deployer:
         }
         return Resource(logical_id, "AWS::S3::Bucket", name, name, arn, attrs)
 
+    def _queue(self, logical_id: str, raw: dict[str, Any]) -> Resource:
+        props = self.r.resolve(raw)
+        name = props.get("QueueName") or self._name(logical_id, 80)
+        attributes = {k: str(props[k]) for k in ("MessageRetentionPeriod",
+                                                 "VisibilityTimeout") if k in props}
+        sqs = self.client("sqs")
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        return Resource(logical_id, "AWS::SQS::Queue", url, name, arn,
+                        {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
     def _ssm_parameter(self, logical_id: str, raw: dict[str, Any]) -> Resource:
         props = self.r.resolve(raw)
         name = props.get("Name") or f"CFN-{logical_id}-{_suffix(self.stack, logical_id)}"
@@ -1143,7 +1172,9 @@ class _Deployer:
         if props.get("Tags"):
             kwargs["Tags"] = _tags(props["Tags"])
         arn = self.client("lambda").create_function(**kwargs)["FunctionArn"]
-        lambda_bridge.register_function(name, code_dir)
+        on_failure = (props.get("EventInvokeConfig") or {}).get("DestinationConfig", {}).get(
+            "OnFailure")
+        lambda_bridge.register_function(name, code_dir, on_failure)
         self.functions[logical_id] = FunctionInfo(
             logical_id=logical_id,
             name=name,
@@ -1542,6 +1573,9 @@ class _Deployer:
             "State": props.get("State", "ENABLED"),
             "Target": {
                 "Arn": target.arn,
+                # As SAM: the event's RoleArn, else a role made for this schedule alone
+                # (whose ARN the functions' PassRole must then allow: the IAM tests see it).
+                "RoleArn": props.get("RoleArn") or self._generated_role(f"{event_id}Role"),
                 **({"Input": props["Input"]} if "Input" in props else {}),
             },
         }
@@ -1549,6 +1583,18 @@ class _Deployer:
             if key in props:
                 schedule[key] = props[key]
         self.r.physical[event_id] = self._scheduler_schedule(event_id, schedule, "ScheduleV2")
+
+    def _generated_role(self, logical_id: str) -> str:
+        """A role SAM would generate for an event (trusting the shared role's services)."""
+        iam = self.client("iam")
+        name = self._name(logical_id, 64)
+        trust = iam.get_role(RoleName=self.r.physical[_SHARED_ROLE].name)["Role"]
+        try:
+            role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(
+                trust["AssumeRolePolicyDocument"]))
+        except iam.exceptions.EntityAlreadyExistsException:
+            role = iam.get_role(RoleName=name)
+        return str(role["Role"]["Arn"])
 
     # -------------------------------------------------------------- environment
 
@@ -1559,6 +1605,8 @@ class _Deployer:
         clashes = []
         for info in self.functions.values():
             for key, value in info.environment.items():
+                if key in PER_FUNCTION_ONLY:
+                    continue
                 if key in union and union[key] != value:
                     clashes.append(
                         f"{key}: {owner[key]}={union[key]!r}, {info.logical_id}={value!r}"

@@ -4,30 +4,49 @@ reused for the life of the Lambda container."""
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
-_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
-    connect_timeout=5,
-    read_timeout=20,
-    max_pool_connections=64,
-)
+
+# Functions behind API Gateway (29 s, cold start included) set AWS_CALL_TIMEOUT_SECONDS
+# so that one slow AWS call cannot outlast the request; the others wait longer.
+def _call_limits() -> tuple[int, float, float]:
+    """(attempts, connect timeout, read timeout) for this function."""
+    read = float(os.environ.get("AWS_CALL_TIMEOUT_SECONDS") or 20)
+    return (5, 5.0, read) if read >= 20 else (2, 1.0, read)
+
+
+@functools.cache
+def _config() -> Config:
+    attempts, connect, read = _call_limits()
+    return Config(retries={"mode": "standard", "max_attempts": attempts},
+                  connect_timeout=connect, read_timeout=read, max_pool_connections=64)
+
+
+def call_budget_seconds() -> float:
+    """The longest one AWS call may take here, retries included; 0 when this function
+    sets no AWS_CALL_TIMEOUT_SECONDS (it has no deadline of its own to keep)."""
+    if not os.environ.get("AWS_CALL_TIMEOUT_SECONDS"):
+        return 0.0
+    attempts, connect, read = _call_limits()
+    return attempts * (connect + read)
 
 
 @functools.cache
 def client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=_CONFIG)
+    return boto3.session.Session().client(service, config=_config())
 
 
 @functools.cache
 def table(name: str) -> Any:
-    return boto3.session.Session().resource("dynamodb", config=_CONFIG).Table(name)
+    return boto3.session.Session().resource("dynamodb", config=_config()).Table(name)
 
 
 def reset() -> None:
     """Forget cached clients (tests that switch endpoints)."""
     client.cache_clear()
     table.cache_clear()
+    _config.cache_clear()

@@ -37,6 +37,8 @@ class Settings(BaseModel):
     maintenance_function_arn: str | None = None
     schedule_group: str = "default"
     scheduler_role_arn: str | None = None
+    # Where a schedule's event goes when Scheduler cannot deliver it (an SQS queue).
+    failed_invocations_queue_arn: str | None = None
     appliance_operation_state_machine_arn: str | None = None
     backups_bucket: str | None = None
     # Hosts probed at once by a health sweep, and how long one probe may take (s).
@@ -74,6 +76,7 @@ class Settings(BaseModel):
             maintenance_function_arn=get("MAINTENANCE_FUNCTION_ARN"),
             schedule_group=get("SCHEDULE_GROUP", "default") or "default",
             scheduler_role_arn=get("SCHEDULER_ROLE_ARN"),
+            failed_invocations_queue_arn=get("FAILED_INVOCATIONS_QUEUE_ARN"),
             appliance_operation_state_machine_arn=get("APPLIANCE_OPERATION_STATE_MACHINE_ARN"),
             backups_bucket=get("BACKUPS_BUCKET"),
             health_sweep_concurrency=int(get("HEALTH_SWEEP_CONCURRENCY", "64") or 64),

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from mailfleet.drivers.base import (
     ActionSpec,
@@ -37,6 +37,7 @@ from mailfleet.drivers.base import (
 )
 from mailfleet.drivers.http import CONNECT_TIMEOUT, session_for, transport_error
 from mailfleet.errors import ErrorType, HostError, Unsupported
+from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
 
 PREFIX = "/api/v1/admin"
@@ -110,7 +111,7 @@ _PATH = r"^[A-Za-z0-9.\-_/]{3,255}$"
 _PRINTABLE = r"^[!-~]{3,255}$"
 
 
-class _Params(BaseModel):
+class _Params(Model):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -462,32 +463,43 @@ class ApplianceDriver(Driver):
                                    "status": body.get("status"),
                                    "percentage": body.get("percentage")})
 
-    def _download(self, endpoint: str, deadline: Deadline, *, keep: bool
-                  ) -> tuple[int, str, bytes]:
-        """Stream a binary download: its size, sha256 and (if `keep`) bytes."""
+    def _download(self, endpoint: str, deadline: Deadline, name: str, content_type: str,
+                  expected: str = "") -> tuple[int, str, str | None]:
+        """Stream a binary download into the blob store (when there is one), the sha256
+        computed on the way: its size, sha256 and location. Nothing is kept whole in
+        memory, and nothing is kept at all when it does not match `expected`."""
+        upload = None
+        if self.context.blobs is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            upload = self.context.blobs.upload(f"appliances/{self.host.id}/{stamp}-{name}",
+                                               content_type, sha256=expected or None)
         response = self._call("GET", endpoint, deadline, stream=True)
         digest = hashlib.sha256()
         size = 0
-        kept = bytearray()
         try:
             for chunk in response.iter_content(64 << 10):
                 digest.update(chunk)
                 size += len(chunk)
-                if keep:
-                    kept.extend(chunk)
+                if upload is not None:
+                    upload.write(chunk)
                 deadline.timeout()  # a slow download still ends with the deadline
+            if expected and digest.hexdigest() != expected:
+                raise HostError(ErrorType.COMMAND, "the downloaded backup does not match the "
+                                "sha256 the appliance announced", code="sha256_mismatch",
+                                details={"expected": expected, "actual": digest.hexdigest(),
+                                         "size": size})
+            location = upload.finish() if upload is not None else None
         except requests.RequestException as exc:
+            if upload is not None:
+                upload.abort()
             raise transport_error(exc) from None
+        except BaseException:
+            if upload is not None:
+                upload.abort()
+            raise
         finally:
             response.close()
-        return size, digest.hexdigest(), bytes(kept)
-
-    def _store(self, name: str, data: bytes, content_type: str) -> str | None:
-        if self.context.blobs is None:
-            return None
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        return self.context.blobs.put(f"appliances/{self.host.id}/{stamp}-{name}", data,
-                                      content_type)
+        return size, digest.hexdigest(), location
 
     # ---- information -----------------------------------------------------------------
 
@@ -517,9 +529,8 @@ class ApplianceDriver(Driver):
             return {"exists": False}
 
     def _do_logs(self, p: NoParams, deadline: Deadline) -> dict[str, Any]:
-        keep = self.context.blobs is not None
-        size, digest, data = self._download("/logs", deadline, keep=keep)
-        location = self._store("logs.tar.gz", data, "application/gzip")
+        size, digest, location = self._download("/logs", deadline, "logs.tar.gz",
+                                                "application/gzip")
         return {"size": size, "sha256": digest, "location": location}
 
     # ---- settings and storage --------------------------------------------------------
@@ -722,13 +733,8 @@ class ApplianceDriver(Driver):
                             f"{status.get('status')}, not ready to download",
                             code=str(status.get("status")))
         expected = str(status.get("sha256") or "").lower()
-        keep = self.context.blobs is not None
-        size, digest, data = self._download("/backup/download", deadline, keep=keep)
-        if expected and digest != expected:
-            raise HostError(ErrorType.COMMAND, "the downloaded backup does not match the "
-                            "sha256 the appliance announced", code="sha256_mismatch",
-                            details={"expected": expected, "actual": digest, "size": size})
-        location = self._store("backup.tar", data, "application/x-tar")
+        size, digest, location = self._download("/backup/download", deadline, "backup.tar",
+                                                "application/x-tar", expected)
         return {"size": size, "sha256": digest, "location": location,
                 "verified": bool(expected), "filesize": status.get("filesize")}
 

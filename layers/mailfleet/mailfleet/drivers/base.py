@@ -16,10 +16,11 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
+from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
 
 
-class NoParams(BaseModel):
+class NoParams(Model):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -92,6 +93,16 @@ class CredentialKeeper(Protocol):
     def discard_pending(self) -> None: ...
 
 
+class Upload(Protocol):
+    """A download on its way into the blob store, a chunk at a time (never whole in memory)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> str: ...
+
+    def abort(self) -> None: ...
+
+
 class BlobStore(Protocol):
     """Where large inputs come from and downloads go (S3 in AWS, moto's S3 locally)."""
 
@@ -100,6 +111,8 @@ class BlobStore(Protocol):
     def put(
         self, name: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> str: ...
+
+    def upload(self, name: str, content_type: str, sha256: str | None = None) -> Upload: ...
 
 
 @dataclass

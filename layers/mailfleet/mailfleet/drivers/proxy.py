@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from mailfleet.drivers.base import (
     ActionSpec,
@@ -29,6 +29,7 @@ from mailfleet.drivers.base import (
 )
 from mailfleet.drivers.http import CONNECT_TIMEOUT, session_for, transport_error
 from mailfleet.errors import ErrorType, HostError, Unsupported
+from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
 
 # Bodies of this API are a line or a small JSON document; anything bigger is not the proxy.
@@ -46,7 +47,7 @@ Destination = Annotated[
 ]
 
 
-class _Params(BaseModel):
+class _Params(Model):
     model_config = ConfigDict(extra="forbid")
 
 

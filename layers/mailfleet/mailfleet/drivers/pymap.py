@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from mailfleet.drivers.base import (
     ActionSpec,
@@ -41,6 +41,7 @@ from mailfleet.drivers.base import (
     require_secret,
 )
 from mailfleet.errors import ErrorType, HostError, Unsupported
+from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host, TlsOptions
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ MessageFlag = Annotated[
 ]
 
 
-class _Params(BaseModel):
+class _Params(Model):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -531,13 +531,15 @@ class Jobs:
         )
         return {"job_id": job_id, "status": status.value, "counts": counts}
 
-    def fail_job(self, job_id: str, reason: str) -> None:
-        """Last resort when the worker itself breaks: account for every host and end it."""
+    def fail_job(self, job_id: str, reason: str) -> bool:
+        """Last resort when the worker itself breaks: account for every host and end it.
+        False when the job had already ended."""
         job = self.jobs.get(job_id)
         if JobStatus(job["status"]).final:
-            return
+            return False
         self.fail_hosts(job_id, job["targets"], reason)
         self._close(job, Caller.system("fanout-worker"), stopped_by=None)
+        return True
 
     def fail_hosts(self, job_id: str, hosts: list[str], reason: str) -> None:
         """Record FAILED for each of `hosts` without a result (the worker running them broke)."""

@@ -75,6 +75,8 @@ class Schedules:
                        "RoleArn": config.scheduler_role_arn, "Input": text,
                        "RetryPolicy": RETRY_POLICY},
         }
+        if config.failed_invocations_queue_arn:  # an undeliverable run is kept, not lost
+            kwargs["Target"]["DeadLetterConfig"] = {"Arn": config.failed_invocations_queue_arn}
         if body.timezone:
             kwargs["ScheduleExpressionTimezone"] = body.timezone
         if body.description:

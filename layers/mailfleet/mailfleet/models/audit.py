@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from mailfleet.models.common import Model
 
 
-class AuditEvent(BaseModel):
+class AuditEvent(Model):
     event_id: str
     seq: int
     at: str
@@ -24,7 +24,7 @@ class AuditEvent(BaseModel):
     hash: str
 
 
-class AuditVerification(BaseModel):
+class AuditVerification(Model):
     ok: bool
     checked: int
     first_bad: str | None = None

@@ -6,7 +6,14 @@ import datetime
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+
+class Model(BaseModel):
+    """Every model crossing a boundary: its validator and schema are built on first use,
+    not at import, so a cold start pays only for the models its request needs."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 def now_iso() -> str:

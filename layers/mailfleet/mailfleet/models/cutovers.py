@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -15,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from mailfleet.models.common import CountOrPercent
+from mailfleet.models.common import CountOrPercent, Model
 from mailfleet.models.hosts import HostId, TagKey, TagValue
 
 MAX_ACCOUNTS = 10_000
@@ -69,7 +68,7 @@ class AccountStatus(StrEnum):
         return self not in (AccountStatus.PENDING, AccountStatus.IN_PROGRESS)
 
 
-class HostSelection(BaseModel):
+class HostSelection(Model):
     """Explicit host ids, or tags (hosts in maintenance are left out of a tag match)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -86,7 +85,7 @@ class HostSelection(BaseModel):
         return self
 
 
-class CutoverRequest(BaseModel):
+class CutoverRequest(Model):
     model_config = ConfigDict(extra="forbid")
 
     accounts: list[Account] = Field(min_length=1, max_length=MAX_ACCOUNTS)
@@ -152,14 +151,14 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-class CutoverAccepted(BaseModel):
+class CutoverAccepted(Model):
     cutover_id: str
     status: CutoverStatus
     total: int
     dry_run: bool = False
 
 
-class StepRecord(BaseModel):
+class StepRecord(Model):
     step: str
     outcome: str  # ok, retrying (a retry follows), failed
     at: str
@@ -167,7 +166,7 @@ class StepRecord(BaseModel):
     hosts: dict[str, Any] | None = None
 
 
-class AccountView(BaseModel):
+class AccountView(Model):
     account: str
     status: AccountStatus
     previous: dict[str, Any] | None = Field(
@@ -179,7 +178,7 @@ class AccountView(BaseModel):
     finished_at: str | None = None
 
 
-class CutoverView(BaseModel):
+class CutoverView(Model):
     cutover_id: str
     status: CutoverStatus
     phase: str = Field(default="cutover", description="cutover, or rollback once one is asked")
@@ -208,6 +207,6 @@ class CutoverView(BaseModel):
     next_token: str | None = None
 
 
-class CutoverList(BaseModel):
+class CutoverList(Model):
     cutovers: list[CutoverView]
     next_token: str | None = None

@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SecretStr,
@@ -15,6 +14,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from mailfleet.models.common import Model
 
 HOST_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 HostId = Annotated[str, StringConstraints(pattern=HOST_ID_PATTERN)]
@@ -37,7 +38,7 @@ def normalize_pin(pin: str) -> str:
     return hexdigits
 
 
-class TlsOptions(BaseModel):
+class TlsOptions(Model):
     model_config = ConfigDict(extra="forbid")
 
     verify: bool = True
@@ -57,7 +58,7 @@ class TlsOptions(BaseModel):
         return value or None
 
 
-class Credentials(BaseModel):
+class Credentials(Model):
     """A host's secret fields. SecretStr keeps them out of reprs, logs and tracebacks."""
 
     model_config = ConfigDict(extra="forbid")
@@ -103,7 +104,7 @@ def check_endpoint(kind: HostKind, endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-class Host(BaseModel):
+class Host(Model):
     """A host as the inventory keeps it and the drivers receive it: no credentials inside."""
 
     model_config = ConfigDict(extra="ignore")
@@ -121,7 +122,7 @@ class Host(BaseModel):
     health: dict[str, Any] | None = None
 
 
-class HostCreate(BaseModel):
+class HostCreate(Model):
     model_config = ConfigDict(extra="forbid")
 
     id: HostId
@@ -147,7 +148,7 @@ class HostCreate(BaseModel):
         return self
 
 
-class HostPatch(BaseModel):
+class HostPatch(Model):
     model_config = ConfigDict(extra="forbid")
 
     endpoint: str | None = Field(default=None, max_length=1024)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from mailfleet.models.common import CountOrPercent
+from mailfleet.models.common import CountOrPercent, Model
 from mailfleet.models.hosts import HostId, HostKind, TagKey, TagValue
 
 
@@ -33,7 +33,7 @@ class ResultStatus(StrEnum):
     SKIPPED = "SKIPPED"
 
 
-class Targets(BaseModel):
+class Targets(Model):
     """Either explicit host ids, or a kind and tags (hosts in maintenance are left out)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -54,7 +54,7 @@ class Targets(BaseModel):
         return self
 
 
-class JobRequest(BaseModel):
+class JobRequest(Model):
     model_config = ConfigDict(extra="forbid")
 
     action: str = Field(min_length=1, max_length=128)
@@ -75,7 +75,7 @@ class JobRequest(BaseModel):
         return value
 
 
-class JobAccepted(BaseModel):
+class JobAccepted(Model):
     job_id: str
     status: JobStatus
     total: int
@@ -84,14 +84,14 @@ class JobAccepted(BaseModel):
     targets: list[dict[str, Any]] | None = None
 
 
-class HostErrorView(BaseModel):
+class HostErrorView(Model):
     type: str
     code: int | str | None = None
     message: str
     retryable: bool = False
 
 
-class HostResult(BaseModel):
+class HostResult(Model):
     host: str
     status: ResultStatus
     output: Any = None
@@ -102,7 +102,7 @@ class HostResult(BaseModel):
     finished_at: str | None = None
 
 
-class JobView(BaseModel):
+class JobView(Model):
     job_id: str
     action: str
     kind: HostKind | None = None

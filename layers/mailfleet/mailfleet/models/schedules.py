@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
+from mailfleet.models.common import Model
 from mailfleet.models.hosts import HostKind, TagKey, TagValue
 from mailfleet.models.jobs import JobRequest
 from mailfleet.schedule_expressions import ExpressionError, check_timezone, parse
@@ -15,7 +16,7 @@ from mailfleet.schedule_expressions import ExpressionError, check_timezone, pars
 ScheduleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
-class ScheduleCreate(BaseModel):
+class ScheduleCreate(Model):
     model_config = ConfigDict(extra="forbid")
 
     name: ScheduleName
@@ -53,7 +54,7 @@ class ScheduleCreate(BaseModel):
         return value
 
 
-class ScheduleView(BaseModel):
+class ScheduleView(Model):
     name: str
     expression: str
     timezone: str
@@ -68,7 +69,7 @@ class ScheduleView(BaseModel):
     arn: str
 
 
-class SweepRequest(BaseModel):
+class SweepRequest(Model):
     """POST /fleet/sweep's optional body: without it, every host not in maintenance."""
 
     model_config = ConfigDict(extra="forbid")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from mailfleet.models.common import Model
 
 
 class Role(StrEnum):
@@ -20,14 +22,14 @@ class Role(StrEnum):
         return self.rank >= needed.rank
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(Model):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
     name: str = Field(min_length=1, max_length=128, pattern=r"^[\w .@:/-]+$")
 
 
-class TokenView(BaseModel):
+class TokenView(Model):
     token_id: str
     role: Role
     name: str
@@ -39,7 +41,7 @@ class TokenCreated(TokenView):
     token: str = Field(description="Shown once; only its SHA-256 is stored")
 
 
-class Principal(BaseModel):
+class Principal(Model):
     principal: str
     role: Role
     token_id: str | None = None

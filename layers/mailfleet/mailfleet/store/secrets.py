@@ -44,13 +44,14 @@ def create_for_host(host_id: str, credentials: Credentials) -> str:
         )
     except ClientError as exc:
         code = exc.response["Error"]["Code"]
-        if code == "ResourceExistsException":
-            sm.put_secret_value(SecretId=name, SecretString=value)
-        elif code == "InvalidRequestException" and "scheduled for deletion" in str(exc):
-            sm.restore_secret(SecretId=name)
-            sm.put_secret_value(SecretId=name, SecretString=value)
-        else:
+        deleted = code == "InvalidRequestException" and "scheduled for deletion" in str(exc)
+        if code != "ResourceExistsException" and not deleted:
             raise
+        # A host deleted within the recovery window: its secret comes back first (AWS
+        # says InvalidRequestException here, moto ResourceExistsException: ask).
+        if deleted or "DeletedDate" in sm.describe_secret(SecretId=name):
+            sm.restore_secret(SecretId=name)
+        sm.put_secret_value(SecretId=name, SecretString=value)
     _forget(name)
     return name
 
