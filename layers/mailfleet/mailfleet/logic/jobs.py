@@ -17,7 +17,14 @@ from mailfleet.config import settings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import Deadline, validate_params
 from mailfleet.errors import HostError, InvalidParams
-from mailfleet.fanout import CachedCheck, ErrorBudget, LocalErrorBudget, Summary, run
+from mailfleet.fanout import (
+    CachedCheck,
+    ErrorBudget,
+    LocalErrorBudget,
+    Summary,
+    run,
+    run_async,
+)
 from mailfleet.logic import connect, distributed
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import FieldError, Problem, invalid, not_found
@@ -441,31 +448,58 @@ class Jobs:
             )
         params = json.loads(job.get("run_params") or "{}")
         sink = BatchedResults(self.jobs, job_id, interval=flush_interval)
+        action = job["action"]
 
         def perform(host: Any, deadline: Deadline) -> Any:
-            driver = connect.driver_for(items[host.id])
+            driver = connect.driver_for(items[host.id], host=host)
             try:
-                checked = driver.validate(job["action"], params, deadline)
-                output = driver.perform(job["action"], checked, deadline)
+                checked = driver.validate(action, params, deadline)
+                output = driver.perform(action, checked, deadline)
             finally:
                 driver.close()
             self._follow_host_changes(items[host.id], output, job_id)
             return output
 
+        # The async path (doveadm): per-host work is kept to the request itself. A secret
+        # is read once per job, and the parameters checked once per distinct command list
+        # (hosts of one Dovecot version share the same list object); anything that may
+        # block (a secret not read yet, a command list to ask the host for) runs in a thread.
+        credentials: dict[str, Any] = {}
+        checked_for: dict[int, dict[str, Any]] = {}
+
+        async def perform_async(host: Any, deadline: Deadline) -> Any:
+            item = items[host.id]
+            name = item.get("credentials_secret")
+            if name and name not in credentials:
+                credentials[name] = await _in_thread(secrets.credentials_for, name)
+            driver = connect.driver_for(item, host=host, credentials=credentials.get(name))
+            try:
+                seeded = driver.context.extras.get("doveadm_commands")
+                checked = checked_for.get(id(seeded)) if seeded else None
+                if checked is None:
+                    checked = await _in_thread(driver.validate, action, params, deadline)
+                    if seeded:
+                        checked_for[id(seeded)] = checked
+                output = await driver.perform_async(action, checked, deadline)
+            finally:
+                driver.close()
+            self._follow_host_changes(item, output, job_id)
+            return output
+
         hosts = [Host.model_validate(items[h]) for h in todo if h in items]
         secrets.prefetch(i["credentials_secret"] for i in items.values()
                          if i.get("credentials_secret"))
+        engine = dict(
+            concurrency=concurrency,
+            timeout_seconds=float(job["timeout_seconds"]),
+            budget=budget,
+            out_of_time=out_of_time,
+            should_stop=CachedCheck(lambda: self.jobs.status(job_id)[1]),
+        )
         try:
-            return run(
-                hosts,
-                perform,
-                sink,
-                concurrency=concurrency,
-                timeout_seconds=float(job["timeout_seconds"]),
-                budget=budget,
-                out_of_time=out_of_time,
-                should_stop=CachedCheck(lambda: self.jobs.status(job_id)[1]),
-            )
+            if driver_class(job["kind"]).has_async_perform:
+                return run_async(hosts, perform_async, sink, **engine)  # type: ignore[arg-type]
+            return run(hosts, perform, sink, **engine)  # type: ignore[arg-type]
         finally:
             sink.close()
 
@@ -563,6 +597,14 @@ class Jobs:
                 if h not in recorded
             ],
         )
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """A blocking call made from the fan-out's event loop: the loop carries on with the
+    other hosts meanwhile."""
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def final_status(counts: dict[str, int], *, cancelled: bool) -> JobStatus:
