@@ -35,7 +35,7 @@ from mailfleet.redact import redact
 from mailfleet.store import secrets
 from mailfleet.store.audit import AuditLog
 from mailfleet.store.hosts import HostStore
-from mailfleet.store.jobs import BatchedResults, JobNotFound, JobStore
+from mailfleet.store.jobs import RAN_PREFIX, BatchedResults, JobNotFound, JobStore
 
 # Command lists missing from the cache are fetched from this many hosts at once, each
 # within this many seconds, when a job is submitted.
@@ -386,7 +386,8 @@ class Jobs:
             return {"job_id": job_id, "status": job["status"], "skipped": "already final"}
         system = Caller.system("fanout-worker")
         targets: list[str] = job["targets"]
-        done = {r["host"] for r in self.jobs.results(job_id)[0]}
+        previous = self.jobs.results(job_id)[0]  # a resumed job's hosts already done
+        done = {r["host"] for r in previous}
         todo = [h for h in targets if h not in done]
         if job.get("cancel_requested"):
             self._skip_all(job_id, todo, "the job was cancelled before it started")
@@ -405,13 +406,18 @@ class Jobs:
             job,
             todo,
             concurrency=resolve_limit(job["max_concurrency"], total, minimum=1) or 1,
-            budget=LocalErrorBudget(max_errors, count=self._failures_so_far(job_id, done)),
+            budget=LocalErrorBudget(max_errors, count=_failures(previous)),
             out_of_time=out_of_time,
         )
         if summary.stopped_by == "time" and continue_later is not None:
             continue_later(job_id)
             return {"job_id": job_id, "status": "RUNNING", "handed_over": True}
-        return self._close(job, system, stopped_by=summary.stopped_by)
+        if summary.stopped_by == "time":
+            return self._close(job, system, stopped_by=summary.stopped_by)
+        # Every host now has a result, and this worker knows each one's status: the job
+        # is closed without reading a thousand results back.
+        counts = Counter(r["status"] for r in previous) + summary.counts
+        return self._close(job, system, stopped_by=summary.stopped_by, counts=dict(counts))
 
     def run_hosts(
         self,
@@ -428,7 +434,7 @@ class Jobs:
         job_id = job["job_id"]
         items = self.hosts.get_many(todo)
         gone = [h for h in todo if h not in items]
-        if gone:
+        if gone:  # counted in the Summary below, with the hosts that ran
             self.jobs.write_results(
                 job_id,
                 [
@@ -498,10 +504,14 @@ class Jobs:
         )
         try:
             if driver_class(job["kind"]).has_async_perform:
-                return run_async(hosts, perform_async, sink, **engine)  # type: ignore[arg-type]
-            return run(hosts, perform, sink, **engine)  # type: ignore[arg-type]
+                summary = run_async(hosts, perform_async, sink, **engine)  # type: ignore[arg-type]
+            else:
+                summary = run(hosts, perform, sink, **engine)  # type: ignore[arg-type]
         finally:
             sink.close()
+        if gone:
+            summary.counts[ResultStatus.FAILED.value] += len(gone)
+        return summary
 
     def _follow_host_changes(self, item: dict[str, Any], output: Any, job_id: str) -> None:
         """Keep the inventory true to what an action changed on the host: a new
@@ -513,12 +523,6 @@ class Jobs:
         self.audit.append(actor=Caller.system("fanout-worker").principal, action="host.repin",
                           target=item["id"], job_id=job_id, outcome="ok",
                           params={"pin_sha256": output["pin_sha256"]})
-
-    def _failures_so_far(self, job_id: str, done: set[str]) -> int:
-        if not done:
-            return 0
-        results, _ = self.jobs.results(job_id)
-        return sum(1 for r in results if r["status"] in ("FAILED", "TIMED_OUT"))
 
     def _skip_all(self, job_id: str, hosts: list[str], why: str) -> None:
         self.jobs.write_results(
@@ -535,16 +539,24 @@ class Jobs:
         )
 
     def _close(
-        self, job: dict[str, Any], caller: Caller, *, stopped_by: str | None
+        self,
+        job: dict[str, Any],
+        caller: Caller,
+        *,
+        stopped_by: str | None,
+        counts: dict[str, int] | None = None,
     ) -> dict[str, Any]:
+        """End the job. `counts`: every target's result is recorded and these are their
+        statuses (the worker that ran them all knows); else they are read back."""
         job_id = job["job_id"]
-        results, _ = self.jobs.results(job_id)
-        recorded = {r["host"] for r in results}
-        unaccounted = [h for h in job["targets"] if h not in recorded]
-        if unaccounted:  # nothing may be left without a result
-            self._skip_all(job_id, unaccounted, "not started")
+        if counts is None or sum(counts.values()) != len(job["targets"]):
             results, _ = self.jobs.results(job_id)
-        counts = dict(Counter(r["status"] for r in results))
+            recorded = {r["host"] for r in results}
+            unaccounted = [h for h in job["targets"] if h not in recorded]
+            if unaccounted:  # nothing may be left without a result
+                self._skip_all(job_id, unaccounted, "not started")
+                results, _ = self.jobs.results(job_id)
+            counts = dict(Counter(r["status"] for r in results))
         status = final_status(counts, cancelled=stopped_by == "cancelled")
         finished = self.jobs.finish(
             job_id,
@@ -607,6 +619,10 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
+def _failures(results: list[dict[str, Any]]) -> int:
+    return sum(1 for r in results if r["status"] in ("FAILED", "TIMED_OUT"))
+
+
 def final_status(counts: dict[str, int], *, cancelled: bool) -> JobStatus:
     if cancelled:
         return JobStatus.CANCELLED
@@ -620,7 +636,8 @@ def final_status(counts: dict[str, int], *, cancelled: bool) -> JobStatus:
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in job.items() if k not in ("run_params", "targets", "error_count")}
+    out = {k: v for k, v in job.items()
+           if k not in ("run_params", "targets", "error_count") and not k.startswith(RAN_PREFIX)}
     out.setdefault("counts", {})
     out.setdefault("finished_at", None)
     return out
