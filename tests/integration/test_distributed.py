@@ -204,10 +204,6 @@ def test_the_path_follows_target_count_and_worst_case_time(config: None) -> None
     assert distributed.choose_path(200, 60, 100) == distributed.INPROCESS
 
 
-@pytest.mark.parametrize(
-    ("targets", "concurrency", "timeout"),
-    [(1200, 100, 30), (10_000, 100, 30), (1000, 7, 30), (100, 100, 30), (5000, 50, 300)],
-)
 def test_the_map_runs_as_many_hosts_at_once_as_the_job_asks(config: None) -> None:
     # 100 at up to 40 a worker: 4 workers of 25 (not 2 x 40 = 80 in flight).
     plan = distributed.plan_batches([f"h{i}" for i in range(1000)], 100, 30)
@@ -228,6 +224,10 @@ def test_a_job_wider_than_one_workers_sockets_takes_the_map(
     assert distributed.choose_path(400, 30, 1000) == distributed.INPROCESS  # 400 at most
 
 
+@pytest.mark.parametrize(
+    ("targets", "concurrency", "timeout"),
+    [(1200, 100, 30), (10_000, 100, 30), (1000, 7, 30), (100, 100, 30), (5000, 50, 300)],
+)
 def test_batches_cover_every_host_once_within_the_job_cap(
     config: None, targets: int, concurrency: int, timeout: float
 ) -> None:

@@ -35,6 +35,9 @@ PerformAsync = Callable[[Host, Deadline], Awaitable[Any]]
 # While another job holds a host's every slot, a host waiting in the event loop looks again
 # this often.
 SLOT_POLL_SECONDS = 0.01
+# How often the event-loop engine asks should_stop / a shared error budget (each caches
+# its own reads: CachedCheck, SharedErrorBudget.REFRESH_SECONDS).
+WATCH_SECONDS = 0.05
 
 
 class ResultSink(Protocol):
@@ -349,6 +352,7 @@ async def _run_async(
     free = asyncio.Semaphore(concurrency)
     running: set[asyncio.Task[None]] = set()
     local_budget = isinstance(budget, LocalErrorBudget)
+    watched: list[str | None] = [None]  # why no further host may start, once known
     t0 = time.monotonic()
 
     async def record(host: Host, status: ResultStatus, started: float | None,
@@ -357,8 +361,10 @@ async def _run_async(
         if status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT):
             if local_budget:
                 budget.failed()
-            else:  # a shared counter: a DynamoDB write, kept out of the loop
-                await loop.run_in_executor(None, budget.failed)
+            else:  # a shared counter: DynamoDB, kept out of the loop; the slot this
+                # host frees is not reused before we know whether the limit is reached
+                if not await loop.run_in_executor(None, _fail_and_check, budget):
+                    watched[0] = watched[0] or "max_errors"
         counts[status.value] += 1
         sink.record(result)
 
@@ -412,12 +418,26 @@ async def _run_async(
         finally:
             free.release()
 
+    # Checks that may read DynamoDB (cancel, a job-wide max_errors) run in a thread,
+    # every WATCH_SECONDS: a read blocking the loop would hold up every host in flight.
+    # An in-memory max_errors and out_of_time are checked before each start.
+    remote_budget: ErrorBudget = LocalErrorBudget(None) if local_budget else budget
+    local_checks: ErrorBudget = budget if local_budget else LocalErrorBudget(None)
+
+    async def watch() -> None:
+        while watched[0] is None:
+            watched[0] = await loop.run_in_executor(
+                None, _stop_reason, should_stop, remote_budget, None)
+            await asyncio.sleep(WATCH_SECONDS)
+
+    watched[0] = await loop.run_in_executor(None, _stop_reason, should_stop, remote_budget, None)
+    watcher = loop.create_task(watch())
     stopped_by: str | None = None
     pending = iter(hosts)
     try:
         for host in pending:
             await free.acquire()
-            reason = _stop_reason(should_stop, budget, out_of_time)
+            reason = watched[0] or _stop_reason(None, local_checks, out_of_time)
             if reason:
                 free.release()
                 stopped_by = reason
@@ -434,6 +454,8 @@ async def _run_async(
         # closes the sink): the deadline bounds how long that takes.
         while running:
             await asyncio.wait(set(running))
+        watched[0] = watched[0] or "done"
+        watcher.cancel()
     return Summary(counts, time.monotonic() - t0, stopped_by)
 
 
@@ -450,6 +472,11 @@ def _shape(host: Host, status: ResultStatus, started: float | None, started_at: 
         result.update(started_at=started_at, finished_at=_now_iso(),
                       duration_ms=int((time.monotonic() - started) * 1000))
     return result
+
+
+def _fail_and_check(budget: ErrorBudget) -> bool:
+    budget.failed()
+    return budget.may_start()
 
 
 def _now_iso() -> str:

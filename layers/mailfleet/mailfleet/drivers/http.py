@@ -432,8 +432,13 @@ async def exchange_async(
         transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b""))
         try:
             async with asyncio.timeout(timeout[1]):
-                return await done
+                return await asyncio.shield(done)
         except TimeoutError:
+            # A busy loop runs its timers before reading sockets: a reply that came in
+            # time may still be unread. One more turn of the loop reads it.
+            await asyncio.sleep(0)
+            if done.done() and not done.cancelled() and done.exception() is None:
+                return done.result()
             raise requests.exceptions.ReadTimeout("read timed out") from None
     finally:
         transport.close()
