@@ -87,14 +87,17 @@ def main(argv: list[str]) -> None:
     from mailfleet_local.lambda_bridge import LambdaContext
 
     engine_runs: list[float] = []
-    original_run = jobs_module.run
 
-    def timed_run(*args: Any, **kwargs: Any) -> Any:
-        summary = original_run(*args, **kwargs)
-        engine_runs.append(summary.elapsed_s)
-        return summary
+    def timed(original: Any) -> Any:
+        def timed_run(*args: Any, **kwargs: Any) -> Any:
+            summary = original(*args, **kwargs)
+            engine_runs.append(summary.elapsed_s)
+            return summary
+        return timed_run
 
-    jobs_module.run = timed_run  # type: ignore[assignment]
+    # Both engines: threads (most kinds) and the event loop (doveadm).
+    jobs_module.run = timed(jobs_module.run)  # type: ignore[assignment]
+    jobs_module.run_async = timed(jobs_module.run_async)  # type: ignore[assignment]
     rss_before = peak_rss_mib()
     runs = []
     for raw in argv:
