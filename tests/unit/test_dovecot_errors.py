@@ -583,3 +583,57 @@ def test_malformed_command_list(fake: Any, body: bytes) -> None:
     with pytest.raises(HostError) as info:
         driver_at(state, host_id="badlist").fetch_commands(Deadline.after(5))
     assert info.value.type is ErrorType.COMMAND and "command list" in info.value.message
+
+
+def _tls_doveadm(tmp_path: Path) -> tuple[Any, int, list[bytes], Callable[[], None]]:
+    """A one-connection TLS doveadm answering `who` with []; (cert, port, seen, stop)."""
+    from mailfleet_local.certs import make_self_signed
+
+    cert = make_self_signed(tmp_path)
+    seen: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    ctx = cert.server_context()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                data = tls.recv(65536)
+                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                    data.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]
+                ):
+                    data += tls.recv(65536)
+                seen.append(data)
+                tag = json.loads(data.split(b"\r\n\r\n", 1)[1])[0][2]
+                tls.sendall(http(200, reply("doveadmResponse", [], tag)))
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        thread.join(5)
+        listener.close()
+
+    return cert, listener.getsockname()[1], seen, stop
+
+
+@pytest.mark.parametrize("trust", ["ca_pem", "pin", "system store"])
+def test_tls_on_both_paths(tmp_path: Path, trust: str, via: Any) -> None:
+    cert, port, seen, stop = _tls_doveadm(tmp_path)
+    tls = {"ca_pem": {"ca_pem": cert.cert_pem}, "pin": {"pin_sha256": cert.fingerprint_sha256},
+           "system store": {"verify": True}}[trust]
+    host = Host(id=f"tls-{trust.replace(' ', '-')}", kind="dovecot",
+                endpoint=f"https://127.0.0.1:{port}", tls=tls)
+    driver = DovecotDriver(host, Credentials(api_key=SECRET))
+    try:
+        if trust == "system store":  # a self-signed certificate is refused, nothing sent
+            with pytest.raises(HostError) as info:
+                via(driver, "who", {}, Deadline.after(5))
+            assert info.value.type is ErrorType.TLS and not any(seen)
+        else:
+            assert via(driver, "who", {}, Deadline.after(5)) == []
+            assert seen and seen[0].startswith(b"POST /doveadm/v1 ")
+    finally:
+        stop()
