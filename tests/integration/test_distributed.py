@@ -162,7 +162,8 @@ def test_cancel_mid_run_stops_the_execution_and_skips_the_rest(
         fleet["sim"].configure(latency=0.02)
     assert done["status"] == "CANCELLED"
     counts = Counter(r["status"] for r in done["results"])
-    assert set(counts) == {"SUCCEEDED", "SKIPPED"} and sum(counts.values()) == HOSTS
+    late = [r for r in done["results"] if r["status"] not in ("SUCCEEDED", "SKIPPED")]
+    assert set(counts) == {"SUCCEEDED", "SKIPPED"} and sum(counts.values()) == HOSTS, late[:3]
     # Cancelled early: most hosts were never asked, and every host asked has its answer.
     assert 80 <= counts["SUCCEEDED"] < HOSTS // 2
     assert fleet["sim"].stats()["posts"] == counts["SUCCEEDED"]

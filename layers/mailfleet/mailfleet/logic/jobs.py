@@ -4,6 +4,7 @@ final status, whatever the hosts do."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -471,22 +472,29 @@ class Jobs:
         # is read once per job, and the parameters checked once per distinct command list
         # (hosts of one Dovecot version share the same list object); anything that may
         # block (a secret not read yet, a command list to ask the host for) runs in a thread.
-        credentials: dict[str, Any] = {}
-        checked_for: dict[int, dict[str, Any]] = {}
+        # One read (or check) per key, however many hosts ask for it at once.
+        credentials: dict[str, asyncio.Future[Any]] = {}
+        checked_for: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
         async def perform_async(host: Any, deadline: Deadline) -> Any:
             item = items[host.id]
             name = item.get("credentials_secret")
-            if name and name not in credentials:
-                credentials[name] = await _in_thread(secrets.credentials_for, name)
-            driver = connect.driver_for(item, host=host, credentials=credentials.get(name))
+            creds = None
+            if name:
+                if name not in credentials:
+                    credentials[name] = asyncio.ensure_future(
+                        _in_thread(secrets.credentials_for, name))
+                creds = await asyncio.shield(credentials[name])
+            driver = connect.driver_for(item, host=host, credentials=creds)
             try:
                 seeded = driver.context.extras.get("doveadm_commands")
-                checked = checked_for.get(id(seeded)) if seeded else None
-                if checked is None:
+                if not seeded:  # asked of the host itself: per host, in a thread
                     checked = await _in_thread(driver.validate, action, params, deadline)
-                    if seeded:
-                        checked_for[id(seeded)] = checked
+                else:
+                    if id(seeded) not in checked_for:
+                        checked_for[id(seeded)] = asyncio.ensure_future(
+                            _in_thread(driver.validate, action, params, deadline))
+                    checked = await asyncio.shield(checked_for[id(seeded)])
                 output = await driver.perform_async(action, checked, deadline)
             finally:
                 driver.close()
@@ -615,8 +623,6 @@ class Jobs:
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """A blocking call made from the fan-out's event loop: the loop carries on with the
     other hosts meanwhile."""
-    import asyncio
-
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
