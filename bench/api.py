@@ -62,7 +62,8 @@ class Api:
 
     def job(self, ids: list[str], concurrency: int, timeout: float = 600) -> dict[str, Any]:
         body = {"action": ACTION, "targets": {"hosts": ids}, "max_concurrency": concurrency}
-        answer = self.http.post(f"{self.front.url}/jobs", params={"wait": 25}, json=body,
+        wait = float(os.environ.get("BENCH_API_WAIT", "25"))
+        answer = self.http.post(f"{self.front.url}/jobs", params={"wait": wait}, json=body,
                                 timeout=60)
         job = answer.json()
         if answer.status_code not in (200, 202):
