@@ -156,15 +156,17 @@ def test_cancellation_skips_hosts_not_yet_started() -> None:
 
     async def perform(host: Host, deadline: Deadline) -> Any:
         started.append(host.id)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         return "ok"
 
     sink = ListSink()
+    # The cancel is read in a thread every WATCH_SECONDS (0.05 s): a few more hosts may
+    # start after it is set, never the rest.
     summary = run_async(hosts(50), perform, sink, concurrency=2, timeout_seconds=5,
                         should_stop=lambda: len(started) >= 4, slots=HostSlots())
     assert summary.stopped_by == "cancelled"
     assert len(sink.by_host()) == 50
-    assert summary.counts["SUCCEEDED"] == len(started) and summary.counts["SKIPPED"] >= 40
+    assert summary.counts["SUCCEEDED"] == len(started) and summary.counts["SKIPPED"] >= 36
     skipped = [r for r in sink.results if r["status"] == "SKIPPED"]
     assert "cancelled" in skipped[0]["output"]["skipped"]
 

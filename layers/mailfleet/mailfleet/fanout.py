@@ -5,6 +5,10 @@ host's own `max_concurrency` actions on it at once across every job in this proc
 no host runs past its deadline (a host that hangs is abandoned and marked TIMED_OUT);
 once `max_errors` failures are counted or the job is cancelled no further host is
 started and those left are SKIPPED; every host gets exactly one result.
+
+Two engines give them: `run` (a thread per host in flight, reused from host to host) for
+drivers that block, and `run_async` (one event loop) for drivers with `perform_async`
+(doveadm), which costs a third of the CPU per host-action.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -307,9 +312,9 @@ def run_async(
     past its deadline + GRACE_SECONDS is cancelled and TIMED_OUT, max_errors, cancel and
     out_of_time checked before each start, exactly one result per host.
 
-    `should_stop`, `budget.may_start` and `out_of_time` are called in the loop before each
-    start (they must be cheap or cached: CachedCheck); `budget.failed` may write, so it
-    runs in a thread."""
+    `out_of_time` and an in-memory budget are checked before each start; `should_stop` and
+    a shared budget (DynamoDB) are read in a thread every WATCH_SECONDS and after each
+    failure, so a slow read never holds up the hosts in flight."""
     loop = _new_loop()
     try:
         return loop.run_until_complete(_run_async(
@@ -324,7 +329,6 @@ def run_async(
 def _new_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop when installed (a third of asyncio's CPU per connection), else
     asyncio's own."""
-    import os
     if os.environ.get("MAILFLEET_EVENT_LOOP", "uvloop") == "uvloop":
         try:
             import uvloop
