@@ -767,6 +767,9 @@ def test_the_event_loop_path_meets_the_real_server(dovecot_host: DovecotInstance
         perform_async(driver_for(dovecot_host), "mailboxList", {})
     assert info.value.type is ErrorType.CONNECTION and not info.value.retryable
     assert "closed the connection without a response" in info.value.message
+    until = time.monotonic() + 3  # the crash reaches the log a moment after the close
+    while "Fatal" not in dovecot_host.log_text()[mark:] and time.monotonic() < until:
+        time.sleep(0.05)
     assert "Fatal" in dovecot_host.log_text()[mark:]
     # A host that is down.
     down = Host(id="loop-down", kind="dovecot", endpoint=f"http://127.0.0.1:{closed_port()}")
