@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from bench import imports, runs
+from bench import api, engine, imports, runs
 from bench.fleet import FleetProcess
 from bench.stack import AwsCalls, BenchStack
 
@@ -23,6 +23,9 @@ TARGET_RATIO = 1.5  # in-process at 1,000 hosts, against the ideal
 TARGET_SPEEDUP = 50.0  # against the sequential baseline at 1,000 hosts
 TARGET_RESULTS_PER_WRITE = 20.0
 TARGET_IMPORT_SHARE = 0.20
+TARGET_RAW_RATIO = 1.3  # through the API at 1,000 hosts, against the raw thread pool
+TARGET_CPU_MS = 0.3  # worker CPU per host-action
+PARTS = ("engine", "inprocess", "distributed", "api", "sequential", "imports")
 
 
 def machine() -> str:
@@ -54,15 +57,18 @@ def say(text: str = "") -> None:
 
 
 def fanout_table(results: list[runs.FanoutRun]) -> None:
-    say(f"{'path':<20}{'hosts':>7}{'ideal':>9}{'fan-out':>10}{'ratio':>7}"
-        f"{'warm':>9}{'ratio':>7}{'worker':>9}{'submit':>9}  counts")
+    say(f"{'path':<20}{'hosts':>7}{'ideal':>8}{'fan-out':>9}{'x ideal':>8}{'warm':>8}"
+        f"{'x ideal':>8}{'raw pool':>9}{'x raw':>7}{'CPU/host':>10}{'res/write':>10}"
+        f"{'inflight':>9}{'peak MiB':>9}{'worker':>8}  counts")
     for r in results:
-        warm = f"{r.warm_fanout_s:8.2f}s" if r.warm_fanout_s is not None else f"{'-':>9}"
-        warm_ratio = f"{r.warm_ratio:6.2f}x" if r.warm_ratio is not None else f"{'-':>7}"
-        whole = f"{r.whole_s:8.2f}s" if r.whole_s is not None else f"{'-':>9}"
-        submit = f"{r.submit_s:8.2f}s" if r.submit_s is not None else f"{'-':>9}"
-        say(f"{r.path:<20}{r.hosts:>7}{r.ideal_s:8.2f}s{r.fanout_s:9.2f}s{r.ratio:6.2f}x"
-            f"{warm}{warm_ratio}{whole}{submit}  {r.counts}"
+        def opt(value: float | None, fmt: str, width: int) -> str:
+            return f"{value:{width}{fmt}}" if value is not None else f"{'-':>{width}}"
+        say(f"{r.path:<20}{r.hosts:>7}{r.ideal_s:7.2f}s{r.fanout_s:8.2f}s{r.ratio:7.2f}x"
+            f"{opt(r.warm_fanout_s, '.2f', 7)}s{opt(r.warm_ratio, '.2f', 7)}x"
+            f"{opt(r.raw_s, '.2f', 8)}s{opt(r.raw_ratio, '.2f', 6)}x"
+            f"{opt(r.cpu_ms_per_host, '.3f', 8)}ms{opt(r.results_per_write, '.1f', 10)}"
+            f"{opt(r.peak_inflight, 'd', 9)}{opt(r.peak_rss_mib, '.0f', 9)}"
+            f"{opt(r.whole_s, '.1f', 7)}s  {r.counts}"
             + (f"  [{r.note}]" if r.note else ""))
 
 
@@ -90,13 +96,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run 1,000 hosts with a fleet that keeps connections open")
     parser.add_argument("--quick", action="store_true",
                         help="100 and 1,000 hosts only, a shorter sequential baseline")
+    parser.add_argument("--api-sizes", default="100,1000",
+                        help="job sizes through the API (10000 takes minutes under moto)")
+    parser.add_argument("parts", nargs="*", choices=[*PARTS, "profile", []],
+                        help=f"run only these parts (default: all of {', '.join(PARTS)}); "
+                        "`profile` profiles the event-loop engine (pyinstrument)")
     args = parser.parse_args(argv)
+    parts = set(args.parts or PARTS)
+    if "profile" in parts:
+        return profile(args.concurrency, args.latency)
     if args.quick:
         args.sizes, args.distributed_sizes, args.sequential_hosts = "100,1000", "100", 100
         args.import_runs = 3
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    dist_sizes = [int(s) for s in args.distributed_sizes.split(",") if s]
-    largest = max(sizes + dist_sizes + [args.sequential_hosts])
+    sizes = [int(s) for s in args.sizes.split(",") if s] if "inprocess" in parts else []
+    dist_sizes = ([int(s) for s in args.distributed_sizes.split(",") if s]
+                  if "distributed" in parts else [])
+    api_sizes = [int(s) for s in args.api_sizes.split(",") if s] if "api" in parts else []
+    seq_hosts = args.sequential_hosts if "sequential" in parts else 0
+    largest = max(sizes + dist_sizes + api_sizes + [seq_hosts, 1000])
     started = time.monotonic()
 
     say(f"mailfleet bench, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
@@ -107,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     calls = AwsCalls().install()
     stack = BenchStack().start()
     results: list[runs.FanoutRun] = []
+    api_results: list[api.ApiRun] = []
     try:
         with FleetProcess(largest, latency=args.latency, max_seconds=3600) as fleet:
             took = stack.register_fleet(fleet, largest)
@@ -115,8 +133,16 @@ def main(argv: list[str] | None = None) -> int:
             say()
             say(f"== Fan-out wall time, max_concurrency {args.concurrency}: ideal = "
                 f"{args.latency * 1000:.0f} ms x ceil(N / {args.concurrency})")
-            engine = runs.engine_only(1000, args.concurrency, args.latency)
-            fanout_table([engine])
+            if "engine" in parts:
+                engine = runs.engine_only(1000, args.concurrency, args.latency)
+                fanout_table([engine])
+                say()
+                say("== The worker's fan-out alone (bench/engine.py, no AWS): the event-loop "
+                    "engine and the doveadm driver in this process, the fleet in its own")
+                for n in (100, 1000):  # 10,000: the in-process worker below
+                    for row in engine_rows(fleet, n, args.concurrency, args.latency):
+                        say(row)
+                say()
             for n in sizes:
                 results += runs.inprocess(stack, calls, n, args.concurrency, args.latency)
                 fanout_table(results[-2:])
@@ -147,15 +173,33 @@ def main(argv: list[str] | None = None) -> int:
                 "(moto, its interpreter and every batch share one Python process, two "
                 "cores and the GIL): it shows the path works at this size and what the "
                 "local stack costs, not AWS's speed. See docs/scaling.md for AWS.")
-            say()
-            say(f"== Sequential baseline: {args.sequential_hosts} hosts, one after another "
-                "(bash loop over curl)")
-            seq = runs.sequential(fleet, args.sequential_hosts)
-            seq_1000 = seq * 1000 / args.sequential_hosts
-            per_host_ms = seq / args.sequential_hosts * 1000
-            say(f"{args.sequential_hosts} hosts in {seq:.1f} s ({per_host_ms:.0f} ms a host)"
-                + ("" if args.sequential_hosts == 1000 else
-                   f"; at 1,000 hosts: {seq_1000:.1f} s (scaled)"))
+            say("raw pool: a ThreadPoolExecutor of max_concurrency doing the same POSTs with "
+                "http.client, nothing recorded, timed in the same run just before; CPU/host: "
+                "the worker process's CPU (user + system) per host-action over the whole "
+                "invocation (reads, fan-out, result writes, close; DDB off: the fan-out only); "
+                "res/write: host results per DynamoDB write request; inflight: the most "
+                "requests the fleet saw at once.")
+            if api_sizes:
+                say()
+                say(f"== Through the API on the make-run stack: POST /jobs?wait=25, action "
+                    f"`{api.ACTION}`, max_concurrency {args.concurrency} (API, moto, Step "
+                    "Functions and worker share this process, as in `make run`)")
+                api_results = api.api_runs(stack, calls, fleet, api_sizes,
+                                           concurrency=args.concurrency,
+                                           latency=args.latency, say=say)
+                say("CPU/host here is this whole process (API, moto, worker) per host-action: "
+                    "moto's DynamoDB is most of it.")
+            seq_1000 = None
+            if seq_hosts:
+                say()
+                say(f"== Sequential baseline: {seq_hosts} hosts, one after another "
+                    "(bash loop over curl)")
+                seq = runs.sequential(fleet, seq_hosts)
+                seq_1000 = seq * 1000 / seq_hosts
+                per_host_ms = seq / seq_hosts * 1000
+                say(f"{seq_hosts} hosts in {seq:.1f} s ({per_host_ms:.0f} ms a host)"
+                    + ("" if seq_hosts == 1000 else
+                       f"; at 1,000 hosts: {seq_1000:.1f} s (scaled)"))
         say()
         say("== AWS requests per 1,000 host-actions (counted on every botocore client call)")
         for r in results:
@@ -168,11 +212,53 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"{r.path} worker, {r.hosts} hosts: {r.peak_rss_mib:.0f} MiB")
     finally:
         stack.stop()
+    functions: list[imports.ImportTime] = []
+    if "imports" in parts:
+        functions = import_table(args.import_runs)
+    say()
+    report_targets(results, api_results, seq_1000, functions)
+    say(f"\n(bench took {time.monotonic() - started:.0f} s; calibration loop at the end "
+        f"{cpu_speed_ms():.0f} ms of CPU, load average {os.getloadavg()[0]:.2f})")
+    return 0
+
+
+def engine_rows(fleet: FleetProcess, n: int, concurrency: int, latency: float) -> list[str]:
+    ideal = latency * -(-n // concurrency)
+    raw = engine.raw_pool(fleet.ports[:n], concurrency)
+    loop_runs = engine.engine(fleet.ports[:n], concurrency, runs=2)
+    threaded = engine.engine(fleet.ports[:n], concurrency, threads=True)[0]
+    rows = []
+    for label, t in [("raw thread pool", raw), ("event loop, first", loop_runs[0]),
+                     ("event loop, again", loop_runs[1]), ("threads (before)", threaded)]:
+        rows.append(f"{label:<20}{n:>7}{ideal:7.2f}s{t.wall_s:8.2f}s{t.wall_s / ideal:7.2f}x"
+                    f"  x raw {t.wall_s / raw.wall_s:5.2f}  CPU/host {t.cpu_ms_per_host:.3f} ms"
+                    f" (user {t.user_s / n * 1000:.3f})  in flight {t.peak_inflight}")
+    return rows
+
+
+def profile(concurrency: int, latency: float, hosts: int = 1000) -> int:
+    """pyinstrument over the event-loop engine's fan-out (it runs in the main thread); for
+    the threaded engine use py-spy, which sees every thread:
+    `py-spy record -f raw -o out.txt -- python -m bench engine`."""
+    from pyinstrument import Profiler
+
+    with FleetProcess(hosts, latency=latency) as fleet:
+        engine.engine(fleet.ports, concurrency)  # warm: imports, first connections
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+        [t] = engine.engine(fleet.ports, concurrency)
+        profiler.stop()
+    say(f"{hosts} hosts: {t.wall_s:.2f} s, CPU {t.cpu_ms_per_host:.3f} ms a host-action")
+    say(profiler.output_text(unicode=False, show_all=False))
+    return 0
+
+
+def import_table(import_runs: int) -> list[imports.ImportTime]:
     say()
     say(f"== Cold import time of each function (fresh interpreters, median of "
-        f"{args.import_runs}): boto3 + Powertools first, then pydantic, then the function's "
+        f"{import_runs}): boto3 + Powertools first, then pydantic, then the function's "
         "own module, in the same interpreter")
-    functions = imports.run(args.import_runs)
+    functions = imports.run(import_runs)
     say(f"{'function':<16}{'boto3+Powertools':>18}{'pydantic':>10}{'own module':>12}"
         f"{'total':>8}  added")
     for f in functions:
@@ -193,36 +279,54 @@ def main(argv: list[str] | None = None) -> int:
             f"{f.total_s * 1000:6.0f} ms        {f.baseline_cpu_s * 1000:13.0f} ms"
             f"{f.own_cpu_s * 1000:7.0f} ms")
     say()
-    report_targets(results, seq_1000, functions)
-    say(f"\n(bench took {time.monotonic() - started:.0f} s; calibration loop at the end "
-        f"{cpu_speed_ms():.0f} ms of CPU, load average {os.getloadavg()[0]:.2f})")
-    return 0
+    return functions
 
 
-def report_targets(results: list[runs.FanoutRun], seq_1000: float,
-                   functions: list[imports.ImportTime]) -> None:
+def report_targets(results: list[runs.FanoutRun], api_results: list[api.ApiRun],
+                   seq_1000: float | None, functions: list[imports.ImportTime]) -> None:
     say("== Targets")
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    for r in api_results:
+        if r.hosts != 1000 or r.label == "API, Map forced":
+            continue
+        say(f"{r.label}, 1,000 hosts through the API within {TARGET_RATIO}x of ideal: "
+            f"{r.wall_s / r.ideal_s:.2f}x -> {verdict(r.wall_s / r.ideal_s <= TARGET_RATIO)}; "
+            f"within {TARGET_RAW_RATIO}x of the raw pool: {r.wall_s / r.raw_s:.2f}x -> "
+            f"{verdict(r.wall_s / r.raw_s <= TARGET_RAW_RATIO)}")
+        if seq_1000:
+            speedup = seq_1000 / r.wall_s
+            say(f"{r.label}, >= {TARGET_SPEEDUP:.0f}x faster than sequential at 1,000: "
+                f"{speedup:.0f}x -> {verdict(speedup >= TARGET_SPEEDUP)}")
+    for r in api_results:
+        if r.hosts == 1000 and r.label == "API, Map forced":
+            say(f"Map path through the API, 1,000 hosts within 3x of ideal: "
+                f"{r.wall_s / r.ideal_s:.2f}x -> {verdict(r.wall_s / r.ideal_s <= 3)}")
     for r in results:
         if not (r.path.startswith("in-process") and r.hosts == 1000):
             continue
-        ok = r.ratio <= TARGET_RATIO
         warm = f", {r.warm_ratio:.2f}x warm" if r.warm_ratio is not None else ""
-        say(f"{r.path}, 1,000 hosts within {TARGET_RATIO}x of ideal: {r.ratio:.2f}x cold"
-            f"{warm} -> {'met' if ok else 'MISSED'}")
-        speedup = seq_1000 / r.fanout_s
-        ok = speedup >= TARGET_SPEEDUP
-        say(f"{r.path}, >= {TARGET_SPEEDUP:.0f}x faster than sequential at 1,000: "
-            f"{speedup:.0f}x cold -> {'met' if ok else 'MISSED'}")
+        say(f"{r.path} worker, 1,000 hosts within {TARGET_RATIO}x of ideal: {r.ratio:.2f}x "
+            f"cold{warm} -> {verdict(r.ratio <= TARGET_RATIO)}")
+        if seq_1000:
+            speedup = seq_1000 / r.fanout_s
+            say(f"{r.path} worker, >= {TARGET_SPEEDUP:.0f}x faster than sequential at 1,000: "
+                f"{speedup:.0f}x cold -> {verdict(speedup >= TARGET_SPEEDUP)}")
+        if r.cpu_ms_per_host is not None:
+            say(f"{r.path} worker CPU per host-action < {TARGET_CPU_MS} ms: "
+                f"{r.cpu_ms_per_host:.3f} ms -> {verdict(r.cpu_ms_per_host < TARGET_CPU_MS)}")
     for r in results:
         if r.hosts >= 1000 and r.aws.get("dynamodb_writes"):
             per = r.hosts / r.aws["dynamodb_writes"]
-            ok = per >= TARGET_RESULTS_PER_WRITE
             say(f"<= 1 DynamoDB write per {TARGET_RESULTS_PER_WRITE:.0f} results, {r.path} at "
-                f"{r.hosts}: one per {per:.1f} -> {'met' if ok else 'MISSED'}")
-    over = [f"{f.name} {f.share * 100:+.0f}%" for f in functions
-            if f.share > TARGET_IMPORT_SHARE]
-    say(f"no function's own code > {TARGET_IMPORT_SHARE:.0%} over boto3 + Powertools: "
-        + ("met" if not over else f"MISSED by {', '.join(over)}"))
+                f"{r.hosts}: one per {per:.1f} -> {verdict(per >= TARGET_RESULTS_PER_WRITE)}")
+    if functions:
+        over = [f"{f.name} {f.share * 100:+.0f}%" for f in functions
+                if f.share > TARGET_IMPORT_SHARE]
+        say(f"no function's own code > {TARGET_IMPORT_SHARE:.0%} over boto3 + Powertools: "
+            + ("met" if not over else f"MISSED by {', '.join(over)}"))
 
 
 def _main() -> Any:

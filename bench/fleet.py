@@ -86,6 +86,8 @@ class Fleet:
     hosts: list[HostState] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     commands_body: bytes = b""
+    inflight: int = 0  # requests being answered across the fleet, and the most at once
+    peak_inflight: int = 0
 
     def __post_init__(self) -> None:
         self.commands_body = json.dumps(json.loads(COMMANDS_FILE.read_text())).encode()
@@ -103,6 +105,7 @@ class Fleet:
             "requests": sum(h.requests for h in self.hosts),
             "posts": sum(h.posts for h in self.hosts),
             "peak_per_host": max((h.peak for h in self.hosts), default=0),
+            "peak_inflight": self.peak_inflight,
             "hosts_contacted": sum(1 for h in self.hosts if h.posts),
             "posts_per_host_max": max((h.posts for h in self.hosts), default=0),
             "failing": [h.index for h in self.hosts if h.failing],
@@ -112,6 +115,7 @@ class Fleet:
     def reset(self) -> None:
         for host in self.hosts:
             host.inflight = host.peak = host.requests = host.posts = 0
+        self.inflight = self.peak_inflight = 0
 
     async def serve(self) -> int:
         """Open every host's port (and the control port); returns the control port."""
@@ -242,11 +246,14 @@ class _HostProtocol(_HttpProtocol):
         host.requests += 1
         host.inflight += 1
         host.peak = max(host.peak, host.inflight)
+        self.fleet.inflight += 1
+        self.fleet.peak_inflight = max(self.fleet.peak_inflight, self.fleet.inflight)
         self.loop.call_later(self.fleet.config.latency, self._answer, method, path, headers, body)
 
     def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         host, fleet = self.host, self.fleet
         host.inflight -= 1
+        fleet.inflight -= 1
         if path.split("?")[0] != "/doveadm/v1" or method not in ("GET", "POST"):
             self.respond(404, "text/plain", b"Path Not Found")
         elif not fleet.authorized(headers.get("authorization", "")):

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.engine import raw_pool
 from bench.fleet import FleetProcess
 from bench.stack import FLEET_KEY, REPO, AwsCalls, BenchStack, summarize
 
@@ -40,6 +41,18 @@ class FanoutRun:
     aws: dict[str, Any] = field(default_factory=dict)  # calls for this one job
     peak_rss_mib: float | None = None
     note: str = ""
+    raw_s: float | None = None  # a plain thread pool doing the same requests, same run
+    cpu_ms_per_host: float | None = None  # the worker process's CPU per host-action
+    peak_inflight: int | None = None  # the most requests the fleet saw at once
+
+    @property
+    def raw_ratio(self) -> float | None:
+        return None if not self.raw_s else self.fanout_s / self.raw_s
+
+    @property
+    def results_per_write(self) -> float | None:
+        writes = self.aws.get("dynamodb_writes") if self.aws else None
+        return self.hosts / writes if writes else None
 
     @property
     def ratio(self) -> float:
@@ -116,13 +129,18 @@ def inprocess(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int,
     on two cores, moto storing the results competes with the worker and the fleet."""
     ids = stack.ids[:hosts]
     warm_too = hosts <= WARM_UP_TO  # a second job at 10,000 would add minutes, little news
+    fleet = stack.fleet
+    assert fleet is not None
+    raw = raw_pool(fleet.ports[:hosts], concurrency)
     with _setting("INPROCESS_MAX_TARGETS", str(len(stack.ids))):  # in-process at any size
         before = calls.snapshot()
         cold_job, submit_s = _submit(ids, concurrency, start=False)
         submit_calls = calls.snapshot() - before
         jobs = [cold_job] + ([_submit(ids, concurrency, start=False)[0]] if warm_too else [])
         spare, _ = _submit(ids, concurrency, start=False)  # run with results elsewhere
+    fleet.reset()
     worker = run_worker([{"job_id": j} for j in jobs])
+    peak = int(fleet.stats()["peak_inflight"])
     cold, warm = worker["runs"][0], (worker["runs"][1] if warm_too else None)
     used = submit_calls + Counter({(svc, op): n for svc, op, n in cold["aws_calls"]})
     used[("lambda", "Invoke")] += 1  # the API's async start of the worker (not made here)
@@ -132,7 +150,8 @@ def inprocess(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int,
         fanout_s=cold["fanout_s"], warm_fanout_s=warm["fanout_s"] if warm else None,
         whole_s=cold["handler_s"],
         submit_s=submit_s, counts=_job_counts(cold_job), aws=summarize(used),
-        peak_rss_mib=worker["peak_rss_mib"],
+        peak_rss_mib=worker["peak_rss_mib"], raw_s=raw.wall_s,
+        cpu_ms_per_host=cold["cpu_s"] / hosts * 1000, peak_inflight=peak,
     )
     elsewhere = run_worker([{"job_id": spare, "results": "stand-in"}] * (2 if warm_too else 1))
     first, second = elsewhere["runs"][0], elsewhere["runs"][-1] if warm_too else None
@@ -140,6 +159,7 @@ def inprocess(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int,
         path="in-process, DDB off", hosts=hosts, ideal_s=ideal,
         fanout_s=first["fanout_s"], warm_fanout_s=second["fanout_s"] if second else None,
         counts=first["outcome"]["counts"], peak_rss_mib=elsewhere["peak_rss_mib"],
+        raw_s=raw.wall_s, cpu_ms_per_host=(second or first)["cpu_s"] / hosts * 1000,
     )
     return [local, offloaded]
 
@@ -149,8 +169,34 @@ def distributed(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int
     """A job forced onto the Distributed Map, run by moto's Step Functions interpreter
     with the real worker handler (in this process). The figure is the execution's wall
     time: StartExecution to the job closed."""
+    import mailfleet.logic.jobs as jobs_module
+    from mailfleet.logic.distributed import DistributedJobs
     from mailfleet.store.jobs import JobStore
 
+    fleet = stack.fleet
+    assert fleet is not None
+    raw = raw_pool(fleet.ports[:hosts], concurrency)
+    fleet.reset()
+    # Each batch's handler time and its fan-out's: the difference is the batch's own
+    # overhead (the job item read, the hosts read, the last writes, the counts update).
+    batch_s: list[float] = []
+    engine_s: list[float] = []
+    original_batch, original_engine = DistributedJobs.run_batch, jobs_module.run_async
+
+    def timed_batch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return original_batch(self, *args, **kwargs)
+        finally:
+            batch_s.append(time.monotonic() - began)
+
+    def timed_engine(*args: Any, **kwargs: Any) -> Any:
+        summary = original_engine(*args, **kwargs)
+        engine_s.append(summary.elapsed_s)
+        return summary
+
+    DistributedJobs.run_batch = timed_batch  # type: ignore[method-assign]
+    jobs_module.run_async = timed_engine  # type: ignore[assignment]
     with _setting("INPROCESS_MAX_TARGETS", "0"):  # the Map at any size
         before = calls.snapshot()
         began = time.monotonic()
@@ -161,12 +207,19 @@ def distributed(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int
             time.sleep(0.05)
         whole = time.monotonic() - began
         used = calls.snapshot() - before
+    DistributedJobs.run_batch = original_batch  # type: ignore[method-assign]
+    jobs_module.run_async = original_engine  # type: ignore[assignment]
     plan_note = _plan_note(stack.ids[:hosts], concurrency)
+    if batch_s and engine_s:
+        overhead = (sum(batch_s) - sum(engine_s)) / len(batch_s)
+        plan_note += (f"; per batch {sum(batch_s) / len(batch_s):.2f} s, of which "
+                      f"{overhead:.2f} s outside the fan-out")
     return FanoutRun(
         path="distributed (moto)", hosts=hosts,
         ideal_s=ideal_seconds(hosts, concurrency, latency),
         fanout_s=whole - submit_s, whole_s=whole, submit_s=submit_s,
         counts=_job_counts(job_id), aws=summarize(used), note=plan_note,
+        raw_s=raw.wall_s, peak_inflight=int(fleet.stats()["peak_inflight"]),
     )
 
 

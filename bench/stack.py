@@ -106,16 +106,18 @@ class BenchStack:
         self.deployment: Any = None
         self.fleet: FleetProcess | None = None
         self.ids: list[str] = []
+        self.admin_token = ""
 
     def start(self) -> BenchStack:
         from mailfleet_local.stack import LocalAws
 
         quiet()
         self.aws = LocalAws().start()
+        self.admin_token = secrets.token_urlsafe(32)
         self.deployment = self.aws.deploy(
             TEMPLATE,
             parameter_overrides={"LogLevel": "WARNING"},
-            secret_values={"AdminTokenSecret": secrets.token_urlsafe(32)},
+            secret_values={"AdminTokenSecret": self.admin_token},
         )
         quiet()  # the deploy applied the functions' environment
         self.forget_caches()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -87,14 +88,17 @@ def main(argv: list[str]) -> None:
     from mailfleet_local.lambda_bridge import LambdaContext
 
     engine_runs: list[float] = []
-    original_run = jobs_module.run
 
-    def timed_run(*args: Any, **kwargs: Any) -> Any:
-        summary = original_run(*args, **kwargs)
-        engine_runs.append(summary.elapsed_s)
-        return summary
+    def timed(original: Any) -> Any:
+        def timed_run(*args: Any, **kwargs: Any) -> Any:
+            summary = original(*args, **kwargs)
+            engine_runs.append(summary.elapsed_s)
+            return summary
+        return timed_run
 
-    jobs_module.run = timed_run  # type: ignore[assignment]
+    # Both engines: threads (most kinds) and the event loop (doveadm).
+    jobs_module.run = timed(jobs_module.run)  # type: ignore[assignment]
+    jobs_module.run_async = timed(jobs_module.run_async)  # type: ignore[assignment]
     rss_before = peak_rss_mib()
     runs = []
     for raw in argv:
@@ -107,10 +111,19 @@ def main(argv: list[str]) -> None:
         before = calls.snapshot()
         engine_runs.clear()
         t0, cpu0 = time.perf_counter(), time.process_time()
+        profiler = None
+        if os.environ.get("BENCH_WORKER_PROFILE"):  # cProfile of each run, to that path
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         if event.get("results") == "stand-in":
             outcome = run_with_results_elsewhere(event["job_id"])
         else:
             outcome = app.lambda_handler(event, context)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(f"{os.environ['BENCH_WORKER_PROFILE']}.{len(runs)}")
         runs.append({
             "handler_s": time.perf_counter() - t0,
             "cpu_s": time.process_time() - cpu0,

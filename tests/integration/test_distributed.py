@@ -6,6 +6,7 @@ interpreter. Hosts are written straight into the inventory table (fast); jobs ar
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -23,6 +24,22 @@ from mailfleet.store.jobs import JobStore
 
 HOSTS = 1200
 API_KEY = "sim-fleet-doveadm-key"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def map_past_500() -> Iterator[None]:
+    """1,200 hosts would run in-process under the default threshold (2,000): these tests
+    are about the Map, so it takes every job above 500 here (the functions share this
+    process's environment)."""
+    saved = os.environ.get("INPROCESS_MAX_TARGETS")
+    os.environ["INPROCESS_MAX_TARGETS"] = "500"
+    settings.cache_clear()
+    yield
+    if saved is None:
+        os.environ.pop("INPROCESS_MAX_TARGETS", None)
+    else:
+        os.environ["INPROCESS_MAX_TARGETS"] = saved
+    settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +162,8 @@ def test_cancel_mid_run_stops_the_execution_and_skips_the_rest(
         fleet["sim"].configure(latency=0.02)
     assert done["status"] == "CANCELLED"
     counts = Counter(r["status"] for r in done["results"])
-    assert set(counts) == {"SUCCEEDED", "SKIPPED"} and sum(counts.values()) == HOSTS
+    late = [r for r in done["results"] if r["status"] not in ("SUCCEEDED", "SKIPPED")]
+    assert set(counts) == {"SUCCEEDED", "SKIPPED"} and sum(counts.values()) == HOSTS, late[:3]
     # Cancelled early: most hosts were never asked, and every host asked has its answer.
     assert 80 <= counts["SUCCEEDED"] < HOSTS // 2
     assert fleet["sim"].stats()["posts"] == counts["SUCCEEDED"]
@@ -185,6 +203,26 @@ def test_the_path_follows_target_count_and_worst_case_time(config: None) -> None
     # 200 hosts, 10 at a time, each allowed 60 s: 20 waves could take 1,200 s.
     assert distributed.choose_path(200, 60, 10) == distributed.DISTRIBUTED
     assert distributed.choose_path(200, 60, 100) == distributed.INPROCESS
+
+
+def test_the_map_runs_as_many_hosts_at_once_as_the_job_asks(config: None) -> None:
+    # 100 at up to 40 a worker: 4 workers of 25 (not 2 x 40 = 80 in flight).
+    plan = distributed.plan_batches([f"h{i}" for i in range(1000)], 100, 30)
+    assert (plan.batch_concurrency, plan.parallel_batches) == (25, 4)
+    for wanted in (1, 7, 40, 100, 120, 1000):
+        per, parallel = distributed.split_concurrency(wanted, 40)
+        assert per <= 40 and per * parallel == wanted
+
+
+
+def test_a_job_wider_than_one_workers_sockets_takes_the_map(
+    config: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INPROCESS_MAX_TARGETS", "2000")
+    settings.cache_clear()
+    assert distributed.choose_path(1500, 30, 100) == distributed.INPROCESS
+    assert distributed.choose_path(1500, 30, 600) == distributed.DISTRIBUTED
+    assert distributed.choose_path(400, 30, 1000) == distributed.INPROCESS  # 400 at most
 
 
 @pytest.mark.parametrize(

@@ -740,3 +740,39 @@ def test_stop_ends_a_worker_stuck_on_an_unanswered_request() -> None:
         assert not inst.folder.exists()
     finally:
         inst.stop()
+
+
+# -- the event-loop path (the fan-out's) against the real server ---------------------------
+
+
+def test_the_event_loop_path_meets_the_real_server(dovecot_host: DovecotInstance) -> None:
+    import asyncio
+
+    def perform_async(driver: DovecotDriver, action: str, params: dict[str, Any],
+                      seconds: float = 10.0) -> tuple[Any, Deadline]:
+        deadline = Deadline.after(seconds)
+        return asyncio.run(driver.perform_async(action, params, deadline)), deadline
+
+    assert perform_async(driver_for(dovecot_host), "penalty", {})[0] == []
+    # A wrong key is refused at once (no `Connection: close` is sent, so doveadm answers).
+    host, _ = host_for(dovecot_host, "loop-wrongcreds")
+    began = time.monotonic()
+    with pytest.raises(HostError) as info:
+        perform_async(DovecotDriver(host, Credentials(api_key="not-the-secret")), "who", {})
+    assert (info.value.type, info.value.code) == (ErrorType.AUTH, 401)
+    assert time.monotonic() - began < 2
+    # Input that crashes the doveadm worker: a connection error, sent once.
+    mark = log_mark(dovecot_host)
+    with pytest.raises(HostError) as info:
+        perform_async(driver_for(dovecot_host), "mailboxList", {})
+    assert info.value.type is ErrorType.CONNECTION and not info.value.retryable
+    assert "closed the connection without a response" in info.value.message
+    until = time.monotonic() + 3  # the crash reaches the log a moment after the close
+    while "Fatal" not in dovecot_host.log_text()[mark:] and time.monotonic() < until:
+        time.sleep(0.05)
+    assert "Fatal" in dovecot_host.log_text()[mark:]
+    # A host that is down.
+    down = Host(id="loop-down", kind="dovecot", endpoint=f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(HostError) as info:
+        perform_async(DovecotDriver(down, Credentials(api_key="k")), "who", {})
+    assert info.value.type is ErrorType.CONNECTION and "refused" in info.value.message

@@ -8,6 +8,7 @@ cannot be made to produce on demand.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -383,6 +384,20 @@ def fake() -> Iterator[Callable[[Callable[[Seen], Any]], FakeDoveadm]]:
         server.server_close()
 
 
+@pytest.fixture(params=["threads", "event loop"])
+def via(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Both ways a driver runs an action: perform (threads) and perform_async (the
+    fan-out's event loop); the wire and the errors must be the same."""
+
+    def call(driver: DovecotDriver, action: str, params: dict[str, Any], deadline: Deadline
+             ) -> Any:
+        if request.param == "threads":
+            return driver.perform(action, params, deadline)
+        return asyncio.run(driver.perform_async(action, params, deadline))
+
+    return call
+
+
 def driver_at(
     state: FakeDoveadm,
     creds: Credentials | None = None,
@@ -399,11 +414,11 @@ def ok(payload: Any) -> Callable[[Seen], bytes]:
     return lambda seen: http(200, reply("doveadmResponse", payload, tag_of(seen)))
 
 
-def test_request_shape_and_api_key_auth(fake: Any) -> None:
+def test_request_shape_and_api_key_auth(fake: Any, via: Any) -> None:
     state = fake(ok([]))
     deadline = Deadline.after(5)
     driver = driver_at(state, Credentials(api_key=SECRET, password="pw"))
-    assert driver.perform("who", {"mask": ["a*"]}, deadline) == []
+    assert via(driver, "who", {"mask": ["a*"]}, deadline) == []
     [seen] = state.requests
     assert (seen.method, seen.path) == ("POST", "/doveadm/v1")
     assert (
@@ -417,14 +432,14 @@ def test_request_shape_and_api_key_auth(fake: Any) -> None:
     assert isinstance(tag, str) and deadline.attempts == 1
 
 
-def test_password_auth(fake: Any) -> None:
+def test_password_auth(fake: Any, via: Any) -> None:
     state = fake(ok([]))
-    driver_at(state, Credentials(password="pw")).perform("reload", {}, Deadline.after(5))
+    via(driver_at(state, Credentials(password="pw")), "reload", {}, Deadline.after(5))
     expected = "Basic " + base64.b64encode(b"doveadm:pw").decode()
     assert state.requests[0].headers["authorization"] == expected
 
 
-def test_tempfail_is_retried_then_succeeds(fake: Any) -> None:
+def test_tempfail_is_retried_then_succeeds(fake: Any, via: Any) -> None:
     def behave(seen: Seen) -> bytes:
         if len(state.requests) == 1:
             return http(200, reply("error", {"type": "exitCode", "exitCode": 75}, tag_of(seen)))
@@ -433,19 +448,19 @@ def test_tempfail_is_retried_then_succeeds(fake: Any) -> None:
     state = fake(behave)
     deadline = Deadline.after(5)
     began = time.monotonic()
-    out = driver_at(state).perform("dictGet", {"user": "a", "key": "k"}, deadline)
+    out = via(driver_at(state), "dictGet", {"user": "a", "key": "k"}, deadline)
     assert out == [{"value": "1"}] and deadline.attempts == 2 and len(state.requests) == 2
     assert time.monotonic() - began >= dv.RETRY_FIRST_DELAY
 
 
 @pytest.mark.parametrize("code", [64, 67, 68, 73])
-def test_other_exit_codes_are_not_retried(fake: Any, code: int) -> None:
+def test_other_exit_codes_are_not_retried(fake: Any, code: int, via: Any) -> None:
     state = fake(
         lambda seen: http(200, reply("error", {"type": "exitCode", "exitCode": code}, tag_of(seen)))
     )
     deadline = Deadline.after(5)
     with pytest.raises(HostError) as info:
-        driver_at(state).perform("kick", {"mask": ["x"]}, deadline)
+        via(driver_at(state), "kick", {"mask": ["x"]}, deadline)
     assert info.value.code == code and deadline.attempts == 1 and len(state.requests) == 1
 
 
@@ -459,11 +474,11 @@ def test_other_exit_codes_are_not_retried(fake: Any, code: int) -> None:
     ],
     ids=["500", "401", "404", "closed"],
 )
-def test_failures_are_sent_once(fake: Any, answer: Any, expected: ErrorType) -> None:
+def test_failures_are_sent_once(fake: Any, answer: Any, expected: ErrorType, via: Any) -> None:
     state = fake(lambda seen: answer)
     deadline = Deadline.after(5)
     with pytest.raises(HostError) as info:
-        driver_at(state).perform("who", {}, deadline)
+        via(driver_at(state), "who", {}, deadline)
     assert info.value.type is expected and deadline.attempts == 1
     assert len(state.requests) == 1
     assert SECRET not in json.dumps(info.value.to_dict())
@@ -471,26 +486,26 @@ def test_failures_are_sent_once(fake: Any, answer: Any, expected: ErrorType) -> 
         assert "without a response" in info.value.message and not info.value.retryable
 
 
-def test_read_timeout_mentions_credentials(fake: Any) -> None:
+def test_read_timeout_mentions_credentials(fake: Any, via: Any) -> None:
     state = fake(lambda seen: ("sleep", 3))
     deadline = Deadline.after(0.5)
     began = time.monotonic()
     with pytest.raises(HostError) as info:
-        driver_at(state).perform("who", {}, deadline)
+        via(driver_at(state), "who", {}, deadline)
     assert info.value.type is ErrorType.TIMEOUT and "credentials" in info.value.message
     assert time.monotonic() - began < 1.0 and deadline.attempts == 1
 
 
-def test_expired_deadline_sends_nothing(fake: Any) -> None:
+def test_expired_deadline_sends_nothing(fake: Any, via: Any) -> None:
     state = fake(ok([]))
     deadline = Deadline.after(0)
     with pytest.raises(HostError) as info:
-        driver_at(state).perform("who", {}, deadline)
+        via(driver_at(state), "who", {}, deadline)
     assert info.value.type is ErrorType.TIMEOUT
     assert state.requests == [] and deadline.attempts == 0
 
 
-def test_tls_pin_mismatch_sends_nothing(tmp_path: Path) -> None:
+def test_tls_pin_mismatch_sends_nothing(tmp_path: Path, via: Any) -> None:
     from mailfleet_local.certs import make_self_signed
 
     cert = make_self_signed(tmp_path)
@@ -516,17 +531,17 @@ def test_tls_pin_mismatch_sends_nothing(tmp_path: Path) -> None:
         tls={"pin_sha256": "00" * 32},
     )
     with pytest.raises(HostError) as info:
-        DovecotDriver(host, Credentials(api_key=SECRET)).perform("who", {}, Deadline.after(5))
+        via(DovecotDriver(host, Credentials(api_key=SECRET)), "who", {}, Deadline.after(5))
     thread.join(5)
     listener.close()
     assert info.value.type is ErrorType.TLS
     assert not any(received), "no request may be sent to a host failing its pin"
 
 
-def test_missing_credentials() -> None:
+def test_missing_credentials(via: Any) -> None:
     host = Host(id="nocreds", kind="dovecot", endpoint="http://127.0.0.1:9")
     with pytest.raises(HostError) as info:
-        DovecotDriver(host, Credentials()).perform("who", {}, Deadline.after(5))
+        via(DovecotDriver(host, Credentials()), "who", {}, Deadline.after(5))
     assert info.value.type is ErrorType.CREDENTIALS
 
 
@@ -568,3 +583,57 @@ def test_malformed_command_list(fake: Any, body: bytes) -> None:
     with pytest.raises(HostError) as info:
         driver_at(state, host_id="badlist").fetch_commands(Deadline.after(5))
     assert info.value.type is ErrorType.COMMAND and "command list" in info.value.message
+
+
+def _tls_doveadm(tmp_path: Path) -> tuple[Any, int, list[bytes], Callable[[], None]]:
+    """A one-connection TLS doveadm answering `who` with []; (cert, port, seen, stop)."""
+    from mailfleet_local.certs import make_self_signed
+
+    cert = make_self_signed(tmp_path)
+    seen: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    ctx = cert.server_context()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                data = tls.recv(65536)
+                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                    data.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]
+                ):
+                    data += tls.recv(65536)
+                seen.append(data)
+                tag = json.loads(data.split(b"\r\n\r\n", 1)[1])[0][2]
+                tls.sendall(http(200, reply("doveadmResponse", [], tag)))
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        thread.join(5)
+        listener.close()
+
+    return cert, listener.getsockname()[1], seen, stop
+
+
+@pytest.mark.parametrize("trust", ["ca_pem", "pin", "system store"])
+def test_tls_on_both_paths(tmp_path: Path, trust: str, via: Any) -> None:
+    cert, port, seen, stop = _tls_doveadm(tmp_path)
+    tls = {"ca_pem": {"ca_pem": cert.cert_pem}, "pin": {"pin_sha256": cert.fingerprint_sha256},
+           "system store": {"verify": True}}[trust]
+    host = Host(id=f"tls-{trust.replace(' ', '-')}", kind="dovecot",
+                endpoint=f"https://127.0.0.1:{port}", tls=tls)
+    driver = DovecotDriver(host, Credentials(api_key=SECRET))
+    try:
+        if trust == "system store":  # a self-signed certificate is refused, nothing sent
+            with pytest.raises(HostError) as info:
+                via(driver, "who", {}, Deadline.after(5))
+            assert info.value.type is ErrorType.TLS and not any(seen)
+        else:
+            assert via(driver, "who", {}, Deadline.after(5)) == []
+            assert seen and seen[0].startswith(b"POST /doveadm/v1 ")
+    finally:
+        stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from typing import Any
 
 import boto3
@@ -35,14 +36,28 @@ def call_budget_seconds() -> float:
     return attempts * (connect + read)
 
 
+# One session for every client: each new session has a loader of its own, which lists
+# botocore's data directories and parses the service and endpoint models again (~0.1-0.3 s
+# a client, paid by a container's first job). Sessions are not thread-safe: one client
+# is made at a time.
+_session_lock = threading.Lock()
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
 @functools.cache
 def client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=_config())
+    with _session_lock:
+        return _session().client(service, config=_config())
 
 
 @functools.cache
 def table(name: str) -> Any:
-    return boto3.session.Session().resource("dynamodb", config=_config()).Table(name)
+    with _session_lock:
+        return _session().resource("dynamodb", config=_config()).Table(name)
 
 
 def reset() -> None:
@@ -50,3 +65,4 @@ def reset() -> None:
     client.cache_clear()
     table.cache_clear()
     _config.cache_clear()
+    _session.cache_clear()

@@ -19,8 +19,10 @@ class Settings(BaseModel):
     fanout_function: str | None = None
     cutovers_table: str = "mailfleet-cutovers"
     cutover_state_machine_arn: str | None = None
-    # Jobs above this many targets (or with long timeouts) go to the Distributed Map path.
-    inprocess_max_targets: int = 500
+    # Jobs above this many targets (or with long timeouts, or wider than one worker's
+    # sockets allow) go to the Distributed Map path. docs/scaling.md derives 2,000 from
+    # the worker's CPU: one host-action costs ~0.3 ms of it.
+    inprocess_max_targets: int = 2000
     # A job's host results live this long in the jobs table (TTL), in days.
     job_retention_days: int = 90
     # The Distributed Map path: its state machine, the bucket its batch lists go to, the
@@ -29,8 +31,8 @@ class Settings(BaseModel):
     fanout_state_machine_arn: str | None = None
     jobs_bucket: str | None = None
     inprocess_max_seconds: float = 600.0
-    fanout_batch_size: int = 100
-    fanout_batch_concurrency: int = 10
+    fanout_batch_size: int = 1000
+    fanout_batch_concurrency: int = 40
     # Scheduled maintenance: the function that sweeps and starts scheduled jobs, the
     # Scheduler group and role for API-created schedules, appliance operations.
     maintenance_function: str | None = None
@@ -65,13 +67,13 @@ class Settings(BaseModel):
             fanout_function=get("FANOUT_FUNCTION"),
             cutovers_table=get("CUTOVERS_TABLE", "mailfleet-cutovers"),
             cutover_state_machine_arn=get("CUTOVER_STATE_MACHINE_ARN"),
-            inprocess_max_targets=int(get("INPROCESS_MAX_TARGETS", "500") or 500),
+            inprocess_max_targets=int(get("INPROCESS_MAX_TARGETS", "2000") or 2000),
             job_retention_days=int(get("JOB_RETENTION_DAYS", "90") or 90),
             fanout_state_machine_arn=get("FANOUT_STATE_MACHINE_ARN"),
             jobs_bucket=get("JOBS_BUCKET"),
             inprocess_max_seconds=float(get("INPROCESS_MAX_SECONDS", "600") or 600),
-            fanout_batch_size=int(get("FANOUT_BATCH_SIZE", "100") or 100),
-            fanout_batch_concurrency=int(get("FANOUT_BATCH_CONCURRENCY", "10") or 10),
+            fanout_batch_size=int(get("FANOUT_BATCH_SIZE", "1000") or 1000),
+            fanout_batch_concurrency=int(get("FANOUT_BATCH_CONCURRENCY", "40") or 40),
             maintenance_function=get("MAINTENANCE_FUNCTION"),
             maintenance_function_arn=get("MAINTENANCE_FUNCTION_ARN"),
             schedule_group=get("SCHEDULE_GROUP", "default") or "default",

@@ -128,6 +128,9 @@ class DriverContext:
 
 class Driver(ABC):
     kind: ClassVar[str]
+    # True for drivers with `async def perform_async(action, params, deadline)`: the
+    # fan-out then runs their hosts in one event loop instead of a thread each.
+    has_async_perform: ClassVar[bool] = False
 
     def __init__(
         self, host: Host, credentials: Credentials, context: DriverContext | None = None

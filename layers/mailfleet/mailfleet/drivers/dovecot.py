@@ -14,6 +14,7 @@ What the real server does, where it differs from the seed document, is in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 import requests
 
 from mailfleet.drivers.base import ActionSpec, Deadline, Driver, require_secret
-from mailfleet.drivers.http import CONNECT_TIMEOUT, exchange, transport_error
+from mailfleet.drivers.http import CONNECT_TIMEOUT, exchange, exchange_async, transport_error
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
 from mailfleet.models.hosts import Host
 
@@ -449,11 +450,18 @@ def _transport_error(exc: requests.RequestException, command: str,
     return error
 
 
+def _request(command: str, params: dict[str, Any]) -> tuple[str, bytes]:
+    """A fresh tag and the one-command request body."""
+    tag = f"mf{secrets.token_hex(4)}"
+    return tag, json.dumps([[command, params, tag]]).encode()
+
+
 # -- the driver --------------------------------------------------------------------------
 
 
 class DovecotDriver(Driver):
     kind: ClassVar[str] = "dovecot"
+    has_async_perform: ClassVar[bool] = True
 
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
@@ -516,14 +524,44 @@ class DovecotDriver(Driver):
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def perform_async(self, action: str, params: dict[str, Any], deadline: Deadline
+                            ) -> Any:
+        """`perform` in an event loop (the fan-out's path for many hosts): the same
+        request, retries and errors, on a connection of its own."""
+        params = dict(params or {})
+        if action == "who":
+            params["separateConnections"] = True
+        delay = RETRY_FIRST_DELAY
+        for attempt in range(1, RETRY_MAX_ATTEMPTS + 1):
+            try:
+                return await self._run_async(action, params, deadline)
+            except HostError as error:
+                tempfail = error.type is ErrorType.EXIT_CODE and error.code == TEMPFAIL
+                if (not tempfail or attempt == RETRY_MAX_ATTEMPTS
+                        or deadline.remaining() < delay * 1.5):
+                    raise
+                await asyncio.sleep(max(0.0, min(delay, deadline.remaining())))
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _run(self, command: str, params: dict[str, Any], deadline: Deadline) -> Any:
-        tag = f"mf{secrets.token_hex(4)}"
-        body = json.dumps([[command, params, tag]]).encode()
+        tag, body = _request(command, params)
         status, ctype, data = self._exchange("POST", body, deadline, command, attempt=True)
         return parse_reply(command, tag, status, ctype, data)
 
-    def _exchange(self, method: str, body: bytes | None, deadline: Deadline, what: str,
-                  *, attempt: bool = False) -> tuple[int, str, bytes]:
+    async def _run_async(self, command: str, params: dict[str, Any], deadline: Deadline
+                         ) -> Any:
+        tag, body = _request(command, params)
+        headers, timeout = self._prepare(body, deadline, attempt=True)
+        try:
+            status, ctype, data = await exchange_async(
+                self.host, "POST", API_PATH, body=body, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:
+            raise _transport_error(exc, command, deadline) from None
+        return parse_reply(command, tag, status, ctype, data)
+
+    def _prepare(self, body: bytes | None, deadline: Deadline, *, attempt: bool
+                 ) -> tuple[dict[str, str], tuple[float, float]]:
         headers = {"Authorization": self._authorization(), "Accept": "application/json"}
         # Both raise once no time is left: nothing is sent then.
         connect, read = deadline.timeout(CONNECT_TIMEOUT), deadline.timeout()
@@ -531,11 +569,16 @@ class DovecotDriver(Driver):
             deadline.attempt()
         if body is not None:
             headers["Content-Type"] = "application/json"
+        return headers, (connect, read)
+
+    def _exchange(self, method: str, body: bytes | None, deadline: Deadline, what: str,
+                  *, attempt: bool = False) -> tuple[int, str, bytes]:
+        headers, timeout = self._prepare(body, deadline, attempt=attempt)
         # requests never sends Connection: close, so a failed login is answered with 401
         # at once instead of hanging until our timeout.
         try:
             return exchange(self.host, method, API_PATH, body=body, headers=headers,
-                            timeout=(connect, read))
+                            timeout=timeout)
         except requests.RequestException as exc:
             raise _transport_error(exc, what, deadline) from None
 

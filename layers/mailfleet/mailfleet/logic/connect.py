@@ -12,7 +12,7 @@ from typing import Any
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import BlobStore, Deadline, Driver, DriverContext
 from mailfleet.errors import ErrorType, HostError
-from mailfleet.models.hosts import Host
+from mailfleet.models.hosts import Credentials, Host
 from mailfleet.store import secrets
 from mailfleet.store.hosts import HostStore
 
@@ -20,11 +20,20 @@ from mailfleet.store.hosts import HostStore
 COMMANDS_TTL_SECONDS = 3600
 
 
-def driver_for(host_item: dict[str, Any], *, blobs: BlobStore | None = None) -> Driver:
-    host = Host.model_validate(host_item)
+def driver_for(
+    host_item: dict[str, Any],
+    *,
+    blobs: BlobStore | None = None,
+    host: Host | None = None,
+    credentials: Credentials | None = None,
+) -> Driver:
+    """`host` and `credentials`, when the caller already has them (a fan-out builds a
+    thousand drivers from a few secrets), spare a validation each."""
+    host = host or Host.model_validate(host_item)
     if not host.credentials_secret:
         raise HostError(ErrorType.CREDENTIALS, "host has no credentials secret")
-    credentials = secrets.credentials_for(host.credentials_secret)
+    if credentials is None:
+        credentials = secrets.credentials_for(host.credentials_secret)
     extras: dict[str, Any] = {}
     cached = cached_commands(host_item)
     if cached is not None:

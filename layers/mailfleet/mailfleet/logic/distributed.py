@@ -33,7 +33,7 @@ from mailfleet.fanout import GRACE_SECONDS, ErrorBudget, LocalErrorBudget
 from mailfleet.logic.caller import Caller
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.jobs import JobStatus
-from mailfleet.store.jobs import JobNotFound, JobStore
+from mailfleet.store.jobs import RAN_PREFIX, JobNotFound, JobStore
 
 if TYPE_CHECKING:
     from mailfleet.logic.jobs import Jobs
@@ -48,6 +48,9 @@ BATCH_FLUSH_SECONDS = 5.0
 # its hosts' timeout (cancel seen within 0.5 s, the last flush, the write itself).
 SETTLE_EXTRA_SECONDS = GRACE_SECONDS + 2.0
 CANCELLED = "the job was cancelled before this host started"
+# One worker holds a socket per host in flight, within Lambda's 1,024 descriptors (boto3's
+# pools, the runtime and a hanging host's abandoned socket need the rest).
+INPROCESS_MAX_CONCURRENCY = 500
 
 
 class BatchHandedOver(Exception):
@@ -65,7 +68,8 @@ def choose_path(total: int, timeout_seconds: float, concurrency: int) -> str:
     waves = -(-total // max(1, concurrency))
     too_many = total > config.inprocess_max_targets
     too_long = timeout_seconds * waves > config.inprocess_max_seconds
-    return DISTRIBUTED if too_many or too_long else INPROCESS
+    too_wide = min(total, concurrency) > INPROCESS_MAX_CONCURRENCY
+    return DISTRIBUTED if too_many or too_long or too_wide else INPROCESS
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,7 @@ class BatchPlan:
 
 def plan_batches(targets: list[str], concurrency: int, timeout_seconds: float) -> BatchPlan:
     config = settings()
-    per_batch = max(1, min(concurrency, config.fanout_batch_concurrency))
-    parallel = max(1, concurrency // per_batch)
+    per_batch, parallel = split_concurrency(concurrency, config.fanout_batch_concurrency)
     # A batch must end within one invocation even if every wave of it times out.
     waves = max(1, int(config.inprocess_max_seconds // timeout_seconds))
     largest = max(1, min(config.fanout_batch_size, per_batch * waves))
@@ -91,6 +94,23 @@ def plan_batches(targets: list[str], concurrency: int, timeout_seconds: float) -
         size = min(largest, RESULTS_PER_WRITE * -(-size // RESULTS_PER_WRITE))
     batches = [targets[i : i + size] for i in range(0, len(targets), size)]
     return BatchPlan(batches, per_batch, min(parallel, len(batches)))
+
+
+def split_concurrency(concurrency: int, per_worker_max: int) -> tuple[int, int]:
+    """(hosts in flight per batch worker, batch workers at once): as few workers as one
+    worker's CPU allows, and a product as close to the job's cap as can be without
+    passing it (100 at 40 a worker: 4 x 25, not 2 x 40 = 80 or 3 x 33 = 99)."""
+    concurrency = max(1, concurrency)
+    per_worker_max = max(1, min(per_worker_max, concurrency))
+    fewest = -(-concurrency // per_worker_max)
+    best = (concurrency // fewest, fewest)
+    for parallel in range(fewest, min(concurrency, 2 * fewest) + 1):
+        per = concurrency // parallel
+        if per * parallel > best[0] * best[1]:
+            best = (per, parallel)
+        if per * parallel == concurrency:
+            break
+    return best
 
 
 class SharedErrorBudget:
@@ -226,6 +246,8 @@ class DistributedJobs:
             out_of_time=out_of_time,
             flush_interval=BATCH_FLUSH_SECONDS,
         )
+        # Counted on the job item, so the close need not read every result back.
+        self.store.add_counts(job_id, dict(summary.counts))
         if summary.stopped_by == "time":
             raise BatchHandedOver(f"batch {index}: out of time, the rest runs again")
         return {"batch": index, "counts": dict(summary.counts), "stopped_by": summary.stopped_by}
@@ -268,9 +290,14 @@ class DistributedJobs:
             self.jobs._skip_all(job_id, missing, why)
         limit = resolve_limit(job.get("max_errors"), int(job["total"]))
         stopped_by = "cancelled" if cancelled else None
-        if stopped_by is None and limit is not None and self.store.error_count(job_id) >= limit:
+        if stopped_by is None and limit is not None and int(job.get("error_count", 0)) >= limit:
             stopped_by = "max_errors"
-        return self.jobs._close(job, Caller.system("fanout-worker"), stopped_by=stopped_by)
+        # Every batch ran to its end: their counts (one per host) close the job; any
+        # doubt (a batch that broke, a cancel) and _close reads the results instead.
+        ran = {k[len(RAN_PREFIX):]: int(v) for k, v in job.items() if k.startswith(RAN_PREFIX)}
+        counts = ran if not (missing or cancelled or error or reason) else None
+        return self.jobs._close(job, Caller.system("fanout-worker"), stopped_by=stopped_by,
+                                counts=counts)
 
     def _wait_unless_final(self, job_id: str, seconds: float) -> bool:
         end = time.monotonic() + max(0.0, seconds)

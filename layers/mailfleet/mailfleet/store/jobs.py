@@ -30,6 +30,8 @@ JOB_SK = "job"
 RESULT_PREFIX = "host#"
 LIST_PK = "JOB"
 FINAL_STATUSES = ["SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
+# Result counts added up by the batches of a Distributed Map job (`ran_SUCCEEDED`, ...).
+RAN_PREFIX = "ran_"
 # Target lists are kept gzipped in the job item; this many ids stay well under 400 KB.
 MAX_TARGETS_INLINE = 100_000
 # What running a part of a job needs from the job item (all but the target list).
@@ -185,6 +187,21 @@ class JobStore:
                 return False
             raise
         return True
+
+    def add_counts(self, job_id: str, counts: dict[str, int]) -> None:
+        """Add one batch's result counts to the job item (`ran_<STATUS>`), so the job can
+        be closed without reading every result back: one write per batch."""
+        counts = {k: n for k, n in counts.items() if n}
+        if not counts:
+            return
+        names = {f"#c{i}": RAN_PREFIX + k for i, k in enumerate(counts)}
+        values = {f":c{i}": n for i, n in enumerate(counts.values())}
+        self._table.update_item(
+            Key={"pk": job_id, "sk": JOB_SK},
+            UpdateExpression="ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(counts))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def error_count(self, job_id: str) -> int:
         item = (
