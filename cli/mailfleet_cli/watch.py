@@ -35,6 +35,8 @@ ACCOUNTS_FINAL = {"SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", "ROLLED_BACK"}
 DONE_RESULTS = ("SUCCEEDED", "FAILED", "TIMED_OUT", "SKIPPED")
 # A watch never outlives this, even if the work seems to (a job's hosts all have timeouts).
 MAX_WATCH_SECONDS = 24 * 3600
+# How long a rollback may take to show itself (phase "rollback") before its view is trusted.
+ROLLBACK_GRACE_SECONDS = 10.0
 
 
 class Interrupted(CliError):
@@ -178,8 +180,9 @@ def accounts_display(kind: str, ident: str, view: dict[str, Any], shown: int = 1
 
 
 def watch_accounts(client: Client, kind: str, ident: str, *, quiet: bool = False,
-                   limit: float | None = None) -> dict[str, Any]:
-    """Poll GET /{kind}s/{id} until final, showing accounts by status and their steps."""
+                   limit: float | None = None, rollback: bool = False) -> dict[str, Any]:
+    """Poll GET /{kind}s/{id} until final, showing accounts by status and their steps.
+    `rollback`: just asked for, so the final status it had before does not count."""
     path = f"/{kind}s/{ident}"
     started = time.monotonic()
     deadline = _deadline(limit)
@@ -194,7 +197,9 @@ def watch_accounts(client: Client, kind: str, ident: str, *, quiet: bool = False
                     screen.update(accounts_display(kind, ident, view), refresh=True)
                 elif not quiet:
                     _account_lines(kind, ident, view, seen)
-                if view.get("status") in ACCOUNTS_FINAL:
+                if view.get("status") in ACCOUNTS_FINAL and not (
+                    rollback and _rollback_not_begun(view, time.monotonic() - started)
+                ):
                     break
                 if time.monotonic() > deadline:
                     raise CliError(f"{kind} {ident} still {view.get('status')} after the watch "
@@ -206,6 +211,13 @@ def watch_accounts(client: Client, kind: str, ident: str, *, quiet: bool = False
     except KeyboardInterrupt:
         raise Interrupted(kind, f"mailfleet {kind}s watch {ident}") from None
     return view
+
+
+def _rollback_not_begun(view: dict[str, Any], elapsed: float) -> bool:
+    """Right after POST .../rollback the view may still show the old final status."""
+    if view.get("status") == "ROLLED_BACK" or view.get("phase") == "rollback":
+        return False
+    return elapsed < ROLLBACK_GRACE_SECONDS
 
 
 def _account_lines(kind: str, ident: str, view: dict[str, Any],

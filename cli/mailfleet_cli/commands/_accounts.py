@@ -47,9 +47,27 @@ def render_view(kind: str, view: dict[str, Any]) -> None:
         message = error.get("message") or error.get("error") or (cell_text(error) if error
                                                                  else "")
         rows.append([account.get("account"), styled(account.get("status")),
-                     current_step(account), cell_text(account.get("previous"), 60), message])
+                     current_step(account), previous(account.get("previous")), message])
     if rows:
         out.print(table(["account", "status", "last step", "previous", "error"], rows))
+
+
+def previous(seen: Any) -> str:
+    """What Remember saw, by host: one destination if every host agreed."""
+    if not isinstance(seen, dict) or not seen:
+        return cell_text(seen, 60)
+    routes = {}
+    for host, value in seen.items():
+        if isinstance(value, dict):
+            route = str(value.get("destination") or value.get("backend") or cell_text(value, 40))
+            if value.get("mapped") is False:
+                route += " (default)"
+        else:
+            route = cell_text(value, 40)
+        routes[host] = route
+    if len(set(routes.values())) == 1:
+        return next(iter(routes.values()))
+    return ", ".join(f"{host}={route}" for host, route in routes.items())
 
 
 def finish(kind: str, view: dict[str, Any], fmt: Any) -> None:
@@ -93,7 +111,8 @@ def rollback(kind: str, ident: str, wait: bool, watch_for: float | None, fmt: An
             f"{kind} {ident}: rollback started ({a.get('status') if isinstance(a, dict) else a})"
             f". Follow it: mailfleet {kind}s watch {ident}"))
         return
-    finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for), fmt)
+    finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for,
+                                rollback=True), fmt)
 
 
 def list_(kind: str, status: str | None, limit: int | None, next_token: str | None,
