@@ -23,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -156,6 +157,11 @@ def accounts_display(kind: str, ident: str, view: dict[str, Any], shown: int = 1
         f"  phase {view.get('phase', kind)}" if view.get("phase") else "",
         f"  → {view.get('destination')}" if isinstance(view.get("destination"), str) else "",
     )
+    final = sum(n for status, n in counts.items() if status not in ("PENDING", "IN_PROGRESS"))
+    total = int(view.get("total") or len(accounts) or 1)
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(ProgressBar(total=total, completed=final, width=40),
+                Text(f"{final}/{total} accounts final"))
     by_status = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     order = ["PENDING", "IN_PROGRESS", "DONE", "ROLLED_BACK", "FAILED", "SKIPPED"]
     for status in order:
@@ -170,7 +176,7 @@ def accounts_display(kind: str, ident: str, view: dict[str, Any], shown: int = 1
     for account in active:
         rows.add_row(str(account.get("account")), styled(account.get("status")),
                      current_step(account))
-    parts: list[Any] = [head, by_status]
+    parts: list[Any] = [head, bar, by_status]
     if steps:
         parts.append(Text("in progress by step: " + ", ".join(
             f"{step} {n}" for step, n in sorted(steps.items()))))

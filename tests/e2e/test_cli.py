@@ -33,14 +33,13 @@ def uid(prefix: str = "t") -> str:
 
 
 @pytest.fixture
-def run(local_api: Any, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """run(*args, token=..., stdin=..., url=...) -> the finished `mailfleet` process."""
+def cli_env(local_api: Any, tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """cli_env(token=..., url=..., env=...) -> the environment a `mailfleet` run gets."""
     assert MAILFLEET.exists(), f"{MAILFLEET} missing: the package's [project.scripts] entry"
     local_api.ensure_deployed()
 
-    def call(*args: str, token: Any = ADMIN, stdin: str | None = None, url: str | None = None,
-             env: dict[str, str] | None = None, timeout: float = 180
-             ) -> subprocess.CompletedProcess[str]:
+    def make(token: Any = ADMIN, url: str | None = None, env: dict[str, str] | None = None
+             ) -> dict[str, str]:
         environ = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
@@ -54,8 +53,21 @@ def run(local_api: Any, tmp_path: Path) -> Callable[..., subprocess.CompletedPro
             environ["MAILFLEET_TOKEN"] = local_api.admin_token
         elif token is not None:
             environ["MAILFLEET_TOKEN"] = token
-        return subprocess.run([str(MAILFLEET), *args], env=environ, input=stdin,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return environ
+
+    return make
+
+
+@pytest.fixture
+def run(cli_env: Callable[..., dict[str, str]]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run(*args, token=..., stdin=..., url=..., env=...) -> the finished `mailfleet` process."""
+
+    def call(*args: str, token: Any = ADMIN, stdin: str | None = None, url: str | None = None,
+             env: dict[str, str] | None = None, timeout: float = 180
+             ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(MAILFLEET), *args], env=cli_env(token, url, env),
+                              input=stdin, capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
     return call
 
@@ -321,3 +333,49 @@ def test_profiles_keep_the_token_private(run: Callable[..., Any], local_api: Any
     assert gone.returncode == 0
     unknown = run("-p", "local", "whoami", token=None, env={"MAILFLEET_URL": ""})
     assert unknown.returncode == 5 and "no profile named 'local'" in one_line_error(unknown)
+
+
+def test_ctrl_c_stops_watching_not_the_job(run: Callable[..., Any],
+                                           cli_env: Callable[..., dict[str, str]],
+                                           local_api: Any, fleet: dict[str, Any]) -> None:
+    import signal
+    import socket
+
+    # Hosts that accept connections and never answer: the job runs for a while.
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(50)
+    try:
+        slow = [uid("slow") for _ in range(4)]
+        for host_id in slow:
+            body = host_body(fleet["instances"][0], host_id)
+            body["endpoint"] = f"http://127.0.0.1:{sink.getsockname()[1]}"
+            assert local_api.request("POST", "/hosts", json=body).status_code == 201
+        started = run("jobs", "run", "who", *[a for h in slow for a in ("-H", h)],
+                      "--max-concurrency", "1", "--timeout", "3", "-o", "json")
+        assert started.returncode == 0, started.stderr
+        job_id = json.loads(started.stdout)["job_id"]
+
+        watcher = subprocess.Popen([str(MAILFLEET), "jobs", "watch", job_id], env=cli_env(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert watcher.stderr is not None
+            first = watcher.stderr.readline()  # the watch is under way
+            assert f"job {job_id}" in first
+            watcher.send_signal(signal.SIGINT)
+            _, rest = watcher.communicate(timeout=30)
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+        assert watcher.returncode == 130
+        assert f"Resume with: mailfleet jobs watch {job_id}" in rest
+        assert "Traceback" not in rest
+        # The job itself goes on.
+        assert local_api.request("GET", f"/jobs/{job_id}").json()["status"] == "RUNNING"
+
+        assert run("jobs", "cancel", job_id).returncode == 0
+        resumed = run("jobs", "watch", job_id)
+        assert resumed.returncode == 1, resumed.stderr  # CANCELLED
+        assert "CANCELLED" in resumed.stdout
+    finally:
+        sink.close()

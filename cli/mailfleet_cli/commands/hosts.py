@@ -257,17 +257,28 @@ def actions(host_id: HostId, output: Output = None) -> None:
     def render(data: dict[str, Any]) -> None:
         if data.get("error"):
             note(f"[yellow]the host did not answer ({cell_text(data['error'])})[/]")
+        listed = data.get("actions") or []
+        # class and least role where the API gives them; older answers say only `mutating`.
+        with_class = any("class" in a for a in listed)
+        with_role = any("role" in a or "least_role" in a for a in listed)
+        columns = ["action", "class" if with_class else "changes", *(["role"] if with_role
+                                                                     else []),
+                   "params (* required)", "description"]
         rows = []
-        for action in data.get("actions") or []:
-            params = (action.get("params") or action.get("parameters") or {})
+        for action in listed:
+            params = action.get("parameters") or action.get("params") or {}
             names = list((params.get("properties") or {}).keys()) if isinstance(params, dict) \
                 else [str(p) for p in params]
             required = set(params.get("required") or []) if isinstance(params, dict) else set()
-            rows.append([action.get("name") or action.get("action"),
-                         action.get("class") or action.get("action_class") or "",
-                         action.get("role") or action.get("least_role") or "",
-                         " ".join(f"{n}*" if n in required else n for n in names)])
-        out.print(table(["action", "class", "role", "params (* required)"], rows))
+            kind = action.get("class") if with_class else ("yes" if action.get("mutating")
+                                                           else "")
+            row = [action.get("name") or action.get("action"), kind]
+            if with_role:
+                row.append(action.get("role") or action.get("least_role") or "")
+            row += [" ".join(f"{n}*" if n in required else n for n in names),
+                    cell_text(action.get("description"), 60)]
+            rows.append(row)
+        out.print(table(columns, rows))
         note(f"{len(rows)} action(s) on {data.get('host')} ({data.get('kind')}, "
              f"from {data.get('source')})")
 
