@@ -131,6 +131,9 @@ class Client:
                      if not self._has_token else
                      "the token was refused (unknown, revoked or expired)")
             text = f"unauthorized: {where}"
+        elif status == 404 and message.lower() in ("", "not found"):
+            # API Gateway's own 404: no such route (an older API, or a wrong --url path).
+            text = f"{method} {path}: not found"
         elif status >= 500:
             text = f"{method} {path}: server error" + (f": {message}" if message else "")
         else:

@@ -71,8 +71,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
           ) -> Table:
     grid = Table(title=title, title_justify="left", header_style="bold", show_edge=False,
                  pad_edge=False, box=None)
-    for column in columns:
-        grid.add_column(column, overflow="fold")
+    for n, column in enumerate(columns):
+        # The first column is the id an operator copies: never broken across lines.
+        grid.add_column(column, overflow="fold", no_wrap=n == 0)
     for row in rows:
         grid.add_row(*[cell if isinstance(cell, Text) else Text(cell_text(cell))
                        for cell in row])

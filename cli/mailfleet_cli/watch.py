@@ -100,8 +100,9 @@ def watch_job(client: Client, job_id: str, *, quiet: bool = False,
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[breakdown]}"),
+        TextColumn("[dim]elapsed[/]"),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
+        TextColumn("[dim]ETA[/]"),
         TimeRemainingColumn(),
         console=err,
         disable=not live,
@@ -115,8 +116,8 @@ def watch_job(client: Client, job_id: str, *, quiet: bool = False,
             while True:
                 p = job_progress(view)
                 status = view.get("status", "")
-                breakdown = (f"[green]✓ {p['succeeded']}[/] [red]✗ {p['failed']}[/] "
-                             f"[dim]skipped {p['skipped']}[/] [cyan]running {p['running']}[/]")
+                breakdown = (f"[green]{p['succeeded']} ok[/] [red]{p['failed']} failed[/] "
+                             f"[dim]{p['skipped']} skipped[/] [cyan]{p['running']} running[/]")
                 if status == "AWAITING_APPROVAL":
                     breakdown = "[magenta]awaiting approval[/] (mailfleet jobs approve " \
                                 f"{job_id}, by another admin)"

@@ -106,6 +106,12 @@ def test_the_installed_command_and_its_help(run: Callable[..., Any]) -> None:
         helped = run(*command, "--help")
         assert helped.returncode == 0, helped.stderr
         assert "Example" in helped.stdout, command
+    # Shell completion, as bash asks for it.
+    completion = subprocess.run(
+        [str(MAILFLEET)], capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "_MAILFLEET_COMPLETE": "complete_bash",
+             "COMP_WORDS": "mailfleet cutovers r", "COMP_CWORD": "2"})
+    assert completion.stdout.split() == ["rollback"], completion
 
 
 def test_a_job_by_tag_with_progress_then_results(run: Callable[..., Any], local_api: Any,

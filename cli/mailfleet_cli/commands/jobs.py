@@ -65,7 +65,7 @@ def render_results(results: list[dict[str, Any]], show_all: bool = False) -> Non
         kind = error.get("type") or ""
         if error.get("code") is not None:
             kind = f"{kind} {error['code']}"
-        what = error.get("message") if error else cell_text(r.get("output"), 120)
+        what = cell_text(error.get("message"), 160) if error else cell_text(r.get("output"), 100)
         ms = r.get("duration_ms")
         rows.append([r.get("host"), styled(r.get("status")), r.get("attempts", ""),
                      "" if ms is None else f"{ms}", kind, what])
