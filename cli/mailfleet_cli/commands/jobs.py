@@ -154,12 +154,14 @@ def submit(client: Client, body: dict[str, Any], key: str | None, wait_seconds: 
         reasons = dict(exc.field_reasons())
         if "confirm" not in reasons or body.get("confirm") or not sys.stdin.isatty():
             raise
-        expected = _CONFIRM.search(reasons["confirm"])
+        named = exc.body.get("expected_confirm") if isinstance(exc.body, dict) else None
+        found = _CONFIRM.search(reasons["confirm"])
+        expected = str(named) if named else (found.group(0) if found else None)
         if not expected:
             raise
         note(f"[bold red]{body['action']} is destructive[/]: {reasons['confirm']}")
-        typed = typer.prompt(f"Type {expected.group(0)} to go on")
-        if typed != expected.group(0):
+        typed = typer.prompt(f"Type {expected} to go on")
+        if typed != expected:
             raise CliError("not confirmed: nothing was started", Exit.USAGE) from None
         body = {**body, "confirm": typed}
         headers = {"Idempotency-Key": str(uuid.uuid4())}
