@@ -119,8 +119,7 @@ def watch_job(client: Client, job_id: str, *, quiet: bool = False,
                 breakdown = (f"[green]{p['succeeded']} ok[/] [red]{p['failed']} failed[/] "
                              f"[dim]{p['skipped']} skipped[/] [cyan]{p['running']} running[/]")
                 if status == "AWAITING_APPROVAL":
-                    breakdown = "[magenta]awaiting approval[/] (mailfleet jobs approve " \
-                                f"{job_id}, by another admin)"
+                    breakdown = "[magenta]awaiting approval by another admin[/]"
                 progress.update(task, completed=p["done"], total=p["total"] or None,
                                 breakdown=breakdown)
                 line = _job_line(job_id, view, p)

@@ -385,3 +385,37 @@ def test_ctrl_c_stops_watching_not_the_job(run: Callable[..., Any],
         assert "CANCELLED" in resumed.stdout
     finally:
         sink.close()
+
+
+def test_destructive_confirmation_and_approval(run: Callable[..., Any], local_api: Any,
+                                               dovecot_hosts: list[DovecotInstance]) -> None:
+    site = uid("purge")
+    ids = [uid(f"pg{n}") for n in range(11)]  # above the stack's approval threshold (10)
+    for host_id in ids:
+        answer = local_api.request("POST", "/hosts", json=host_body(
+            dovecot_hosts[0], host_id, tags={"site": site}))
+        assert answer.status_code == 201, answer.text
+    actions = local_api.request("GET", f"/hosts/{ids[0]}/actions").json()["actions"]
+    if not any("class" in a for a in actions):
+        pytest.skip("the action policy (classes, confirm, approvals) is not in this tree yet")
+
+    target = ("--kind", "dovecot", "--tag", f"site={site}", "--param", "user=alice")
+    unconfirmed = run("jobs", "run", "purge", *target)
+    assert unconfirmed.returncode == 2
+    assert "confirm" in one_line_error(unconfirmed) and "purge@11" in unconfirmed.stderr
+
+    started = run("jobs", "run", "purge", *target, "--confirm", "purge@11", "-o", "json")
+    assert started.returncode == 0, started.stderr
+    job = json.loads(started.stdout)
+    assert job["status"] == "AWAITING_APPROVAL"
+    assert f"mailfleet jobs approve {job['job_id']}" in started.stderr
+
+    own = run("jobs", "approve", job["job_id"])
+    assert own.returncode == 4 and "403" in one_line_error(own)
+    second = local_api.request("POST", "/tokens", json={"role": "admin",
+                                                        "name": uid("approver")}).json()
+    approved = run("jobs", "approve", job["job_id"], token=second["token"])
+    assert approved.returncode == 0, approved.stderr
+    done = run("jobs", "watch", job["job_id"], "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"] == {"SUCCEEDED": 11}

@@ -159,7 +159,7 @@ def submit(client: Client, body: dict[str, Any], key: str | None, wait_seconds: 
         expected = str(named) if named else (found.group(0) if found else None)
         if not expected:
             raise
-        note(f"[bold red]{body['action']} is destructive[/]: {reasons['confirm']}")
+        note(f"[bold red]{reasons['confirm']}[/]")
         typed = typer.prompt(f"Type {expected} to go on")
         if typed != expected:
             raise CliError("not confirmed: nothing was started", Exit.USAGE) from None
