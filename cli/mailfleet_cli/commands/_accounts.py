@@ -31,7 +31,19 @@ def read_accounts(given: list[str] | None, from_file: Path | None) -> list[str]:
     return accounts
 
 
-def render_view(kind: str, view: dict[str, Any]) -> None:
+def render_steps(account: dict[str, Any]) -> None:
+    """Each step of one account: outcome, when, how long, and what it saw (counts)."""
+    rows = []
+    for step in account.get("steps") or []:
+        seen = step.get("mailboxes") or step.get("hosts")
+        rows.append([step.get("step"), styled(step.get("outcome")), when(step.get("at")),
+                     "" if step.get("duration_ms") is None else str(step["duration_ms"]),
+                     cell_text(seen, 100)])
+    out.print(table(["step", "outcome", "at", "ms", "details"], rows,
+                    title=f"{account.get('account')}: {account.get('status')}"))
+
+
+def render_view(kind: str, view: dict[str, Any], steps: bool = False) -> None:
     ident = view.get(f"{kind}_id")
     head = {k: view.get(k) for k in ("status", "phase", "destination", "source", "strategy",
                                      "created_by")}
@@ -50,6 +62,9 @@ def render_view(kind: str, view: dict[str, Any]) -> None:
                      current_step(account), previous(account.get("previous")), message])
     if rows:
         out.print(table(["account", "status", "last step", "previous", "error"], rows))
+    if steps:
+        for account in accounts:
+            render_steps(account)
 
 
 def previous(seen: Any) -> str:
@@ -59,7 +74,8 @@ def previous(seen: Any) -> str:
     routes = {}
     for host, value in seen.items():
         if isinstance(value, dict):
-            route = str(value.get("destination") or value.get("backend") or cell_text(value, 40))
+            route = str(value.get("destination") or value.get("backend") or value.get("host")
+                        or cell_text(value, 40))
             if value.get("mapped") is False:
                 route += " (default)"
         else:
@@ -70,8 +86,8 @@ def previous(seen: Any) -> str:
     return ", ".join(f"{host}={route}" for host, route in routes.items())
 
 
-def finish(kind: str, view: dict[str, Any], fmt: Any) -> None:
-    emit(view, fmt, lambda v: render_view(kind, v))
+def finish(kind: str, view: dict[str, Any], fmt: Any, steps: bool = False) -> None:
+    emit(view, fmt, lambda v: render_view(kind, v, steps))
     status = view.get("status", "")
     if status in ACCOUNTS_FINAL and exit_for_status(status) != Exit.OK:
         raise typer.Exit(int(exit_for_status(status)))
@@ -93,9 +109,9 @@ def start(client: Client, kind: str, body: dict[str, Any], key: str | None, wait
     finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for), fmt)
 
 
-def show(kind: str, ident: str, fmt: Any) -> None:
+def show(kind: str, ident: str, fmt: Any, steps: bool = False) -> None:
     view = STATE.client().get(f"/{kind}s/{ident}", params={"accounts_limit": 10000})
-    finish(kind, view, fmt)
+    finish(kind, view, fmt, steps)
 
 
 def watch(kind: str, ident: str, watch_for: float | None, fmt: Any) -> None:

@@ -104,9 +104,12 @@ def start(
 
 
 @app.command("show", epilog="Example: mailfleet cutovers show 01JD5... -o json")
-def show(cutover_id: CutoverId, output: Output = None) -> None:
+def show(cutover_id: CutoverId,
+         steps: Annotated[bool, typer.Option("--steps", help="Every step of every account.")
+                          ] = False,
+         output: Output = None) -> None:
     """A cutover: each account's status, remembered mapping and last step."""
-    _accounts.show("cutover", cutover_id, STATE.fmt(output))
+    _accounts.show("cutover", cutover_id, STATE.fmt(output), steps)
 
 
 @app.command("watch", epilog="Example: mailfleet cutovers watch 01JD5...  (Ctrl-C stops "

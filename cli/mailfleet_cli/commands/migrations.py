@@ -53,6 +53,9 @@ def start(
     ] = None,
     tolerated_failure_percentage: Annotated[float | None, typer.Option(
         "--tolerated-failure-percentage", min=0, max=100, show_default=False)] = None,
+    copy_timeout: Annotated[int | None, typer.Option(
+        "--copy-timeout", min=1, help="Seconds one dsync copy may take (API default 6 h).",
+        show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan.")] = False,
     wait: Wait = False,
     watch_for: WatchFor = None,
@@ -86,6 +89,8 @@ def start(
         body["max_concurrency"] = concurrency
     if tolerated_failure_percentage is not None:
         body["tolerated_failure_percentage"] = tolerated_failure_percentage
+    if copy_timeout is not None:
+        body["copy_timeout_seconds"] = copy_timeout
     if dry_run:
         body["dry_run"] = True
     _accounts.start(STATE.client(), "migration", body, idempotency_key, wait, watch_for,
@@ -93,9 +98,12 @@ def start(
 
 
 @app.command("show", epilog="Example: mailfleet migrations show 01JD5...")
-def show(migration_id: MigrationId, output: Output = None) -> None:
+def show(migration_id: MigrationId,
+         steps: Annotated[bool, typer.Option("--steps", help="Every step of every account.")
+                          ] = False,
+         output: Output = None) -> None:
     """A migration: each account's status and steps (copies and counts)."""
-    _accounts.show("migration", migration_id, STATE.fmt(output))
+    _accounts.show("migration", migration_id, STATE.fmt(output), steps)
 
 
 @app.command("watch", epilog="Example: mailfleet migrations watch 01JD5...")
