@@ -14,7 +14,7 @@ from urllib3.util.retry import Retry
 
 from mailfleet_cli import __version__
 from mailfleet_cli.config import Connection
-from mailfleet_cli.errors import CliError, Exit
+from mailfleet_cli.errors import ApiError, CliError, Exit
 
 CONNECT_TIMEOUT = 5.0
 # API Gateway gives up at 29 s; ?wait=N asks for at most 25 s of it.
@@ -29,20 +29,6 @@ _STATUS_EXIT = {
     413: Exit.USAGE,
     422: Exit.USAGE,
 }
-
-
-class ApiError(CliError):
-    """The API answered with an error status; `body` is its JSON answer (or None)."""
-
-    def __init__(self, message: str, code: Exit, status: int, body: Any) -> None:
-        super().__init__(message, code)
-        self.status = status
-        self.body = body
-
-    def field_reasons(self) -> list[tuple[str, str]]:
-        errors = self.body.get("errors") if isinstance(self.body, dict) else None
-        return [(str(e.get("field", "")), str(e.get("reason", ""))) for e in errors or []
-                if isinstance(e, dict)]
 
 
 class Client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class Exit(IntEnum):
@@ -41,6 +42,20 @@ class CliError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ApiError(CliError):
+    """The API answered with an error status; `body` is its JSON answer (or None)."""
+
+    def __init__(self, message: str, code: Exit, status: int, body: Any) -> None:
+        super().__init__(message, code)
+        self.status = status
+        self.body = body
+
+    def field_reasons(self) -> list[tuple[str, str]]:
+        errors = self.body.get("errors") if isinstance(self.body, dict) else None
+        return [(str(e.get("field", "")), str(e.get("reason", ""))) for e in errors or []
+                if isinstance(e, dict)]
 
 
 # Final statuses of jobs, cutovers and migrations, and what a script sees for each.

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -48,6 +47,8 @@ def emit(data: Any, fmt: Fmt, render: Callable[[Any], None] | None = None) -> No
     if fmt is Fmt.JSON:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     elif fmt is Fmt.YAML:
+        import yaml  # only here: every TAB of shell completion starts this program
+
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True,
                                         default_flow_style=False))
     elif render is not None:

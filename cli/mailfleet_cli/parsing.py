@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mailfleet_cli.errors import CliError
 
 _COUNT_OR_PERCENT = re.compile(r"^\s*(\d+)\s*(%?)\s*$")
@@ -246,6 +244,8 @@ def _host_from_row(cells: dict[str, str], where: str) -> dict[str, Any]:
 
 
 def hosts_from_yaml(text: str, name: str = "<yaml>") -> tuple[list[dict[str, Any]], str | None]:
+    import yaml  # only here: every TAB of shell completion starts this program
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mailfleet_cli.client import Client
 from mailfleet_cli.config import Connection, resolve
 from mailfleet_cli.output import Fmt, default_format
+
+if TYPE_CHECKING:
+    from mailfleet_cli.client import Client
 
 
 @dataclass
@@ -31,6 +33,9 @@ class State:
 
     def client(self) -> Client:
         if self._client is None:
+            # requests is imported on the first call, not for --help or completion.
+            from mailfleet_cli.client import Client
+
             self._client = Client(self.connection(), read_timeout=self.timeout)
         return self._client
 

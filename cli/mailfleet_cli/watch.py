@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.live import Live
@@ -27,9 +27,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from mailfleet_cli.client import Client
 from mailfleet_cli.errors import CliError, Exit
 from mailfleet_cli.output import err, note, styled
+
+if TYPE_CHECKING:
+    from mailfleet_cli.client import Client
 
 JOB_FINAL = {"SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"}
 ACCOUNTS_FINAL = {"SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", "ROLLED_BACK"}

@@ -4,15 +4,17 @@ read back as {status, counts, accounts: [{account, status, previous, error, step
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mailfleet_cli.client import Client
 from mailfleet_cli.errors import CliError, Exit, exit_for_status
 from mailfleet_cli.output import RESULT_ORDER, cell_text, details, emit, out, styled, table, when
 from mailfleet_cli.state import STATE, more
 from mailfleet_cli.watch import ACCOUNTS_FINAL, current_step, watch_accounts
+
+if TYPE_CHECKING:
+    from mailfleet_cli.client import Client
 
 STATUSES = ["PENDING", "RUNNING", "SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", "ROLLED_BACK"]
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mailfleet_cli.client import ApiError, Client
-from mailfleet_cli.errors import CliError, Exit, exit_for_status
+from mailfleet_cli.errors import ApiError, CliError, Exit, exit_for_status
 from mailfleet_cli.output import (
     RESULT_ORDER,
     cell_text,
@@ -25,6 +24,9 @@ from mailfleet_cli.output import (
 from mailfleet_cli.parsing import coerce_params, count_or_percent, parse_params, parse_tags
 from mailfleet_cli.state import STATE, Limit, NextToken, Output, Wait, WatchFor, more
 from mailfleet_cli.watch import JOB_FINAL, job_progress, watch_job
+
+if TYPE_CHECKING:
+    from mailfleet_cli.client import Client
 
 app = typer.Typer(help="Run one action on many hosts and follow it.", no_args_is_help=True)
 
