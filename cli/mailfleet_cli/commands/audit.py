@@ -45,12 +45,20 @@ def list_(
     if oldest_first:
         params["order"] = "asc"
 
+    # Filtered by one job or cutover: its id would repeat on every row.
+    by_work = not (job or cutover)
+
     def render(data: dict[str, Any]) -> None:
-        rows = [[when(e.get("at")), e.get("actor"), e.get("action"), e.get("target"),
-                 styled(e.get("outcome")), e.get("job_id") or e.get("cutover_id") or "",
-                 cell_text(e.get("params"), 80)] for e in data.get("events") or []]
-        out.print(table(["at", "actor", "action", "target", "outcome", "job/cutover",
-                         "params"], rows))
+        rows = []
+        for e in data.get("events") or []:
+            row = [when(e.get("at")), e.get("actor"), e.get("action"), e.get("target"),
+                   styled(e.get("outcome"))]
+            if by_work:
+                row.append(e.get("job_id") or e.get("cutover_id") or "")
+            rows.append([*row, cell_text(e.get("params"), 60)])
+        columns = ["at", "actor", "action", "target", "outcome",
+                   *(["job/cutover"] if by_work else []), "params"]
+        out.print(table(columns, rows))
         more(data)
 
     emit(STATE.client().get("/audit", params=params), STATE.fmt(output), render)
