@@ -275,6 +275,10 @@ def test_scripts_json_is_the_api_answer(run: Callable[..., Any], local_api: Any,
     assert done.returncode == 0 and done.stderr == ""
     assert json.loads(done.stdout) == local_api.request(
         "GET", "/hosts", params={"kind": "dovecot", "tag": f"site:{fleet['site']}"}).json()
+    paged = json.loads(run("hosts", "list", "--tag", f"site={fleet['site']}", "--limit", "1",
+                           "--all", "-o", "json").stdout)
+    assert sorted(h["id"] for h in paged["hosts"]) == sorted(fleet["ids"])
+    assert paged["next_token"] is None
     me = json.loads(run("whoami", "-o", "json").stdout)
     assert me == {"principal": "bootstrap-admin", "role": "admin"}
     shown = json.loads(run("-o", "json", "hosts", "show", fleet["ids"][0]).stdout)

@@ -54,10 +54,16 @@ def _render_list(data: dict[str, Any]) -> None:
     more(data)
 
 
+MAX_PAGES = 1000  # --all: 100,000 hosts at most
+
+
 @app.command("list", epilog="Example: mailfleet hosts list --kind dovecot --tag site=demo")
 def list_(kind: KindOpt = None, tag: Tags = None, limit: Limit = None,
-          next_token: NextToken = None, output: Output = None) -> None:
-    """Hosts by kind and tags."""
+          next_token: NextToken = None,
+          every: Annotated[bool, typer.Option(
+              "--all", help="Follow every page: one answer with all hosts.")] = False,
+          output: Output = None) -> None:
+    """Hosts by kind and tags (a page; --all for every host)."""
     tags = parse_tags(tag)
     params: dict[str, Any] = {"tag": [f"{k}:{v}" for k, v in tags.items()]}
     if kind:
@@ -66,7 +72,14 @@ def list_(kind: KindOpt = None, tag: Tags = None, limit: Limit = None,
         params["limit"] = limit
     if next_token:
         params["next_token"] = next_token
-    emit(STATE.client().get("/hosts", params=params), STATE.fmt(output), _render_list)
+    client = STATE.client()
+    answer = client.get("/hosts", params=params)
+    for _ in range(MAX_PAGES):
+        if not (every and answer.get("next_token")):
+            break
+        page = client.get("/hosts", params={**params, "next_token": answer["next_token"]})
+        answer = {**page, "hosts": [*answer["hosts"], *(page.get("hosts") or [])]}
+    emit(answer, STATE.fmt(output), _render_list)
 
 
 @app.command("show", epilog="Example: mailfleet hosts show proxy-1 -o yaml")
