@@ -16,6 +16,7 @@ class Exit(IntEnum):
     UNREACHABLE = 6  # the API did not answer: refused, timed out, DNS, TLS
     CONFLICT = 7  # already exists, or already running (409)
     SERVER = 8  # the API answered 5xx or something that is not its JSON
+    STILL_RUNNING = 9  # --for ran out while watching: the work goes on
     INTERRUPTED = 130  # Ctrl-C while watching: the job goes on
 
 
@@ -29,6 +30,7 @@ EXIT_CODES_HELP = """Exit codes:
   6 server unreachable (refused, timed out, DNS, TLS)
   7 conflict (409)
   8 server error (5xx)
+  9 still running when --for ran out (the work goes on)
   130 interrupted while watching (the work goes on)"""
 
 

@@ -25,7 +25,7 @@ from mailfleet_cli.commands import (
     tokens,
 )
 from mailfleet_cli.errors import EXIT_CODES_HELP, CliError, Exit
-from mailfleet_cli.output import Fmt, details, emit, out
+from mailfleet_cli.output import details, emit, out
 from mailfleet_cli.state import STATE, Output
 
 HELP = f"""The operators' command line for mailfleet: inventory, jobs on many hosts with \
@@ -152,4 +152,4 @@ def main(argv: list[str] | None = None) -> int:
         STATE.close()
 
 
-__all__ = ["Fmt", "app", "main"]
+__all__ = ["app", "main"]

@@ -132,7 +132,8 @@ def watch_job(client: Client, job_id: str, *, quiet: bool = False,
                     break
                 if time.monotonic() > deadline:
                     raise CliError(f"job {job_id} still {status} after the watch limit; "
-                                   f"resume with: mailfleet jobs watch {job_id}", Exit.FAILED)
+                                   f"resume with: mailfleet jobs watch {job_id}",
+                                   Exit.STILL_RUNNING)
                 time.sleep(_poll_interval(p["total"], time.monotonic() - started))
                 view = client.get(f"/jobs/{job_id}")
     except KeyboardInterrupt:
@@ -212,7 +213,7 @@ def watch_accounts(client: Client, kind: str, ident: str, *, quiet: bool = False
                 if time.monotonic() > deadline:
                     raise CliError(f"{kind} {ident} still {view.get('status')} after the watch "
                                    f"limit; resume with: mailfleet {kind}s watch {ident}",
-                                   Exit.FAILED)
+                                   Exit.STILL_RUNNING)
                 time.sleep(_poll_interval(int(view.get("total") or 0),
                                           time.monotonic() - started))
                 view = client.get(path, params={"accounts_limit": 10000})

@@ -345,4 +345,4 @@ def reject(job_id: JobId, output: Output = None) -> None:
     _post_and_say(f"/jobs/{job_id}/reject", f"job {job_id}: rejected", output)
 
 
-__all__ = ["app", "details", "finish", "follow", "job_body", "submit"]
+__all__ = ["app", "finish", "follow", "job_body", "submit"]
