@@ -252,8 +252,10 @@ def edit(
 def remove(
     host_id: HostId,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    output: Output = None,
 ) -> None:
-    """Remove a host (and the secret mailfleet made for it)."""
+    """Remove a host (and the secret mailfleet made for it). The API answers 204: nothing
+    on stdout in any format, the exit code says it was done."""
     if not yes:
         if not sys.stdin.isatty():
             raise CliError("removing a host needs --yes when stdin is not a terminal")

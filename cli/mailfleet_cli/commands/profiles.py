@@ -30,8 +30,9 @@ def add(
     )] = False,
     ca_bundle: Annotated[str | None, typer.Option("--ca-bundle", help="PEM CA file.")] = None,
     use: Annotated[bool, typer.Option("--use", help="Make it the current profile.")] = False,
+    output: Output = None,
 ) -> None:
-    """Add (or replace) a profile."""
+    """Add (or replace) a profile; -o json shows it without its token."""
     if not url.startswith(("http://", "https://")):
         raise CliError(f"--url: {url!r} must start with http:// or https://")
     if token_stdin:
@@ -45,7 +46,10 @@ def add(
         store.use(name)
     store.save()
     current = " (current)" if store.current == name else ""
-    note(f"profile {name}{current} saved in {store.path}")
+    shown = {"name": name, "url": url.rstrip("/"), "token": "set" if token else "",
+             "current": store.current == name, "file": str(store.path)}
+    emit(shown, STATE.fmt(output),
+         lambda _: note(f"profile {name}{current} saved in {store.path}"))
 
 
 @app.command("list", epilog="Example: mailfleet profile list -o json")
@@ -70,16 +74,18 @@ def list_(output: Output = None) -> None:
 
 
 @app.command("use", epilog="Example: mailfleet profile use prod")
-def use(name: Annotated[str, typer.Argument(help="Profile name.")]) -> None:
+def use(name: Annotated[str, typer.Argument(help="Profile name.")],
+        output: Output = None) -> None:
     """Make a profile the current one."""
     store = ProfileStore()
     store.use(name)
     store.save()
-    note(f"current profile: {name}")
+    emit({"current": name}, STATE.fmt(output), lambda _: note(f"current profile: {name}"))
 
 
 @app.command("remove", epilog="Example: mailfleet profile remove old-lab")
-def remove(name: Annotated[str, typer.Argument(help="Profile name.")]) -> None:
+def remove(name: Annotated[str, typer.Argument(help="Profile name.")],
+           output: Output = None) -> None:
     """Forget a profile (and its token)."""
     store = ProfileStore()
     store.remove(name)

@@ -80,8 +80,8 @@ def add(
 
 
 @app.command("remove", epilog="Example: mailfleet schedules remove who-hourly")
-def remove(name: Name) -> None:
-    """Delete a schedule."""
+def remove(name: Name, output: Output = None) -> None:
+    """Delete a schedule (204: nothing on stdout, the exit code says it)."""
     STATE.client().delete(f"/schedules/{name}")
     note(f"schedule {name} removed")
 

@@ -71,8 +71,8 @@ def create(
 
 
 @app.command("revoke", epilog="Example: mailfleet tokens revoke tok_01JD...")
-def revoke(token_id: Annotated[str, typer.Argument(help="token_id (from tokens list).")]
-           ) -> None:
-    """Revoke a token, effective at once."""
+def revoke(token_id: Annotated[str, typer.Argument(help="token_id (from tokens list).")],
+           output: Output = None) -> None:
+    """Revoke a token, effective at once (204: nothing on stdout, the exit code says it)."""
     STATE.client().delete(f"/tokens/{token_id}")
     note(f"token {token_id} revoked")
