@@ -208,3 +208,27 @@ def test_progress_counts_from_results() -> None:
     assert job_progress(view) == {"total": 10, "done": 4, "succeeded": 1, "failed": 2,
                                   "skipped": 1, "running": 2}
     json.dumps(view)
+
+
+# ---------------------------------------------------------------------- every command
+def _leaves(command: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    children = getattr(command, "commands", None)
+    if not children:
+        return [(path, command)]
+    found = []
+    for name, child in children.items():
+        found += _leaves(child, (*path, name))
+    return found
+
+
+def test_every_command_has_an_example_and_takes_output() -> None:
+    import typer.main
+
+    from mailfleet_cli.main import app
+
+    leaves = _leaves(typer.main.get_command(app))
+    assert len(leaves) >= 40
+    for path, command in leaves:
+        assert "Example" in (getattr(command, "epilog", "") or ""), path
+        options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        assert {"-o", "--output"} <= options, path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -147,7 +146,7 @@ def submit(client: Client, body: dict[str, Any], key: str | None, wait_seconds: 
            ) -> tuple[int, dict[str, Any]]:
     """POST /jobs; a destructive action refused for want of `confirm` is asked for at a
     terminal (the API names the expected value), never guessed."""
-    headers = {"Idempotency-Key": key or str(uuid.uuid4())}
+    headers = {"Idempotency-Key": key} if key else None
     params = {"wait": wait_seconds} if wait_seconds else None
     try:
         answer = client.send("POST", "/jobs", json=body, params=params, headers=headers)
@@ -166,7 +165,8 @@ def submit(client: Client, body: dict[str, Any], key: str | None, wait_seconds: 
         if typed != expected:
             raise CliError("not confirmed: nothing was started", Exit.USAGE) from None
         body = {**body, "confirm": typed}
-        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        # Another body: a key given for the unconfirmed one would be a 409.
+        headers = None
         answer = client.send("POST", "/jobs", json=body, params=params, headers=headers)
         return answer.status_code, client.parse("POST", "/jobs", answer)
 
@@ -239,7 +239,7 @@ def run(
                                            "failures and the first successes.")] = False,
     idempotency_key: Annotated[str | None, typer.Option(
         "--idempotency-key", help="Same key and body within 24 h: the first answer, nothing "
-                                  "new started (default: a fresh key).", show_default=False,
+                                  "new started (a script's safe retry).", show_default=False,
     )] = None,
     output: Output = None,
 ) -> None:
