@@ -279,6 +279,11 @@ def test_scripts_json_is_the_api_answer(run: Callable[..., Any], local_api: Any,
                            "--all", "-o", "json").stdout)
     assert sorted(h["id"] for h in paged["hosts"]) == sorted(fleet["ids"])
     assert paged["next_token"] is None
+    key = uid("key")
+    first, again = (json.loads(run("jobs", "run", "who", "-H", fleet["ids"][0],
+                                   "--idempotency-key", key, "-o", "json").stdout)
+                    for _ in range(2))
+    assert first["job_id"] == again["job_id"]  # the same key and body: one job
     me = json.loads(run("whoami", "-o", "json").stdout)
     assert me == {"principal": "bootstrap-admin", "role": "admin"}
     shown = json.loads(run("-o", "json", "hosts", "show", fleet["ids"][0]).stdout)
