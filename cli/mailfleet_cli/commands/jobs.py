@@ -217,9 +217,11 @@ Confirm = Annotated[str | None, typer.Option(
                       "(asked for at a terminal when left out).", show_default=False)]
 
 
-@app.command("run", epilog="Examples:  mailfleet jobs run who --kind dovecot --tag site=demo "
-                           "--wait  |  mailfleet jobs run kick -H dc-1 --param mask=alice -w  | "
-                           " mailfleet jobs run reboot -H appliance-1 --confirm reboot@1")
+@app.command("run", epilog="Examples:\n"
+                           "  mailfleet jobs run who --kind dovecot --tag site=demo --wait\n"
+                           "  mailfleet jobs run kick -H dc-1 --param mask=alice -w\n"
+                           "  mailfleet jobs run who --kind dovecot -c 10% -e 5 -w -o json\n"
+                           "  mailfleet jobs run reboot -H appliance-1 --confirm reboot@1")
 def run(
     action: Annotated[str, typer.Argument(help="Action name (doveadm command, proxy/appliance/"
                                           "pymap action): see mailfleet hosts actions ID.")],
