@@ -428,3 +428,41 @@ def test_destructive_confirmation_and_approval(run: Callable[..., Any], local_ap
     done = run("jobs", "watch", job["job_id"], "-o", "json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"] == {"SUCCEEDED": 11}
+
+
+def test_live_progress_on_a_terminal(cli_env: Callable[..., dict[str, str]],
+                                     fleet: dict[str, Any]) -> None:
+    """With stderr on a terminal the progress is Rich's live bar; stdout stays the data."""
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    try:
+        env = {**cli_env(), "TERM": "xterm-256color"}
+        proc = subprocess.Popen(
+            [str(MAILFLEET), "jobs", "run", "who", "--kind", "dovecot", "--tag",
+             f"site={fleet['site']}", "--wait", "-o", "json"],
+            env=env, stdout=subprocess.PIPE, stderr=terminal, text=True)
+        os.close(terminal)
+        seen = b""
+        for _ in range(600):  # at most ~60 s
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the command closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(controller)
+    assert proc.returncode == 0
+    assert json.loads(stdout)["status"] == "SUCCEEDED"
+    screen = seen.decode(errors="replace")
+    assert "\x1b[" in screen  # drawn live, with escape codes, not plain lines
+    assert "3/3" in screen and "3 ok" in screen and "ETA" in screen
+    assert "hosts done" not in screen  # the plain-line form is for logs only
