@@ -1,0 +1,156 @@
+"""What cutovers and migrations share: both move accounts, one child run each, and both
+read back as {status, counts, accounts: [{account, status, previous, error, steps}]}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from mailfleet_cli.errors import CliError, Exit, exit_for_status
+from mailfleet_cli.output import RESULT_ORDER, cell_text, details, emit, out, styled, table, when
+from mailfleet_cli.state import STATE, more
+from mailfleet_cli.watch import ACCOUNTS_FINAL, current_step, watch_accounts
+
+if TYPE_CHECKING:
+    from mailfleet_cli.client import Client
+
+STATUSES = ["PENDING", "RUNNING", "SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", "ROLLED_BACK"]
+
+
+def read_accounts(given: list[str] | None, from_file: Path | None) -> list[str]:
+    accounts = list(given or [])
+    if from_file:
+        try:
+            text = from_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"--accounts-file: cannot read {from_file} ({exc.strerror})") from None
+        accounts += [line.strip() for line in text.splitlines()
+                     if line.strip() and not line.lstrip().startswith("#")]
+    if not accounts:
+        raise CliError("accounts: give ACCOUNT ... or --accounts-file FILE (one a line)")
+    return accounts
+
+
+def render_steps(account: dict[str, Any]) -> None:
+    """Each step of one account: outcome, when, how long, and what it saw (counts)."""
+    rows = []
+    for step in account.get("steps") or []:
+        seen = step.get("mailboxes") or step.get("hosts")
+        rows.append([step.get("step"), styled(step.get("outcome")), when(step.get("at")),
+                     "" if step.get("duration_ms") is None else str(step["duration_ms"]),
+                     cell_text(seen, 100)])
+    out.print(table(["step", "outcome", "at", "ms", "details"], rows,
+                    title=f"{account.get('account')}: {account.get('status')}"))
+
+
+def render_view(kind: str, view: dict[str, Any], steps: bool = False) -> None:
+    ident = view.get(f"{kind}_id")
+    head = {k: view.get(k) for k in ("status", "phase", "destination", "source", "strategy",
+                                     "created_by")}
+    head = {f"{kind}": ident, **head, "counts": view.get("counts"),
+            "created": when(view.get("created_at")), "finished": when(view.get("finished_at")),
+            "halted": view.get("halted"), "error": view.get("error")}
+    out.print(details({k: v for k, v in head.items() if v not in (None, "", {})}))
+    accounts = sorted(view.get("accounts") or [],
+                      key=lambda a: (RESULT_ORDER.get(a.get("status"), 9), str(a.get("account"))))
+    rows = []
+    for account in accounts:
+        error = account.get("error") or {}
+        message = error.get("message") or error.get("error") or (cell_text(error) if error
+                                                                 else "")
+        rows.append([account.get("account"), styled(account.get("status")),
+                     current_step(account), previous(account.get("previous")), message])
+    if rows:
+        out.print(table(["account", "status", "last step", "previous", "error"], rows))
+    if steps:
+        for account in accounts:
+            render_steps(account)
+
+
+def previous(seen: Any) -> str:
+    """What Remember saw, by host: one destination if every host agreed."""
+    if not isinstance(seen, dict) or not seen:
+        return cell_text(seen, 60)
+    routes = {}
+    for host, value in seen.items():
+        if isinstance(value, dict):
+            route = str(value.get("destination") or value.get("backend") or value.get("host")
+                        or cell_text(value, 40))
+            if value.get("mapped") is False:
+                route += " (default)"
+        else:
+            route = cell_text(value, 40)
+        routes[host] = route
+    if len(set(routes.values())) == 1:
+        return next(iter(routes.values()))
+    return ", ".join(f"{host}={route}" for host, route in routes.items())
+
+
+def finish(kind: str, view: dict[str, Any], fmt: Any, steps: bool = False) -> None:
+    emit(view, fmt, lambda v: render_view(kind, v, steps))
+    status = view.get("status", "")
+    if status in ACCOUNTS_FINAL and exit_for_status(status) != Exit.OK:
+        raise typer.Exit(int(exit_for_status(status)))
+
+
+def start(client: Client, kind: str, body: dict[str, Any], key: str | None, wait: bool,
+          watch_for: float | None, fmt: Any) -> None:
+    headers = {"Idempotency-Key": key} if key else None
+    answer = client.post(f"/{kind}s", body, headers=headers)
+    if body.get("dry_run"):
+        emit(answer, fmt, lambda a: out.print(details(a) if isinstance(a, dict) else a))
+        return
+    ident = answer[f"{kind}_id"]
+    if not wait:
+        emit(answer, fmt, lambda a: out.print(
+            f"{kind} {ident} {a.get('status')}: {a.get('total')} account(s). "
+            f"Follow it: mailfleet {kind}s watch {ident}"))
+        return
+    finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for), fmt)
+
+
+def show(kind: str, ident: str, fmt: Any, steps: bool = False) -> None:
+    view = STATE.client().get(f"/{kind}s/{ident}", params={"accounts_limit": 10000})
+    finish(kind, view, fmt, steps)
+
+
+def watch(kind: str, ident: str, watch_for: float | None, fmt: Any) -> None:
+    view = watch_accounts(STATE.client(), kind, ident, quiet=STATE.quiet, limit=watch_for)
+    finish(kind, view, fmt)
+
+
+def rollback(kind: str, ident: str, wait: bool, watch_for: float | None, fmt: Any) -> None:
+    client = STATE.client()
+    answer = client.post(f"/{kind}s/{ident}/rollback", {})
+    if not wait:
+        emit(answer, fmt, lambda a: out.print(
+            f"{kind} {ident}: rollback started ({a.get('status') if isinstance(a, dict) else a})"
+            f". Follow it: mailfleet {kind}s watch {ident}"))
+        return
+    finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for,
+                                rollback=True), fmt)
+
+
+def list_(kind: str, status: str | None, limit: int | None, next_token: str | None,
+          fmt: Any) -> None:
+    params: dict[str, Any] = {}
+    if status:
+        if status.upper() not in STATUSES:
+            raise CliError(f"--status: {status!r} is one of {', '.join(STATUSES)}")
+        params["status"] = status.upper()
+    if limit:
+        params["limit"] = limit
+    if next_token:
+        params["next_token"] = next_token
+
+    def render(data: dict[str, Any]) -> None:
+        rows = [[c.get(f"{kind}_id"), styled(c.get("status")), c.get("total"),
+                 cell_text(c.get("counts")), c.get("destination"), c.get("created_by"),
+                 when(c.get("created_at"))] for c in data.get(f"{kind}s") or []]
+        out.print(table([kind, "status", "accounts", "counts", "destination", "by", "created"],
+                        rows))
+        more(data)
+
+    emit(STATE.client().get(f"/{kind}s", params=params), fmt, render)
