@@ -20,7 +20,7 @@ from once import Once
 
 from mailfleet import aws
 from mailfleet.logic.appliance_ops import OperationJobs
-from mailfleet.logic.auth import mint
+from mailfleet.logic.auth import mint, revoke
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
 from mailfleet.logic.jobs import Jobs
@@ -142,16 +142,7 @@ def openapi() -> Response[dict[str, Any]]:
 @app.post("/tokens", tags=["tokens"], summary="Mint a token (shown once)")
 def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
-    created: TokenCreated = mint(body, who.principal)
-    AuditLog().append(
-        actor=who.principal,
-        source_ip=who.source_ip,
-        request_id=who.request_id,
-        action="token.create",
-        target=f"token:{created.token_id}",
-        outcome="ok",
-        params={"role": created.role.value, "name": created.name},
-    )
+    created: TokenCreated = mint(body, who.principal, caller=who)
     return json_response(201, created.model_dump(mode="json"))
 
 
@@ -167,17 +158,9 @@ def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, A
 def delete_token(token_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
     try:
-        TokenStore().delete(token_id)
+        revoke(token_id, who)
     except TokenNotFound:
         raise not_found("token", token_id) from None
-    AuditLog().append(
-        actor=who.principal,
-        source_ip=who.source_ip,
-        request_id=who.request_id,
-        action="token.revoke",
-        target=f"token:{token_id}",
-        outcome="ok",
-    )
     return Response(status_code=204, body="")
 
 

@@ -918,6 +918,7 @@ class _Deployer:
             "AWS::Events::Rule": self._events_rule,
             "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::SQS::Queue": self._queue,
+            "AWS::KMS::Key": self._kms_key,
         }
         rtype = resource["Type"]
         creator = creators.get(rtype)
@@ -1093,6 +1094,21 @@ class _Deployer:
             "Attributes"]["QueueArn"]
         return Resource(logical_id, "AWS::SQS::Queue", url, name, arn,
                         {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
+    def _kms_key(self, logical_id: str, raw: dict[str, Any]) -> Resource:
+        # moto signs and verifies with asymmetric keys (the audit sealer's ECC_NIST_P256).
+        props = self.r.resolve(raw)
+        kwargs: dict[str, Any] = {
+            "KeySpec": props.get("KeySpec", "SYMMETRIC_DEFAULT"),
+            "KeyUsage": props.get("KeyUsage", "ENCRYPT_DECRYPT"),
+        }
+        if props.get("Description"):
+            kwargs["Description"] = props["Description"]
+        if props.get("KeyPolicy"):
+            kwargs["Policy"] = json.dumps(props["KeyPolicy"])
+        meta = self.client("kms").create_key(**kwargs)["KeyMetadata"]
+        return Resource(logical_id, "AWS::KMS::Key", meta["KeyId"], meta["KeyId"], meta["Arn"],
+                        {"Arn": meta["Arn"], "KeyId": meta["KeyId"]})
 
     def _ssm_parameter(self, logical_id: str, raw: dict[str, Any]) -> Resource:
         props = self.r.resolve(raw)

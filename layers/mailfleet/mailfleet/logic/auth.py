@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from aws_lambda_powertools.utilities import parameters
 
 from mailfleet.config import settings
+from mailfleet.logic.caller import Caller
 from mailfleet.models.common import now_iso
 from mailfleet.models.tokens import Principal, Role, TokenCreate, TokenCreated, TokenView
-from mailfleet.store.tokens import TokenStore
+from mailfleet.store.audit import AuditLog, ChangeRefused
+from mailfleet.store.tokens import TokenNotFound, TokenStore
 
 TOKEN_PREFIX = "mft"  # noqa: S105 - a public prefix, not a secret
 BOOTSTRAP_PRINCIPAL = "bootstrap-admin"
@@ -24,7 +26,9 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None) -> TokenCreated:
+def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None, *,
+         caller: Caller | None = None, audit: AuditLog | None = None) -> TokenCreated:
+    """A new token, stored with its audit event in one write."""
     token_id = secrets.token_hex(8)
     token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
     view = TokenView(
@@ -34,8 +38,35 @@ def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None)
         created_at=now_iso(),
         created_by=created_by,
     )
-    (store or TokenStore()).put(dict(view.model_dump(mode="json"), token_sha256=sha256_hex(token)))
+    item = dict(view.model_dump(mode="json"), token_sha256=sha256_hex(token))
+    (audit or AuditLog()).record(
+        (store or TokenStore()).put_change(item),
+        actor=created_by,
+        source_ip=caller.source_ip if caller else None,
+        request_id=caller.request_id if caller else None,
+        action="token.create",
+        target=f"token:{token_id}",
+        outcome="ok",
+        params={"role": view.role.value, "name": view.name},
+    )
     return TokenCreated(**view.model_dump(), token=token)
+
+
+def revoke(token_id: str, caller: Caller, store: TokenStore | None = None,
+           audit: AuditLog | None = None) -> None:
+    """Delete a token with its audit event; TokenNotFound if there is none."""
+    try:
+        (audit or AuditLog()).record(
+            (store or TokenStore()).delete_change(token_id),
+            actor=caller.principal,
+            source_ip=caller.source_ip,
+            request_id=caller.request_id,
+            action="token.revoke",
+            target=f"token:{token_id}",
+            outcome="ok",
+        )
+    except ChangeRefused:
+        raise TokenNotFound(token_id) from None
 
 
 @dataclass

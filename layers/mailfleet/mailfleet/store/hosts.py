@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.models.hosts import Host
+from mailfleet.store.audit import Change
 from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
 
 
@@ -24,6 +25,27 @@ class HostNotFound(Exception):
 class HostStore:
     def __init__(self, table_name: str | None = None) -> None:
         self._table = aws.table(table_name or settings().hosts_table)
+
+    # Changes to write with their audit event (AuditLog.record); a refused condition
+    # means: create - the id exists; replace, set, delete - the host is gone.
+    def create_change(self, host: Host) -> Change:
+        return Change.put(self._table.name, host.model_dump(mode="json", exclude_none=True),
+                          condition="attribute_not_exists(id)")
+
+    def replace_change(self, host: Host, **internal: Any) -> Change:
+        item = dict(host.model_dump(mode="json", exclude_none=True), **internal)
+        return Change.put(self._table.name, item, condition="attribute_exists(id)")
+
+    def set_fields_change(self, host_id: str, **fields: Any) -> Change:
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":v{i}": v for i, v in enumerate(fields.values())}
+        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        return Change.update(self._table.name, {"id": host_id}, f"SET {sets}",
+                             condition="attribute_exists(id)", names=names, values=values)
+
+    def delete_change(self, host_id: str) -> Change:
+        return Change.delete(self._table.name, {"id": host_id},
+                             condition="attribute_exists(id)")
 
     def create(self, host: Host) -> None:
         try:

@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError
 
 from mailfleet import aws
 from mailfleet.config import settings
+from mailfleet.store.audit import Change
 from mailfleet.store.base import decode_page, encode_page, from_dynamo
 
 
@@ -18,6 +19,15 @@ class TokenNotFound(Exception):
 class TokenStore:
     def __init__(self, table_name: str | None = None) -> None:
         self._table = aws.table(table_name or settings().tokens_table)
+
+    # Changes to write with their audit event (AuditLog.record).
+    def put_change(self, item: dict[str, Any]) -> Change:
+        return Change.put(self._table.name, item, condition="attribute_not_exists(token_id)")
+
+    def delete_change(self, token_id: str) -> Change:
+        """Refused (ChangeRefused) when there is no such token."""
+        return Change.delete(self._table.name, {"token_id": token_id},
+                             condition="attribute_exists(token_id)")
 
     def put(self, item: dict[str, Any]) -> None:
         self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(token_id)")
