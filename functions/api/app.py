@@ -291,12 +291,16 @@ def audit(
     }
 
 
-@app.get("/audit/verify", tags=["audit"], summary="Check the hash chain")
+@app.get("/audit/verify", tags=["audit"],
+         summary="Check the events against the signed digests (paged: follow next_token)")
 def audit_verify(
-    since: Annotated[str | None, Query()] = None, until: Annotated[str | None, Query()] = None
+    since: Annotated[str | None, Query(description="ISO 8601 UTC")] = None,
+    until: Annotated[str | None, Query(description="ISO 8601 UTC")] = None,
+    next_token: NextToken = None,
 ) -> AuditVerification:
     caller(Role.VIEWER)
-    return AuditLog().verify(since=_instant("since", since), until=_instant("until", until))
+    return AuditLog().verify(since=_instant("since", since), until=_instant("until", until),
+                             next_token=next_token)
 
 
 # ---------------------------------------------------------------------- helpers
