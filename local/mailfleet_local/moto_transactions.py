@@ -86,8 +86,8 @@ def _apply(backend: Any, item: dict[str, Any], seen: set[tuple[str, str]],
            undo: list[tuple[str, dict[str, Any], dict[str, Any] | None]],
            condition_failed: type[Exception], duplicate: type[Exception]) -> tuple[Any, Any, Any]:
     """One action, as moto's own loop does it; returns its (code, message, item)."""
-    from moto.dynamodb.exceptions import MockValidationException
     from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import MockValidationException
 
     original_item = None
     try:
