@@ -9,6 +9,7 @@ import math
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,6 +172,25 @@ def test_event_too_large_leaves_no_change(audit: AuditLog) -> None:
             params={"note": "y" * 420_000})
     assert "Item" not in aws.table(settings().tokens_table).get_item(Key={"token_id": token_id})
     assert _events(token_id) == []
+
+
+def test_many_changes_each_with_its_own_event(audit: AuditLog) -> None:
+    """record_each (bulk writes, e.g. an inventory import): one event per change that
+    happened, none for the one refused, in shared transactions."""
+    tokens = settings().tokens_table
+    taken = uuid.uuid4().hex
+    audit.record(Change.put(tokens, {"token_id": taken, "role": "viewer"}),
+                 actor="tester", action="test.bulk", target=taken, outcome="ok")
+    ids = [uuid.uuid4().hex for _ in range(120)] + [taken]
+    entries = [([Change.put(tokens, {"token_id": i, "role": "viewer"},
+                            condition="attribute_not_exists(token_id)")],
+                {"actor": "tester", "action": "test.bulk", "target": i, "outcome": "ok"})
+               for i in ids]
+    results = audit.record_each(entries)
+    assert [type(r).__name__ for r in results] == ["AuditEvent"] * 120 + ["ChangeRefused"]
+    events, _ = AuditLog().query(action="test.bulk", limit=1000)
+    per_target = Counter(e.target for e in events)
+    assert all(per_target[i] == 1 for i in ids)  # the taken one: only its first event
 
 
 def test_host_writes_each_carry_one_event(audit: AuditLog) -> None:

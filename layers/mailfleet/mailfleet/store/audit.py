@@ -20,6 +20,7 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +141,38 @@ def _expressions(request: dict[str, Any], condition: str | None,
     return request
 
 
+_UNIQUE = "attribute_not_exists(seq)"  # an event never overwrites another
+
+
+def _fields(*, actor: str, action: str, outcome: str, target: str | None = None,
+            params: dict[str, Any] | None = None, source_ip: str | None = None,
+            job_id: str | None = None, cutover_id: str | None = None,
+            request_id: str | None = None) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "actor": actor,
+        "source_ip": source_ip,
+        "action": action,
+        "target": target,
+        "params": redact(params) if params else None,
+        "outcome": outcome,
+        "job_id": job_id,
+        "cutover_id": cutover_id,
+        "request_id": request_id,
+    }
+
+
+def _stamped(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The event with a fresh seq/at and its hash, and the item to put."""
+    seq, at = stamp()
+    event = dict(fields, seq=seq, at=at, prev_hash=UNCHAINED)
+    # Hash the event as DynamoDB will give it back (1.0 comes back as 1).
+    event = from_dynamo(to_dynamo(event))
+    event["hash"] = event_hash(event)
+    item = to_dynamo(dict({k: v for k, v in event.items() if v is not None}, chain=CHAIN))
+    return event, item
+
+
 class ChangeRefused(Exception):
     """A change's condition did not hold: nothing was written, no event either."""
 
@@ -178,27 +211,13 @@ class AuditLog:
         Raises ChangeRefused when a change's condition fails (nothing written)."""
         if len(changes) > _MAX_CHANGES:
             raise ValueError(f"at most {_MAX_CHANGES} changes go with one audit event")
-        fields = {
-            "event_id": uuid.uuid4().hex,
-            "actor": actor,
-            "source_ip": source_ip,
-            "action": action,
-            "target": target,
-            "params": redact(params) if params else None,
-            "outcome": outcome,
-            "job_id": job_id,
-            "cutover_id": cutover_id,
-            "request_id": request_id,
-        }
+        fields = _fields(actor=actor, action=action, outcome=outcome, target=target,
+                         params=params, source_ip=source_ip, job_id=job_id,
+                         cutover_id=cutover_id, request_id=request_id)
         for attempt in range(_ATTEMPTS):
             # A fresh stamp each attempt: a retried event is never older than its write
             # by more than one request (what the sealer's grace relies on).
-            seq, at = stamp()
-            event = dict(fields, seq=seq, at=at, prev_hash=UNCHAINED)
-            # Hash the event as DynamoDB will give it back (1.0 comes back as 1).
-            event = from_dynamo(to_dynamo(event))
-            event["hash"] = event_hash(event)
-            item = to_dynamo(dict({k: v for k, v in event.items() if v is not None}, chain=CHAIN))
+            event, item = _stamped(fields)
             try:
                 self._write(changes, item)
             except ClientError as exc:
@@ -209,23 +228,81 @@ class AuditLog:
             return AuditEvent.model_validate(event)
         raise AuditNotWritten(f"audit event for {action} not written after {_ATTEMPTS} tries")
 
+    def record_each(
+        self, entries: Sequence[tuple[Sequence[Change], dict[str, Any]]]
+    ) -> list[AuditEvent | ChangeRefused]:
+        """Many changes, each with its own event (e.g. one per host of an import): every
+        entry is all-or-nothing on its own, as with record(), but entries share
+        transactions of up to 100 actions. Returns, per entry, its event or the
+        ChangeRefused that kept it out (nothing of that entry was written)."""
+        results: list[AuditEvent | ChangeRefused | None] = [None] * len(entries)
+        pending = list(range(len(entries)))
+        prepared = [(tuple(changes), _fields(**event)) for changes, event in entries]
+        for _ in range(len(entries) + _ATTEMPTS):
+            if not pending:
+                break
+            batch, size = [], 0
+            for index in pending:
+                size += len(prepared[index][0]) + 1
+                if batch and size > _MAX_CHANGES + 1:
+                    break
+                batch.append(index)
+            stamped = {i: _stamped(prepared[i][1]) for i in batch}
+            actions = [a for i in batch for a in self._actions(prepared[i][0], stamped[i][1])]
+            try:
+                self._table.meta.client.transact_write_items(TransactItems=actions)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    # e.g. two entries on one item: those entries go one by one
+                    for i in batch:
+                        results[i] = self._one(prepared[i])
+                    pending = [i for i in pending if i not in batch]
+                    continue
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                offset = 0
+                for i in batch:
+                    changes = prepared[i][0]
+                    for n, change in enumerate(changes):
+                        if reasons[offset + n:offset + n + 1] == ["ConditionalCheckFailed"]:
+                            results[i] = ChangeRefused(n, change)
+                    offset += len(changes) + 1
+                pending = [i for i in pending if results[i] is None]
+                time.sleep(random.uniform(0, 0.005))
+                continue
+            for i in batch:
+                results[i] = AuditEvent.model_validate(stamped[i][0])
+            pending = [i for i in pending if i not in batch]
+        if pending:
+            raise AuditNotWritten(f"{len(pending)} audit events not written")
+        return [r for r in results if r is not None]
+
+    def _one(self, entry: tuple[tuple[Change, ...], dict[str, Any]]
+             ) -> AuditEvent | ChangeRefused:
+        changes, fields = entry
+        try:
+            return self.record(*changes, **{k: v for k, v in fields.items()
+                                            if k != "event_id"})
+        except ChangeRefused as refused:
+            return refused
+
     def append(self, **fields: Any) -> AuditEvent:
         """An event with no DynamoDB change of its own (a refusal, an outcome, a call to
         another service made just before)."""
         return self.record(**fields)
 
     def _write(self, changes: tuple[Change, ...], item: dict[str, Any]) -> None:
-        unique = "attribute_not_exists(seq)"
         if not changes:  # one item: PutItem is as atomic, and half the cost
-            self._table.put_item(Item=item, ConditionExpression=unique)
+            self._table.put_item(Item=item, ConditionExpression=_UNIQUE)
             return
-        event = {"Put": {"TableName": self.table_name, "Item": item,
-                         "ConditionExpression": unique}}
         # botocore fills ClientRequestToken and reuses it on its own retries: a retry of
         # a transaction that did commit is not applied twice.
         self._table.meta.client.transact_write_items(
-            TransactItems=[c.transact_item() for c in changes] + [event]
-        )
+            TransactItems=self._actions(changes, item))
+
+    def _actions(self, changes: Sequence[Change], item: dict[str, Any]) -> list[dict[str, Any]]:
+        event = {"Put": {"TableName": self.table_name, "Item": item,
+                         "ConditionExpression": _UNIQUE}}
+        return [c.transact_item() for c in changes] + [event]
 
     @staticmethod
     def _retryable(exc: ClientError, changes: tuple[Change, ...]) -> bool:
