@@ -269,8 +269,10 @@ class Verifier:
         prev: dict[str, Any] | None
         if state.get("after") is None:  # a first page: start at the digest holding `since`
             first = self.digests.after(since_seq, 1)
-            prev = self.digests.before(first[0]["seq"]) if first else None
-            after = prev["end_seq"] if prev else -1
+            if not first:  # nothing sealed from `since` on
+                return self._tail(result, None, since_seq, until_seq)
+            prev = self.digests.before(first[0]["seq"])
+            after = prev["seq"] if prev else -1
         else:
             after = state["after"]
             prev = state.get("prev")
