@@ -365,3 +365,35 @@ def test_the_ticker_fires_the_sealer_in_the_local_run(local_api: Any) -> None:
     result = Verifier(AuditLog()).run(since=None, until=None, next_token=None)
     assert result.ok, result.problems
     assert result.sealed_until is not None and result.digests_checked >= 1
+
+
+def test_a_job_whose_worker_cannot_start_is_closed_on_the_record(
+    audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker invoke (like a StartExecution) is outside the transaction: the job and
+    job.start first, then the invoke; when it fails, the job is closed FAILED together
+    with job.end. Never a running job without its start, nor a start left open."""
+    from mailfleet.logic import jobs as jobs_module
+    from mailfleet.models.jobs import JobRequest
+
+    host_id = f"audit-{uuid.uuid4().hex[:8]}"
+    Inventory().register(_host(host_id), ADMIN)
+    real = jobs_module.aws.client
+
+    class NoLambda:
+        def invoke(self, **_: Any) -> Any:
+            raise ConnectionError("lambda unreachable")
+
+    monkeypatch.setattr(jobs_module.aws, "client",
+                        lambda name: NoLambda() if name == "lambda" else real(name))
+    request = JobRequest.model_validate({"action": "destinations.list",
+                                         "targets": {"hosts": [host_id]}})
+    with pytest.raises(Problem) as refused:
+        jobs_module.Jobs().submit(request, ADMIN)
+    monkeypatch.undo()
+    assert refused.value.status == 503
+    job_id = refused.value.extra["job_id"]
+    assert jobs_module.Jobs().jobs.get(job_id)["status"] == "FAILED"
+    events = AuditLog().query(job_id=job_id, limit=10, newest_first=False)[0]
+    assert [(e.action, e.outcome) for e in events] == [("job.start", "ok"),
+                                                        ("job.end", "FAILED")]
