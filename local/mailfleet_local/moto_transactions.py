@@ -120,17 +120,20 @@ def _apply(backend: Any, item: dict[str, Any], seen: set[tuple[str, str]],
             return (None, None, None)
         undo.append((table_name, key,
                      copy.deepcopy(current.to_json()["Attributes"]) if current else None))
+        # The condition held and the lock keeps it so: a plain condition is not parsed and
+        # checked again (one with names/values is passed on: moto validates their use).
+        again = condition if (names or values) else None
         if op_type == "Put":
-            backend.put_item(table_name, op["Item"], condition_expression=condition,
+            backend.put_item(table_name, op["Item"], condition_expression=again,
                              expression_attribute_names=names,
                              expression_attribute_values=values)
         elif op_type == "Delete":
-            backend.delete_item(table_name, key, condition_expression=condition,
+            backend.delete_item(table_name, key, condition_expression=again,
                                 expression_attribute_names=names,
                                 expression_attribute_values=values)
         else:
             backend.update_item(table_name, key, update_expression=op["UpdateExpression"],
-                                condition_expression=condition,
+                                condition_expression=again,
                                 expression_attribute_names=names,
                                 expression_attribute_values=values)
         return (None, None, None)
