@@ -166,20 +166,6 @@ class CutoverStore:
             is not None
         )
 
-    def finish(self, cutover_id: str, status: str, **fields: Any) -> bool:
-        """Write the final status once; false when it was already final."""
-        return (
-            _conditionally(
-                lambda: self._update(
-                    cutover_id,
-                    CUTOVER_SK,
-                    dict(fields, status=status, status_pk=status),
-                    condition=Attr("pk").exists() & ~Attr("status").is_in(FINAL_STATUSES),
-                )
-            )
-            is not None
-        )
-
     def move_count(self, cutover_id: str, from_status: str | None, to_status: str) -> None:
         """Keep the cutover's running counts (recounted exactly when it finishes)."""
         names = {"#c": "counts", "#t": to_status}
@@ -295,23 +281,6 @@ class CutoverStore:
             )
             is not None
         )
-
-    def settle_account(
-        self, cutover_id: str, n: int, from_statuses: list[str], **fields: Any
-    ) -> str | None:
-        """Set an account's final fields if it is in one of `from_statuses`; returns the
-        status it had, or None when it was in none of them."""
-        fields["updated_at"] = now_iso()
-        answer = _conditionally(
-            lambda: self._update(
-                cutover_id,
-                account_sk(n),
-                fields,
-                condition=Attr("status").is_in(from_statuses),
-                returns="UPDATED_OLD",
-            )
-        )
-        return None if answer is None else answer.get("Attributes", {}).get("status")
 
     def remember(self, cutover_id: str, n: int, previous: dict[str, Any]) -> None:
         """Keep the first mapping seen per host: a retried or resumed step must not

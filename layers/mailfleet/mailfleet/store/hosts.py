@@ -14,10 +14,6 @@ from mailfleet.store.audit import Change
 from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
 
 
-class HostExists(Exception):
-    pass
-
-
 class HostNotFound(Exception):
     pass
 
@@ -47,17 +43,6 @@ class HostStore:
         return Change.delete(self._table.name, {"id": host_id},
                              condition="attribute_exists(id)")
 
-    def create(self, host: Host) -> None:
-        try:
-            self._table.put_item(
-                Item=to_dynamo(host.model_dump(mode="json", exclude_none=True)),
-                ConditionExpression="attribute_not_exists(id)",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise HostExists(host.id) from None
-            raise
-
     def get(self, host_id: str) -> Host:
         item = self.get_item(host_id)
         return Host.model_validate(item)
@@ -72,17 +57,6 @@ class HostStore:
         """Items by id (missing ids are absent), 100 keys per BatchGetItem."""
         items = batch_get(self._table, [{"id": h} for h in host_ids])
         return {item["id"]: item for item in items}
-
-    def replace(self, host: Host, **internal: Any) -> None:
-        """Overwrite an existing host; `internal` fields (caches the API does not show,
-        e.g. doveadm_commands) are kept in the same write."""
-        item = dict(host.model_dump(mode="json", exclude_none=True), **internal)
-        try:
-            self._table.put_item(Item=to_dynamo(item), ConditionExpression="attribute_exists(id)")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise HostNotFound(host.id) from None
-            raise
 
     def set_fields(self, host_id: str, **fields: Any) -> None:
         """Update a few attributes of an existing host (health, cached command lists)."""
@@ -101,19 +75,6 @@ class HostStore:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise HostNotFound(host_id) from None
             raise
-
-    def delete(self, host_id: str) -> dict[str, Any]:
-        try:
-            old = self._table.delete_item(
-                Key={"id": host_id},
-                ConditionExpression="attribute_exists(id)",
-                ReturnValues="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise HostNotFound(host_id) from None
-            raise
-        return from_dynamo(old.get("Attributes", {}))
 
     def list(
         self,

@@ -145,51 +145,6 @@ class JobStore:
             raise
         return True
 
-    def finish(
-        self,
-        job_id: str,
-        status: str,
-        counts: dict[str, int],
-        finished_at: str,
-        note: str | None = None,
-    ) -> bool:
-        """Write the final state once; the full (unredacted) run parameters are dropped."""
-        values: dict[str, Any] = {":s": status, ":c": counts, ":f": finished_at}
-        sets = "#s = :s, status_pk = :s, #c = :c, finished_at = :f"
-        if note:
-            sets += ", note = :n"
-            values[":n"] = note
-        try:
-            self._table.update_item(
-                Key={"pk": job_id, "sk": JOB_SK},
-                UpdateExpression=f"SET {sets} REMOVE run_params",
-                ConditionExpression=~Attr("status").is_in(FINAL_STATUSES),
-                ExpressionAttributeNames={"#s": "status", "#c": "counts"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
-    def request_cancel(self, job_id: str) -> str:
-        """Flag a job for cancellation; returns its status (final jobs are left alone)."""
-        try:
-            answer = self._table.update_item(
-                Key={"pk": job_id, "sk": JOB_SK},
-                UpdateExpression="SET cancel_requested = :t",
-                ConditionExpression=Attr("pk").exists()
-                & Attr("status").is_in(["PENDING", "RUNNING"]),
-                ExpressionAttributeValues={":t": True},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return self.get(job_id)["status"]  # raises JobNotFound for unknown ids
-            raise
-        return answer["Attributes"]["status"]
-
     def set_fields(self, job_id: str, **fields: Any) -> None:
         names = {f"#f{i}": k for i, k in enumerate(fields)}
         values = {f":v{i}": to_dynamo(v) for i, v in enumerate(fields.values())}

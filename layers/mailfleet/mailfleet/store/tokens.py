@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.store.audit import Change
@@ -29,25 +27,9 @@ class TokenStore:
         return Change.delete(self._table.name, {"token_id": token_id},
                              condition="attribute_exists(token_id)")
 
-    def put(self, item: dict[str, Any]) -> None:
-        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(token_id)")
-
     def get(self, token_id: str) -> dict[str, Any] | None:
         item = self._table.get_item(Key={"token_id": token_id}, ConsistentRead=True).get("Item")
         return from_dynamo(item) if item else None
-
-    def delete(self, token_id: str) -> dict[str, Any]:
-        try:
-            old = self._table.delete_item(
-                Key={"token_id": token_id},
-                ConditionExpression="attribute_exists(token_id)",
-                ReturnValues="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise TokenNotFound(token_id) from None
-            raise
-        return from_dynamo(old["Attributes"])
 
     def list(self, limit: int, next_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {"Limit": limit}
