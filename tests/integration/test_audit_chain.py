@@ -397,3 +397,15 @@ def test_a_job_whose_worker_cannot_start_is_closed_on_the_record(
     events = AuditLog().query(job_id=job_id, limit=10, newest_first=False)[0]
     assert [(e.action, e.outcome) for e in events] == [("job.start", "ok"),
                                                         ("job.end", "FAILED")]
+
+
+def test_a_crafted_verify_token_is_a_422_not_a_500(local_api: Any) -> None:
+    import base64
+    import json
+
+    local_api.ensure_deployed()
+    for state in ({"after": 1, "checked": 0, "ok": True, "prev": "x"}, [1], {"after": "a"}):
+        token = base64.urlsafe_b64encode(json.dumps(state).encode()).decode().rstrip("=")
+        answer = local_api.request("GET", "/audit/verify", params={"next_token": token})
+        assert answer.status_code == 422, answer.text
+        assert "next_token" in answer.text

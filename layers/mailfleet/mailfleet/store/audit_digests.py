@@ -351,8 +351,12 @@ class Verifier:
         if not token:
             return {"ok": True, "checked": 0}
         state = from_dynamo(decode_page(token))
-        if not isinstance(state, dict) or not isinstance(state.get("after"), int) \
-                or not isinstance(state.get("checked"), int):
+        prev = state.get("prev") if isinstance(state, dict) else None
+        if not (isinstance(state, dict) and isinstance(state.get("after"), int)
+                and isinstance(state.get("checked"), int) and isinstance(state.get("ok"), bool)
+                and isinstance(prev, dict) and isinstance(prev.get("number"), int)
+                and isinstance(prev.get("end_seq"), int)
+                and isinstance(prev.get("digest_hash"), str)):
             raise BadPageToken("next_token is not one this API gave out")
         return state
 
