@@ -120,6 +120,35 @@ def run_http(api: str, token: str, clients: int, requests_total: int) -> dict[st
     }
 
 
+def seal_and_verify(events: int) -> None:
+    """Write `events` events (8 writers), seal them all, then verify page by page: how
+    long sealing and each verification request take (each must stay far below 29 s)."""
+    import datetime
+
+    from mailfleet.config import settings
+    from mailfleet.store.audit import AuditLog
+    from mailfleet.store.audit_digests import Sealer, Verifier
+
+    run(8, events, changes=False)
+    time.sleep(1.1)  # every write of the run is before the cutoff
+    began = time.perf_counter()
+    now = datetime.datetime.now(datetime.UTC)
+    digests = Sealer().seal(now=now + datetime.timedelta(
+        seconds=settings().audit_seal_grace_seconds), max_digests=1000)
+    print(f"sealed {sum(d['count'] for d in digests)} events in {len(digests)} digests: "
+          f"{time.perf_counter() - began:.1f} s", flush=True)
+    verifier, token, pages = Verifier(AuditLog()), None, 0
+    while True:
+        began = time.perf_counter()
+        page = verifier.run(since=None, until=None, next_token=token)
+        pages += 1
+        print(f"verify page {pages}: {page.checked} events checked so far, ok={page.ok}, "
+              f"{time.perf_counter() - began:.1f} s", flush=True)
+        token = page.next_token
+        if not token or pages >= 100:
+            break
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=320, help="events per writer count")
@@ -128,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="each event with a change in one transaction (new code only)")
     parser.add_argument("--api", help="a running make run's URL (http://127.0.0.1:PORT)")
     parser.add_argument("--token", help="its admin token (with --api)")
+    parser.add_argument("--verify", type=int, default=0, metavar="N",
+                        help="write N events, seal them, time verification page by page")
     args = parser.parse_args(argv)
     if args.api:
         _table(lambda n: run_http(args.api, args.token, n, args.events), args.writers)
@@ -140,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     stack = BenchStack().start()
     try:
+        if args.verify:
+            seal_and_verify(args.verify)
+            return
         run(1, 20, changes=args.changes)  # warm-up: clients, tables, imports
         _table(lambda n: run(n, args.events, changes=args.changes), args.writers)
     finally:

@@ -322,10 +322,11 @@ def test_a_forged_digest_is_found(audit: AuditLog, restore_audit_items: list[Any
     )["Items"][0])
     restore_audit_items.append(_table().get_item(
         Key={"chain": DIGESTS, "seq": digest["seq"]})["Item"])
-    from mailfleet.store.audit_digests import digest_hash, events_hash
+    from mailfleet.store.audit_digests import digest_hash, entries, events_hash, events_text
 
-    digest["events"] = [e for e in digest["events"] if e[1] != events[1].event_id]
-    digest["count"] = len(digest["events"])
+    kept = [e for e in entries(digest) if e[1] != events[1].event_id]
+    digest["events"] = events_text(kept)
+    digest["count"] = len(kept)
     digest["events_hash"] = events_hash(digest["events"])
     digest["digest_hash"] = digest_hash(digest)
     _table().put_item(Item=to_dynamo(digest))
