@@ -91,3 +91,30 @@ def test_seq_and_time_agree() -> None:
     seq = seq_at("2026-11-27T10:00:00.123456Z")
     assert time_of(seq + 999) == "2026-11-27T10:00:00.123456Z"
     assert seq_at("2026-11-27T10:00:00+00:00") < seq
+
+
+def test_a_stalled_sealer_is_reported(monkeypatch: Any) -> None:
+    """Unsealed events older than grace + 3 periods: the sealer is not running, or the
+    newest digests were deleted. Said as sealing_behind, with the count unsealed."""
+    import datetime
+
+    from mailfleet.models.audit import AuditVerification
+    from mailfleet.store.audit_digests import Verifier
+
+    old = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)).isoformat()
+    fresh = datetime.datetime.now(datetime.UTC).isoformat()
+
+    class Log:
+        table_name = "audit"
+
+        def __init__(self, at: str) -> None:
+            self.events = [_event(seq_at(at), at=at)]
+
+        def events_between(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+            return self.events
+
+    for at, behind in ((old, True), (fresh, False)):
+        verifier = Verifier(Log(at), key_id="k")  # type: ignore[arg-type]
+        monkeypatch.setattr(verifier.digests, "latest", lambda: None)
+        result = verifier._tail(AuditVerification(ok=True, checked=0), None, 0, None)
+        assert (result.unsealed, result.sealing_behind, result.ok) == (1, behind, True)
