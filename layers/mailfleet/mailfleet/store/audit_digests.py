@@ -5,8 +5,8 @@ up to a cutoff a grace period in the past. Each digest records its range of seqs
 count, the last event and every event's (seq, event_id, hash), chains to the previous
 digest by its hash, and is signed with a KMS asymmetric key only the sealer may use.
 Anyone verifies with the public key. Digest items live in the audit table under their
-own partition ("digest", keyed by the end of their range); writers cannot put there
-(IAM dynamodb:LeadingKeys) and could not sign one anyway. docs/audit.md has the why.
+own partition ("digest", keyed by the end of their range); a writer could put one there
+but not sign it, and verification refuses it. docs/audit.md has the why.
 """
 
 from __future__ import annotations
