@@ -19,6 +19,7 @@ class Settings(BaseModel):
     fanout_function: str | None = None
     cutovers_table: str = "mailfleet-cutovers"
     cutover_state_machine_arn: str | None = None
+    migration_state_machine_arn: str | None = None
     # Jobs above this many targets (or with long timeouts) go to the Distributed Map path.
     inprocess_max_targets: int = 500
     # A job's host results live this long in the jobs table (TTL), in days.
@@ -65,6 +66,7 @@ class Settings(BaseModel):
             fanout_function=get("FANOUT_FUNCTION"),
             cutovers_table=get("CUTOVERS_TABLE", "mailfleet-cutovers"),
             cutover_state_machine_arn=get("CUTOVER_STATE_MACHINE_ARN"),
+            migration_state_machine_arn=get("MIGRATION_STATE_MACHINE_ARN"),
             inprocess_max_targets=int(get("INPROCESS_MAX_TARGETS", "500") or 500),
             job_retention_days=int(get("JOB_RETENTION_DAYS", "90") or 90),
             fanout_state_machine_arn=get("FANOUT_STATE_MACHINE_ARN"),
