@@ -86,6 +86,7 @@ class CutoverSteps:
     # MigrationSteps (mailfleet.logic.migration_steps) reuses these steps for the route
     # part of a migration, under its own name in the audit trail.
     noun = "cutover"
+    actor = ACTOR
     coordinator: type[Cutovers] = Cutovers
 
     def __init__(
@@ -323,7 +324,7 @@ class CutoverSteps:
         self.store.move_count(cutover_id, before, status.value)
         if audit:
             self.audit.append(
-                actor=ACTOR, action=f"{self.noun}.account.{status.value.lower()}",
+                actor=self.actor, action=f"{self.noun}.account.{status.value.lower()}",
                 target=f"account:{account}", cutover_id=cutover_id, outcome=status.value,
                 params={"n": n, "error": error} if error else {"n": n},
             )
@@ -431,7 +432,7 @@ class CutoverSteps:
         target = (f"account:{item['account']}" if account_item
                   else f"{self.noun}:{item['cutover_id']}")
         self.audit.append(
-            actor=ACTOR, action=f"{self.noun}.{step}", target=target,
+            actor=self.actor, action=f"{self.noun}.{step}", target=target,
             cutover_id=item["cutover_id"], outcome=record["outcome"], params=params,
         )
         if failure is not None:

@@ -450,7 +450,7 @@ class Cutovers:
             fields["error"] = error
         if self.store.finish(cutover_id, status.value, **fields):
             self.audit.append(
-                actor=SYSTEM.principal,
+                actor=Caller.system(self.noun).principal,
                 action=f"{self.noun}.end",
                 target=f"{self.noun}:{cutover_id}",
                 cutover_id=cutover_id,

@@ -21,6 +21,7 @@ from typing import Any
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.drivers.dovecot import DovecotDriver, DsyncOutcome, DsyncTarget
 from mailfleet.errors import ErrorType, HostError
+from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutover_steps import (
     HOST_TIMEOUT_SECONDS,
     CutoverSteps,
@@ -45,6 +46,7 @@ DIRECTOR_COMMANDS = ("directorStatus", "directorMove", "directorKick")
 
 class MigrationSteps(CutoverSteps):
     noun = "migration"
+    actor = Caller.system("migration").principal
     coordinator = Migrations
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
