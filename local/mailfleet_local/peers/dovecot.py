@@ -460,11 +460,12 @@ class DovecotInstance:
 
     # -- helpers for tests -------------------------------------------------------------
 
-    def call(self, command: str, params: Mapping[str, Any] | None = None) -> Any:
+    def call(self, command: str, params: Mapping[str, Any] | None = None,
+             timeout: float = 10.0) -> Any:
         """Run one doveadm command over HTTP; the `doveadmResponse` payload, or
         DovecotError with the error object."""
         body = json.dumps([[command, dict(params or {}), "t"]]).encode()
-        status, data = self._request("POST", body, timeout=10.0)
+        status, data = self._request("POST", body, timeout=timeout)
         if status != 200:
             raise DovecotError(f"{command}: HTTP {status}: {data[:200]!r}")
         reply = json.loads(data)
