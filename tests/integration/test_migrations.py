@@ -203,7 +203,7 @@ def moved(api: LocalApi, backends: Backends) -> dict[str, Any]:
     backends.director.call("directorMove", {"user": user, "host": SOURCE_IP})
     before = imap_to("127.0.0.1", backends.director.imap_port, user)
     before.create("Archive")
-    for i in range(300):
+    for i in range(100):
         append(before, f"before-{i}")
     for i in range(5):
         append(before, f"archived-{i}", "Archive")
@@ -226,7 +226,7 @@ def test_mail_before_and_during_the_move_is_on_the_destination(
     # The client was kicked (its session ended), after appending during the copy.
     assert appender.kicked.is_set()
     assert len(appender.appended) >= 1
-    expected = {f"before-{i}" for i in range(300)} | set(appender.appended)
+    expected = {f"before-{i}" for i in range(100)} | set(appender.appended)
     arrived = subjects(backends.destination, user)
     # Everything the client was told was saved, and at most the append the kick cut off
     # (saved on the source, its OK never reached the client): the source's mail, exactly.
@@ -252,7 +252,7 @@ def test_steps_and_counts_are_recorded(backends: Backends, moved: dict[str, Any]
     assert all(s["outcome"] in ("ok", "running") for s in steps)
     verify = next(s for s in steps if s["step"] == "verify")
     inbox = verify["mailboxes"]["INBOX"]
-    assert inbox["source"] == inbox["destination"] >= 300 + len(moved["appender"].appended)
+    assert inbox["source"] == inbox["destination"] >= 100 + len(moved["appender"].appended)
     assert verify["mailboxes"]["Archive"] == {"source": 5, "destination": 5}
     copy = next(s for s in steps if s["step"] == "pre_copy" and s["outcome"] == "ok")
     assert copy["hosts"][backends.ids["source"]]["to"] == backends.destination.dsync_endpoint
@@ -358,6 +358,30 @@ def test_a_destination_that_is_down_fails_the_account_route_unchanged(
     assert subjects(backends.source, user) == ["kept"]
 
 
+def test_a_swapped_source_and_destination_copies_nothing(
+        api: LocalApi, backends: Backends) -> None:
+    """backup mirrors the source: from an empty backend it would wipe the real mailbox."""
+    user = "user6"
+    backends.director.call("directorMove", {"user": user, "host": SOURCE_IP})
+    conn = imap_to(SOURCE_IP, backends.source.imap_port, user)
+    for i in range(3):
+        append(conn, f"precious-{i}")
+    conn.logout()
+    # The other backend gets an INBOX of its own (a login creates it), with no mail.
+    imap_to(DESTINATION_IP, backends.destination.imap_port, user).logout()
+    body = backends.body([user], source=backends.ids["destination"],
+                         destination=backends.ids["source"],
+                         dsync_endpoint=backends.source.dsync_endpoint)
+    body["routing"]["backend_address"] = SOURCE_IP
+    view = wait_final(api, start(api, body)["migration_id"])
+    account = view["accounts"][0]
+    assert account["status"] == "ROLLED_BACK"
+    assert account["error"]["step"] == "pre_copy"
+    assert "already holds other mail" in account["error"]["message"]
+    assert len([s for s in account["steps"] if s["step"] == "pre_copy"]) == 1  # not retried
+    assert subjects(backends.source, user) == [f"precious-{i}" for i in range(3)]
+
+
 # ---------------------------------------------------------------------- proxy strategy
 def test_proxy_strategy_holds_logins_and_flips_every_proxy(
         api: LocalApi, backends: Backends, proxy_double: Callable[..., ProxyDouble]) -> None:
@@ -400,6 +424,16 @@ def test_dry_run_conflicts_and_invalid_requests(api: LocalApi, backends: Backend
     assert plan["dsync_endpoint"] == backends.destination.dsync_endpoint
     assert plan["source_dsync_endpoint"] == backends.source.dsync_endpoint
     assert plan["routing"]["hosts"][0]["host"] == backends.ids["director"]
+    key = {"Idempotency-Key": f"k-{backends.tag}"}
+    first = api.request("POST", "/migrations", json=backends.body(["user5"], dry_run=True),
+                        headers=key)
+    again = api.request("POST", "/migrations", json=backends.body(["user5"], dry_run=True),
+                        headers=key)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["migration_id"] == again.json()["migration_id"]
+    other = api.request("POST", "/migrations", json=backends.body(["user6"], dry_run=True),
+                        headers=key)
+    assert other.status_code == 409
     cases = {
         "dsync_endpoint": backends.body(["user5"], dsync_endpoint="tcp:10.9.9.9:2425"),
         "destination": backends.body(["user5"], destination=backends.ids["source"]),
@@ -416,8 +450,8 @@ def test_dry_run_conflicts_and_invalid_requests(api: LocalApi, backends: Backend
         ["user5"], dsync_endpoint="tcp:127.0.0.3"))
     assert bad_format.status_code == 422 and "tcp:<host>:<port>" in bad_format.text
     # An account in a running cutover cannot be migrated meanwhile (shared locks): a
-    # cutover of 40 accounts, one at a time, with user5 last.
-    others = [f"nobody{i}-{backends.tag}" for i in range(39)]
+    # cutover of 10 accounts, one at a time, with user5 last.
+    others = [f"nobody{i}-{backends.tag}" for i in range(9)]
     cutover = api.request("POST", "/cutovers", json={
         "accounts": [*others, "user5"], "destination": DESTINATION_IP, "strategy": "director",
         "proxies": {"hosts": [backends.ids["director"]]}, "max_concurrency": 1})

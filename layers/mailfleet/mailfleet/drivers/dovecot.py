@@ -581,19 +581,23 @@ class DovecotDriver(Driver):
             raise
         return DsyncOutcome.DONE
 
-    def mailbox_counts(self, user: str, deadline: Deadline) -> dict[str, int]:
-        """Messages per mailbox of one user (mailboxList, then mailboxStatus on them all)."""
+    def mailboxes(self, user: str, deadline: Deadline) -> dict[str, dict[str, Any]]:
+        """One user's mailboxes: {name: {"messages": n, "guid": g}} (mailboxList, then
+        mailboxStatus on them all). dsync keeps a mailbox's GUID on the copy, so a GUID
+        tells a copy of a mailbox from a different one of the same name."""
         listed = self._run("mailboxList", {"user": user}, deadline)
         names = [row.get("mailbox") for row in listed if isinstance(row, dict)]
-        status = self._run("mailboxStatus", {"user": user, "field": ["messages"],
+        status = self._run("mailboxStatus", {"user": user, "field": ["messages", "guid"],
                                              "mailboxMask": ["*"]}, deadline)
-        counts: dict[str, int] = dict.fromkeys((n for n in names if isinstance(n, str)), 0)
+        out: dict[str, dict[str, Any]] = {
+            n: {"messages": 0, "guid": None} for n in names if isinstance(n, str)}
         for row in status:
             try:
-                counts[str(row["mailbox"])] = int(row["messages"])
+                out[str(row["mailbox"])] = {"messages": int(row["messages"]),
+                                            "guid": row.get("guid")}
             except (KeyError, TypeError, ValueError):
                 raise _malformed("mailboxStatus", "a row without mailbox or messages") from None
-        return counts
+        return out
 
 
 class DsyncOutcome(StrEnum):

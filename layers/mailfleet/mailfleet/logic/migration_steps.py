@@ -88,6 +88,8 @@ class MigrationSteps(CutoverSteps):
         said: dict[str, DsyncOutcome] = {}
 
         def run(host: dict[str, Any], driver: Driver) -> Any:
+            if state["rounds"] == 1 and step in ("pre_copy", "copy_back"):
+                self._refuse_foreign_mail(account, driver, sender, receiver)
             outcome = said["copy"] = _dovecot(driver).dsync_backup(
                 account, target, Deadline.after(COPY_CALL_SECONDS), lock_seconds=LOCK_SECONDS)
             seen.update(self._counts(account, {sender: driver}, receiver))
@@ -145,10 +147,30 @@ class MigrationSteps(CutoverSteps):
     def _counts(self, account: str, known: dict[str, Driver], other: str
                 ) -> dict[str, dict[str, int]]:
         """Messages per mailbox on the hosts of `known` (their drivers) and on `other`."""
+        return {h: {name: box["messages"] for name, box in boxes.items()}
+                for h, boxes in self._mailboxes(account, known, other).items()}
+
+    def _mailboxes(self, account: str, known: dict[str, Driver], other: str
+                   ) -> dict[str, dict[str, dict[str, Any]]]:
         drivers = dict(known)
         drivers[other] = _driver(self._host_items([other])[other])
-        return {h: _dovecot(d).mailbox_counts(account, Deadline.after(HOST_TIMEOUT_SECONDS))
+        return {h: _dovecot(d).mailboxes(account, Deadline.after(HOST_TIMEOUT_SECONDS))
                 for h, d in drivers.items()}
+
+    def _refuse_foreign_mail(self, account: str, driver: Driver, sender: str,
+                             receiver: str) -> None:
+        """`backup` makes the receiving side identical to the sending one: mail there
+        that is not a copy of the sender's would be deleted (a swapped source and
+        destination would empty the real mailbox). A mailbox holding messages whose GUID
+        the sender does not have stops the account before anything is copied."""
+        boxes = self._mailboxes(account, {sender: driver}, receiver)
+        ours = {box["guid"] for box in boxes[sender].values()}
+        foreign = sorted(name for name, box in boxes[receiver].items()
+                         if box["messages"] and box["guid"] not in ours)
+        if foreign:
+            raise HostError(ErrorType.COMMAND, f"{receiver} already holds other mail for "
+                            f"{account} (mailboxes {', '.join(foreign[:10])} are no copies of "
+                            f"{sender}'s): a backup would delete it, so nothing was copied")
 
     # ------------------------------------------------------------------ the route
     def kick_sessions(self, item: dict[str, Any], step: str) -> dict[str, Any]:
