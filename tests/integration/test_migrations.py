@@ -470,3 +470,14 @@ def test_dry_run_conflicts_and_invalid_requests(api: LocalApi, backends: Backend
     assert plan["migration_id"] in [m["migration_id"] for m in listed]
     cutovers = api.request("GET", "/cutovers", params={"limit": 100}).json()["cutovers"]
     assert plan["migration_id"] not in [c["cutover_id"] for c in cutovers]
+
+
+def test_openapi_describes_the_migration_routes(api: LocalApi) -> None:
+    doc = api.request("GET", "/openapi.json").json()
+    for path, method in [("/migrations", "post"), ("/migrations", "get"),
+                         ("/migrations/{migration_id}", "get"),
+                         ("/migrations/{migration_id}/rollback", "post")]:
+        assert method in doc["paths"].get(path, {}), f"{method.upper()} {path} missing"
+    fields = set(doc["components"]["schemas"]["MigrationRequest"]["properties"])
+    assert {"accounts", "source", "destination", "dsync_endpoint", "routing", "delay_seconds",
+            "max_concurrency", "tolerated_failure_percentage", "dry_run"} <= fields
