@@ -415,6 +415,36 @@ def test_proxy_strategy_holds_logins_and_flips_every_proxy(
     assert finished == PROXY_STEPS
 
 
+def test_a_flip_that_fails_on_one_proxy_puts_the_route_back_everywhere(
+        api: LocalApi, backends: Backends, proxy_double: Callable[..., ProxyDouble]) -> None:
+    user = "user7"
+    doubles = [proxy_double(destinations=("legacy", "stalwart")) for _ in range(2)]
+    ids = [f"px7-{backends.tag}-{i}" for i in range(2)]
+    for host_id, double in zip(ids, doubles, strict=True):
+        double.set_mapping(user, "legacy")
+        answer = api.request("POST", "/hosts", json={
+            "id": host_id, "kind": "proxy", "endpoint": double.endpoint,
+            "credentials": {"token": double.token},
+            "tls": {"pin_sha256": double.fingerprint_sha256}})
+        assert answer.status_code == 201, answer.text
+    # The second proxy's mapping store keeps failing this account's upsert.
+    doubles[1].inject("PUT", "/mappings", 500, "upsert failed\n", times=None, identifier=user)
+    conn = imap_to(SOURCE_IP, backends.source.imap_port, user)
+    append(conn, "stays")
+    conn.logout()
+    body = backends.body([user], routing={
+        "strategy": "proxy", "proxies": {"hosts": ids}, "destination": "stalwart"})
+    view = wait_final(api, start(api, body)["migration_id"])
+    account = view["accounts"][0]
+    assert account["status"] == "ROLLED_BACK", account
+    assert account["error"]["step"] == "flip"
+    names = [s["step"] for s in account["steps"]]
+    assert names[-1] == "rollback" and "confirm" not in names
+    for double in doubles:
+        assert double.mapping_of(user) == "legacy"  # the first proxy had flipped: put back
+    assert subjects(backends.source, user) == ["stays"]
+
+
 # ---------------------------------------------------------------------- the API's edges
 def test_dry_run_conflicts_and_invalid_requests(api: LocalApi, backends: Backends) -> None:
     dry = api.request("POST", "/migrations", json=backends.body(["user5"], dry_run=True))
