@@ -399,7 +399,7 @@ def test_proxy_strategy_holds_logins_and_flips_every_proxy(
     conn = imap_to(SOURCE_IP, backends.source.imap_port, user)
     for i in range(50):
         append(conn, f"p-{i}")
-    body = backends.body([user], delay_seconds=5, routing={
+    body = backends.body([user], delay_seconds=30, routing={
         "strategy": "proxy", "proxies": {"hosts": ids}, "destination": "stalwart"})
     view = wait_final(api, start(api, body)["migration_id"])
     assert view["status"] == "SUCCEEDED", view
@@ -409,7 +409,7 @@ def test_proxy_strategy_holds_logins_and_flips_every_proxy(
         assert double.mapping_of(user) == "stalwart"
         assert double.sessions_of(user) == 0
         delay = double.delay_of(user)
-        assert delay is not None and delay.seconds == 5
+        assert delay is not None and delay.seconds == 30
     assert subjects(backends.destination, user) == sorted(f"p-{i}" for i in range(50))
     finished = [s["step"] for s in view["accounts"][0]["steps"] if s["outcome"] == "ok"]
     assert finished == PROXY_STEPS
@@ -443,6 +443,38 @@ def test_a_flip_that_fails_on_one_proxy_puts_the_route_back_everywhere(
     for double in doubles:
         assert double.mapping_of(user) == "legacy"  # the first proxy had flipped: put back
     assert subjects(backends.source, user) == ["stays"]
+
+
+def test_a_hold_that_ends_before_the_flip_stops_the_account(
+        api: LocalApi, backends: Backends, proxy_double: Callable[..., ProxyDouble],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    user = "user8"
+    double = proxy_double(destinations=("legacy", "stalwart"))
+    double.set_mapping(user, "legacy")
+    host_id = f"px8-{backends.tag}"
+    answer = api.request("POST", "/hosts", json={
+        "id": host_id, "kind": "proxy", "endpoint": double.endpoint,
+        "credentials": {"token": double.token},
+        "tls": {"pin_sha256": double.fingerprint_sha256}})
+    assert answer.status_code == 201, answer.text
+    copy = MigrationSteps.copy
+
+    def slow_final_sync(self: MigrationSteps, item: dict[str, Any], step: str
+                        ) -> dict[str, Any]:
+        out = copy(self, item, step)
+        if step == "final_sync" and item["account"] == user:
+            time.sleep(1.5)  # a final sync longer than the hold
+        return out
+
+    monkeypatch.setattr(MigrationSteps, "copy", slow_final_sync)
+    body = backends.body([user], delay_seconds=1, routing={
+        "strategy": "proxy", "proxies": {"hosts": [host_id]}, "destination": "stalwart"})
+    view = wait_final(api, start(api, body)["migration_id"])
+    account = view["accounts"][0]
+    assert account["status"] == "ROLLED_BACK"
+    assert account["error"]["step"] == "verify"
+    assert "hold on new logins ended before the flip" in account["error"]["message"]
+    assert double.mapping_of(user) == "legacy"
 
 
 # ---------------------------------------------------------------------- the API's edges

@@ -53,6 +53,7 @@ class MigrationSteps(CutoverSteps):
         super().__init__(*args, **kwargs)
         self._steps.update({
             "pre_copy": lambda item: self.copy(item, "pre_copy"),
+            "hold_logins": self.hold,
             "kick": lambda item: self.kick_sessions(item, "kick"),
             "final_sync": lambda item: self.copy(item, "final_sync"),
             "verify": lambda item: self.verify_counts(item, "verify"),
@@ -124,8 +125,15 @@ class MigrationSteps(CutoverSteps):
         plan, account = item["plan"], item["account"]
         source, destination = plan["source_host"], plan["destination_host"]
         seen: dict[str, dict[str, int]] = {}
+        held = time.time() - item["held_at"] if item.get("held_at") else None
 
         def check(host: dict[str, Any], driver: Driver) -> Any:
+            if held is not None and held > plan["delay_seconds"]:
+                # Logins went through again before the flip: what they changed after the
+                # final sync would stay behind. Safe to stop here; a longer hold helps.
+                raise HostError(ErrorType.COMMAND, f"the hold on new logins ended before the "
+                                f"flip ({held:.0f} s since it began, delay_seconds "
+                                f"{plan['delay_seconds']}): raise delay_seconds")
             seen.update(self._counts(account, {source: driver}, destination))
             differ = sorted(
                 name for name in set(seen[source]) | set(seen[destination])
@@ -173,6 +181,14 @@ class MigrationSteps(CutoverSteps):
                             f"{sender}'s): a backup would delete it, so nothing was copied")
 
     # ------------------------------------------------------------------ the route
+    def hold(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Hold new logins on every proxy, and remember when: the flip must come before
+        the hold ends (verify checks it)."""
+        self.hold_logins(item)
+        if item["plan"]["delay_seconds"] <= 0:
+            return item  # no hold asked for
+        return dict(item, held_at=time.time())
+
     def kick_sessions(self, item: dict[str, Any], step: str) -> dict[str, Any]:
         """End the account's sessions on every proxy (director) and on the backend."""
         if item["plan"]["strategy"] == Strategy.DIRECTOR:
