@@ -19,15 +19,9 @@ from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers, _busy
 from mailfleet.logic.problems import invalid
 from mailfleet.models.common import now_iso, resolve_limit
-from mailfleet.models.cutovers import (
-    AccountStatus,
-    CutoverStatus,
-    HostSelection,
-    Strategy,
-    account_key,
-)
+from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, account_key
 from mailfleet.models.hosts import HostKind
-from mailfleet.models.migrations import DSYNC_PORT, MigrationRequest
+from mailfleet.models.migrations import DSYNC_PORT, DirectorRouting, MigrationRequest
 from mailfleet.store.cutovers import LockLost, MigrationStore
 
 
@@ -47,11 +41,13 @@ class Migrations(Cutovers):
         to_source = _dsync_target(source, request.source_dsync_endpoint, to_destination.port,
                                   "source_dsync_endpoint")
         routing = request.routing
-        director = request.strategy == Strategy.DIRECTOR
-        selection: HostSelection = routing.directors if director else routing.proxies  # type: ignore[union-attr]
-        field = "routing.directors" if director else "routing.proxies"
-        routers, left_out = self._resolve(
-            selection, HostKind.DOVECOT if director else HostKind.PROXY, field)
+        if isinstance(routing, DirectorRouting):
+            selection, field, kind = routing.directors, "routing.directors", HostKind.DOVECOT
+            route_to = routing.backend_address
+        else:
+            selection, field, kind = routing.proxies, "routing.proxies", HostKind.PROXY
+            route_to = routing.destination
+        routers, left_out = self._resolve(selection, kind, field)
         clash = {request.source, request.destination} & {r["id"] for r in routers}
         if clash:
             raise invalid(field, "the routing layer cannot include the source or destination "
@@ -62,7 +58,6 @@ class Migrations(Cutovers):
             raise _busy(busy)
         total = len(request.accounts)
         migration_id = uuid.uuid4().hex
-        route_to = routing.backend_address if director else routing.destination  # type: ignore[union-attr]
         plan = {
             "kind": self.noun,
             # What the cutover steps read: the route's new target, the routers, the
