@@ -32,7 +32,7 @@ pytestmark = pytest.mark.dovecot
 
 FINAL = ("SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", "ROLLED_BACK")
 SOURCE_IP, DESTINATION_IP = "127.0.0.2", "127.0.0.3"
-USERS = {f"user{i}": f"pw{i}-{secrets.token_hex(3)}" for i in range(1, 9)}
+USERS = {f"user{i}": f"pw{i}-{secrets.token_hex(3)}" for i in range(1, 11)}
 DIRECTOR_STEPS = ["remember", "pre_copy", "kick", "final_sync", "verify", "flip",
                   "kick_again", "confirm"]
 PROXY_STEPS = ["remember", "pre_copy", "hold_logins", "kick", "final_sync", "verify", "flip",
@@ -301,6 +301,31 @@ def test_rollback_brings_mail_received_after_the_flip_back(
     assert steps[len(DIRECTOR_STEPS):] == ["copy_back", "kick_back", "final_copy_back",
                                            "verify_back", "rollback"]
     assert api.request("POST", f"/migrations/{migration_id}/rollback").status_code == 409
+
+
+def test_a_copy_that_outlasts_its_call_goes_on_and_is_polled(
+        api: LocalApi, backends: Backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy call hangs up at once; doveadm goes on with the copy, the next rounds find
+    the user's dsync lock held ("running"), and a last incremental call finishes it."""
+    from mailfleet.logic import migration_steps
+
+    user = "user9"
+    backends.director.call("directorMove", {"user": user, "host": SOURCE_IP})
+    conn = imap_to(SOURCE_IP, backends.source.imap_port, user)
+    for i in range(200):
+        append(conn, f"big-{i}")
+    conn.logout()
+    monkeypatch.setattr(migration_steps, "COPY_CALL_SECONDS", 0.3)
+    view = wait_final(api, start(api, backends.body([user]))["migration_id"])
+    assert view["status"] == "SUCCEEDED", view
+    copies = [s for s in view["accounts"][0]["steps"] if s["step"] == "pre_copy"]
+    assert copies[0]["outcome"] == "running"
+    assert copies[-1]["outcome"] == "ok"
+    assert all(s["outcome"] == "running" for s in copies[:-1])
+    # Each round shows how far the copy got on both sides.
+    assert copies[0]["mailboxes"]["INBOX"]["source"] == 200
+    assert copies[-1]["mailboxes"]["INBOX"] == {"source": 200, "destination": 200}
+    assert subjects(backends.destination, user) == sorted(f"big-{i}" for i in range(200))
 
 
 def test_a_verify_mismatch_stops_the_account_before_the_flip(
