@@ -299,7 +299,7 @@ def test_rollback_brings_mail_received_after_the_flip_back(
     assert on_source == subjects(backends.destination, user)
     steps = [s["step"] for s in steps_of(view, user) if s["outcome"] == "ok"]
     assert steps[len(DIRECTOR_STEPS):] == ["copy_back", "kick_back", "final_copy_back",
-                                           "verify_back", "rollback"]
+                                           "verify_back", "put_route_back"]
     assert api.request("POST", f"/migrations/{migration_id}/rollback").status_code == 409
 
 
@@ -464,7 +464,7 @@ def test_a_flip_that_fails_on_one_proxy_puts_the_route_back_everywhere(
     assert account["status"] == "ROLLED_BACK", account
     assert account["error"]["step"] == "flip"
     names = [s["step"] for s in account["steps"]]
-    assert names[-1] == "rollback" and "confirm" not in names
+    assert names[-1] == "put_route_back" and "confirm" not in names
     for double in doubles:
         assert double.mapping_of(user) == "legacy"  # the first proxy had flipped: put back
     assert subjects(backends.source, user) == ["stays"]

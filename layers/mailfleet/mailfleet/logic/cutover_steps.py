@@ -265,7 +265,7 @@ class CutoverSteps:
         return {}
 
     # ------------------------------------------------------------------ rollback
-    def rollback(self, item: dict[str, Any]) -> dict[str, Any]:
+    def rollback(self, item: dict[str, Any], step: str = "rollback") -> dict[str, Any]:
         """Put back on every host what Remember saw there (delete where there was no
         mapping), then invalidate and kick again. Hosts Remember never reached were not
         changed and are left alone; hosts already as remembered are not written."""
@@ -283,7 +283,7 @@ class CutoverSteps:
             return _proxy_restore(driver, account, before)
 
         cause = None if item["mode"] == "rollback" else _cause(item, record)
-        self._step(item, "rollback", hosts, restore,
+        self._step(item, step, hosts, restore,
                    then=lambda: self._settle(item, AccountStatus.ROLLED_BACK, error=cause,
                                              audit=False))
         return {}

@@ -61,6 +61,8 @@ class MigrationSteps(CutoverSteps):
             "kick_again": lambda item: self.kick_sessions(item, "kick_again"),
             "confirm": lambda item: CutoverSteps.verify(self, item, "confirm"),
             "stop_before_flip": self.stop_before_flip,
+            # Named apart from the rollback request in the audit trail.
+            "rollback": lambda item: CutoverSteps.rollback(self, item, "put_route_back"),
             # A rollback: the mail back to the source first, then the route.
             "copy_back": lambda item: self.copy(item, "copy_back"),
             "kick_back": lambda item: self.kick_sessions(_on_destination(item), "kick_back"),
