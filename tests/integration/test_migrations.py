@@ -568,3 +568,44 @@ def test_openapi_describes_the_migration_routes(api: LocalApi) -> None:
     fields = set(doc["components"]["schemas"]["MigrationRequest"]["properties"])
     assert {"accounts", "source", "destination", "dsync_endpoint", "routing", "delay_seconds",
             "max_concurrency", "tolerated_failure_percentage", "dry_run"} <= fields
+
+
+def test_a_stopped_execution_still_gets_a_final_status(
+        api: LocalApi, backends: Backends, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailfleet.logic import migration_steps
+    from mailfleet.store.cutovers import MigrationStore
+
+    user = "user10"
+    backends.director.call("directorMove", {"user": user, "host": SOURCE_IP})
+    conn = imap_to(SOURCE_IP, backends.source.imap_port, user)
+    for i in range(100):
+        append(conn, f"s-{i}")
+    conn.logout()
+    monkeypatch.setattr(migration_steps, "COPY_CALL_SECONDS", 0.2)
+    migration_id = start(api, backends.body([user]))["migration_id"]
+    store = MigrationStore()
+    deadline = time.monotonic() + 60
+    while not any(s["step"] == "pre_copy" for s in store.account(migration_id, 0)["steps"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sfn = api.aws.client("stepfunctions")
+    arn = store.get(migration_id)["execution_arn"]
+    sfn.stop_execution(executionArn=arn, error="operator", cause="stopped by the test")
+    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # What EventBridge delivers to the step function on AWS (the rule covers both machines).
+    event = {"detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+             "detail": {k: v for k, v in described.items() if isinstance(v, str)}}
+    step_function = api.deployment.functions["CutoverStepFunction"].name
+    outcome = lambda_bridge.invoke_local(step_function, event)
+    assert outcome["status"] == "CANCELLED" and outcome["migration_id"] == migration_id
+    view = api.request("GET", f"/migrations/{migration_id}").json()
+    assert view["status"] == "CANCELLED" and view["error"]["code"] == "ABORTED"
+    account = view["accounts"][0]
+    assert account["status"] == "FAILED"
+    assert "before the flip its route is unchanged" in account["error"]["message"]
+    assert backends.routed_to(user) == SOURCE_IP  # stopped during the copy: never flipped
+    time.sleep(0.5)  # a step already under way when it stopped
+    again = start(api, backends.body([user]))  # the account's lock was released
+    assert wait_final(api, again["migration_id"])["status"] == "SUCCEEDED"

@@ -49,6 +49,8 @@ class Cutovers:
     # same items, locks, start, rollback and finish, under their own name.
     noun = "cutover"
     store_class: type[CutoverStore] = CutoverStore
+    # What an operator should check on an account a stopped execution left half-done.
+    in_progress_advice = "its mappings may differ between proxies; check it and roll it back"
 
     def __init__(
         self,
@@ -433,8 +435,8 @@ class Cutovers:
                             f"the {self.noun} {why} before this account started")
             elif account["status"] == AccountStatus.IN_PROGRESS.value:
                 self._force(cutover_id, account, AccountStatus.FAILED,
-                            f"the {self.noun} {why} while this account was in progress: its "
-                            "mappings may differ between proxies; check it and roll it back")
+                            f"the {self.noun} {why} while this account was in progress: "
+                            f"{self.in_progress_advice}")
         counts = dict(Counter(a["status"] for a in accounts))
         if stopped:
             status = CutoverStatus.CANCELLED

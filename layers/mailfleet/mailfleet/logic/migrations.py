@@ -28,6 +28,9 @@ from mailfleet.store.cutovers import LockLost, MigrationStore
 class Migrations(Cutovers):
     noun = "migration"
     store_class = MigrationStore
+    in_progress_advice = ("see its last step: before the flip its route is unchanged and the "
+                          "source has all its mail; from the flip on, check its route on "
+                          "every director or proxy")
 
     def state_machine_arn(self) -> str | None:
         return settings().migration_state_machine_arn
