@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -15,7 +14,7 @@ from pydantic import (
 )
 
 from mailfleet.drivers.dovecot import DsyncTarget
-from mailfleet.models.common import CountOrPercent
+from mailfleet.models.common import CountOrPercent, Model
 from mailfleet.models.cutovers import (
     MAX_ACCOUNTS,
     MAX_DELAY_SECONDS,
@@ -47,7 +46,7 @@ def check_dsync_endpoint(value: str | None) -> str | None:
     return value
 
 
-class DirectorRouting(BaseModel):
+class DirectorRouting(Model):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Literal["director"]
@@ -63,7 +62,7 @@ class DirectorRouting(BaseModel):
         return value
 
 
-class ProxyRouting(BaseModel):
+class ProxyRouting(Model):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Literal["proxy"]
@@ -71,7 +70,7 @@ class ProxyRouting(BaseModel):
     destination: Destination = Field(description="the proxy destination name of the backend")
 
 
-class MigrationRequest(BaseModel):
+class MigrationRequest(Model):
     model_config = ConfigDict(extra="forbid")
 
     accounts: list[MigrationAccount] = Field(min_length=1, max_length=MAX_ACCOUNTS)
@@ -124,14 +123,14 @@ class MigrationRequest(BaseModel):
         return Strategy(self.routing.strategy)
 
 
-class MigrationAccepted(BaseModel):
+class MigrationAccepted(Model):
     migration_id: str
     status: CutoverStatus
     total: int
     dry_run: bool = False
 
 
-class MigrationView(BaseModel):
+class MigrationView(Model):
     migration_id: str
     status: CutoverStatus
     phase: str = Field(default="migration",
@@ -162,6 +161,6 @@ class MigrationView(BaseModel):
     next_token: str | None = None
 
 
-class MigrationList(BaseModel):
+class MigrationList(Model):
     migrations: list[MigrationView]
     next_token: str | None = None
