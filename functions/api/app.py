@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import cutover_routes
 import fleet_routes
+import migration_routes
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -40,7 +41,9 @@ app.enable_swagger(
     path="/swagger",
     title="mailfleet",
     version="1.0.0",
-    description="Control plane for fleets of mail hosts: inventory, jobs, cutovers, audit.",
+    description=(
+        "Control plane for fleets of mail hosts: inventory, jobs, cutovers, migrations, audit."
+    ),
     security_schemes={"bearer": HTTPBearer(description="Authorization: Bearer <token>")},
     security=[{"bearer": []}],
 )
@@ -110,6 +113,7 @@ def _invalid(exc: RequestValidationError) -> Response[Any]:
 # Routes that live in their own modules (imported here: the function directory is on
 # sys.path only while this module is imported).
 app.include_router(cutover_routes.router_for(caller, json_response))
+app.include_router(migration_routes.router_for(caller, json_response))
 app.include_router(fleet_routes.router_for(caller, json_response))
 
 

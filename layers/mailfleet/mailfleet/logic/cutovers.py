@@ -45,13 +45,20 @@ _EXECUTION_ENDED = {"ABORTED": "stopped", "FAILED": "failed", "TIMED_OUT": "time
 
 
 class Cutovers:
+    # Migrations (mailfleet.logic.migrations) are cutovers that carry the mail first: the
+    # same items, locks, start, rollback and finish, under their own name.
+    noun = "cutover"
+    store_class: type[CutoverStore] = CutoverStore
+    # What an operator should check on an account a stopped execution left half-done.
+    in_progress_advice = "its mappings may differ between proxies; check it and roll it back"
+
     def __init__(
         self,
         store: CutoverStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
     ) -> None:
-        self.store = store or CutoverStore()
+        self.store = store or self.store_class()
         self.hosts = hosts or HostStore()
         self.audit = audit or AuditLog()
 
@@ -164,7 +171,8 @@ class Cutovers:
         cutovers = self.store.get_many(holders.values())
         live = {c for c, item in cutovers.items() if self._still_live(item)}
         busy = [
-            {"account": keys[k], "cutover_id": c} for k, c in holders.items() if c in live
+            {"account": keys[k], f"{cutovers[c].get('kind', 'cutover')}_id": c}
+            for k, c in holders.items() if c in live
         ]
         stale = {k: c for k, c in holders.items() if c not in live}
         return busy, stale
@@ -174,15 +182,20 @@ class Cutovers:
             return False
         if item["status"] == CutoverStatus.PENDING.value and not item.get("execution_arn"):
             return _age_seconds(item["created_at"]) < PENDING_GRACE_SECONDS
-        # Its execution may have ended without a word (stopped, failed): find out now.
-        return self.reconcile(item)["status"] in _LIVE
+        # Its execution may have ended without a word (stopped, failed): find out now, by
+        # the rules of its own kind (a migration may hold a cutover's account and back).
+        holder = self if item.get("kind", "cutover") == self.noun else _other_kind(item, self)
+        return holder.reconcile(item)["status"] in _LIVE
+
+    def state_machine_arn(self) -> str | None:
+        return settings().cutover_state_machine_arn
 
     def _start(
         self, cutover: dict[str, Any], positions: list[int], keys: dict[str, str],
         caller: Caller, name: str | None = None,
     ) -> str:
         cutover_id = cutover["cutover_id"]
-        arn = settings().cutover_state_machine_arn
+        arn = self.state_machine_arn()
         execution_input = {
             "cutover_id": cutover_id,
             "mode": cutover["phase"],
@@ -197,7 +210,7 @@ class Cutovers:
             execution_input["drain"] = cutover["plan"]["drain"]
         try:
             if not arn:
-                raise RuntimeError("CUTOVER_STATE_MACHINE_ARN is not configured")
+                raise RuntimeError(f"the {self.noun} state machine ARN is not configured")
             started = aws.client("stepfunctions").start_execution(
                 stateMachineArn=arn,
                 # Named: a unique name per run, and a retried start cannot run twice.
@@ -205,7 +218,7 @@ class Cutovers:
                 input=json.dumps(execution_input),
             )
         except Exception as exc:
-            reason = f"could not start the cutover's state machine: {type(exc).__name__}"
+            reason = f"could not start the {self.noun}'s state machine: {type(exc).__name__}"
             self.store.release_locks(cutover_id, keys)
             self.store.finish(
                 cutover_id,
@@ -214,14 +227,15 @@ class Cutovers:
                 error={"type": "start", "message": reason},
             )
             self.audit.append(
-                actor=caller.principal, action="cutover.end", target=f"cutover:{cutover_id}",
+                actor=caller.principal, action=f"{self.noun}.end",
+                target=f"{self.noun}:{cutover_id}",
                 cutover_id=cutover_id, outcome=CutoverStatus.FAILED.value,
                 params={"reason": reason},
             )
             raise Problem(
-                "the cutover was recorded but could not be started; it is marked FAILED",
+                f"the {self.noun} was recorded but could not be started; it is marked FAILED",
                 503,
-                extra={"cutover_id": cutover_id},
+                extra={f"{self.noun}_id": cutover_id},
             ) from None
         self.store.transition(
             cutover_id,
@@ -232,15 +246,13 @@ class Cutovers:
         )
         return CutoverStatus.RUNNING.value
 
-    def _audit_submit(
-        self, cutover: dict[str, Any], caller: Caller, request: CutoverRequest
-    ) -> None:
+    def _audit_submit(self, cutover: dict[str, Any], caller: Caller, request: Any) -> None:
         self.audit.append(
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
-            action="cutover.dry_run" if request.dry_run else "cutover.start",
-            target=f"cutover:{cutover['cutover_id']}",
+            action=f"{self.noun}.dry_run" if request.dry_run else f"{self.noun}.start",
+            target=f"{self.noun}:{cutover['cutover_id']}",
             cutover_id=cutover["cutover_id"],
             outcome="ok",
             params={
@@ -261,14 +273,15 @@ class Cutovers:
             raise conflict("a dry run changed nothing; there is nothing to roll back")
         if not CutoverStatus(cutover["status"]).final:
             raise conflict(
-                "the cutover is still running; roll it back once it has finished",
+                f"the {self.noun} is still running; roll it back once it has finished",
                 status=cutover["status"],
             )
         done, _ = self.store.accounts(
             cutover_id, status=AccountStatus.DONE.value, fields=["n", "account"]
         )
         if not done:
-            raise conflict("no account of this cutover is DONE; there is nothing to roll back")
+            raise conflict(
+                f"no account of this {self.noun} is DONE; there is nothing to roll back")
         keys = {account_key(a["account"]): a["account"] for a in done}
         busy, stale = self._conflicts(keys, own=cutover_id)
         if busy:
@@ -284,12 +297,12 @@ class Cutovers:
             rollback_requested_by=caller.principal,
             rollback_requested_at=now_iso(),
         ):
-            raise conflict("the cutover changed meanwhile; try again")
+            raise conflict(f"the {self.noun} changed meanwhile; try again")
         try:
             self.store.take_locks(cutover_id, keys, stale)
         except LockLost:
             self.store.transition(
-                cutover_id, [CutoverStatus.RUNNING.value], cutover["status"], phase="cutover"
+                cutover_id, [CutoverStatus.RUNNING.value], cutover["status"], phase=self.noun
             )
             busy, _ = self._conflicts(keys, own=cutover_id)
             raise _busy(busy) from None
@@ -297,8 +310,8 @@ class Cutovers:
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
-            action="cutover.rollback",
-            target=f"cutover:{cutover_id}",
+            action=f"{self.noun}.rollback",
+            target=f"{self.noun}:{cutover_id}",
             cutover_id=cutover_id,
             outcome="ok",
             params={"accounts": len(done)},
@@ -311,7 +324,7 @@ class Cutovers:
             caller,
             name=f"{cutover_id}-rollback-{rollbacks}",
         )
-        return {"cutover_id": cutover_id, "status": status, "total": len(done)}
+        return {f"{self.noun}_id": cutover_id, "status": status, "total": len(done)}
 
     # ------------------------------------------------------------------ reads
     def view(
@@ -322,7 +335,7 @@ class Cutovers:
         next_token: str | None = None,
     ) -> dict[str, Any]:
         cutover = self.reconcile(self._item(cutover_id))
-        out = _public(cutover)
+        out = self.public(cutover)
         accounts, token = self.store.accounts(
             cutover_id, limit=accounts_limit, next_token=next_token
         )
@@ -334,13 +347,17 @@ class Cutovers:
         self, *, status: str | None, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         items, token = self.store.list(status=status, limit=limit, next_token=next_token)
-        return [_public(self.reconcile(i)) for i in items], token
+        return [self.public(self.reconcile(i)) for i in items], token
+
+    def public(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The item as the API shows it."""
+        return _public(item)
 
     def _item(self, cutover_id: str) -> dict[str, Any]:
         try:
             return self.store.get(cutover_id)
         except CutoverNotFound:
-            raise not_found("cutover", cutover_id) from None
+            raise not_found(self.noun, cutover_id) from None
 
     # ------------------------------------------------------------------ the end
     def reconcile(self, cutover: dict[str, Any]) -> dict[str, Any]:
@@ -386,12 +403,12 @@ class Cutovers:
             return None
         if cutover.get("execution_arn") != detail.get("executionArn"):
             return None  # an older execution of this cutover (a rollback started since)
-        message = f"the cutover's execution {_EXECUTION_ENDED[status]}"
+        message = f"the {self.noun}'s execution {_EXECUTION_ENDED[status]}"
         if detail.get("error"):
             message += f": {str(detail['error'])[:200]}"
         return self.finish(
             cutover_id,
-            mode=execution_input.get("mode", cutover.get("phase", "cutover")),
+            mode=execution_input.get("mode", cutover.get("phase", self.noun)),
             positions=execution_input.get("positions"),
             error={"type": "execution", "code": status, "message": message},
             stopped=status == "ABORTED",
@@ -415,11 +432,11 @@ class Cutovers:
         for account in accounts:
             if account["status"] == AccountStatus.PENDING.value:
                 self._force(cutover_id, account, AccountStatus.SKIPPED,
-                            f"the cutover {why} before this account started")
+                            f"the {self.noun} {why} before this account started")
             elif account["status"] == AccountStatus.IN_PROGRESS.value:
                 self._force(cutover_id, account, AccountStatus.FAILED,
-                            f"the cutover {why} while this account was in progress: its "
-                            "mappings may differ between proxies; check it and roll it back")
+                            f"the {self.noun} {why} while this account was in progress: "
+                            f"{self.in_progress_advice}")
         counts = dict(Counter(a["status"] for a in accounts))
         if stopped:
             status = CutoverStatus.CANCELLED
@@ -435,14 +452,14 @@ class Cutovers:
             fields["error"] = error
         if self.store.finish(cutover_id, status.value, **fields):
             self.audit.append(
-                actor=SYSTEM.principal,
-                action="cutover.end",
-                target=f"cutover:{cutover_id}",
+                actor=Caller.system(self.noun).principal,
+                action=f"{self.noun}.end",
+                target=f"{self.noun}:{cutover_id}",
                 cutover_id=cutover_id,
                 outcome=status.value,
                 params={"phase": mode, "counts": counts, "error": error},
             )
-        return {"cutover_id": cutover_id, "status": status.value, "counts": counts}
+        return {f"{self.noun}_id": cutover_id, "status": status.value, "counts": counts}
 
     def _force(
         self, cutover_id: str, account: dict[str, Any], status: AccountStatus, reason: str
@@ -452,7 +469,7 @@ class Cutovers:
             account["n"],
             from_statuses=[account["status"]],
             status=status.value,
-            error={"type": "cutover", "message": reason},
+            error={"type": self.noun, "message": reason},
         )
         if changed:
             account["status"] = status.value
@@ -470,9 +487,17 @@ def cutover_status(counts: dict[str, int], total: int, *, failed: bool) -> Cutov
 
 def _busy(busy: list[dict[str, str]]) -> Problem:
     return conflict(
-        f"{len(busy)} of these accounts are already in a running cutover",
+        f"{len(busy)} of these accounts are already in a running cutover or migration",
         conflicts=busy[:CONFLICTS_SHOWN],
     )
+
+
+def _other_kind(item: dict[str, Any], me: Cutovers) -> Cutovers:
+    """The coordinator of a lock holder of the other kind, sharing my stores."""
+    from mailfleet.logic.migrations import Migrations
+
+    kind = Migrations if item.get("kind") == "migration" else Cutovers
+    return kind(hosts=me.hosts, audit=me.audit)
 
 
 def _endpoint(item: dict[str, Any]) -> dict[str, str]:

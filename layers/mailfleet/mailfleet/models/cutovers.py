@@ -164,6 +164,9 @@ class StepRecord(Model):
     at: str
     duration_ms: int | None = None
     hosts: dict[str, Any] | None = None
+    mailboxes: dict[str, dict[str, int | None]] | None = Field(
+        default=None, description="migrations: messages per mailbox on the source and the "
+        "destination, as a copy or verify saw them")
 
 
 class AccountView(Model):

@@ -66,8 +66,18 @@ def _conditionally(write: Callable[[], Any]) -> Any:
 
 
 class CutoverStore:
+    """Cutovers; MigrationStore keeps migrations in the same table, so both share the
+    account locks (an account is in one running cutover or migration at most)."""
+
+    kind = "cutover"
+    list_pk = LIST_PK
+
     def __init__(self, table_name: str | None = None) -> None:
         self._table = aws.table(table_name or settings().cutovers_table)
+
+    def status_key(self, status: str) -> str:
+        """The `by_status` index key: a status, prefixed for any kind but cutovers."""
+        return status if self.kind == "cutover" else f"{self.list_pk}#{status}"
 
     # ------------------------------------------------------------------ cutover item
     def create(self, cutover: dict[str, Any]) -> None:
@@ -75,8 +85,9 @@ class CutoverStore:
             cutover,
             pk=cutover["cutover_id"],
             sk=CUTOVER_SK,
-            list_pk=LIST_PK,
-            status_pk=cutover["status"],
+            kind=self.kind,
+            list_pk=self.list_pk,
+            status_pk=self.status_key(cutover["status"]),
         )
         self._table.put_item(Item=to_dynamo(item), ConditionExpression=Attr("pk").not_exists())
 
@@ -84,7 +95,7 @@ class CutoverStore:
         item = self._table.get_item(
             Key={"pk": cutover_id, "sk": CUTOVER_SK}, ConsistentRead=consistent
         ).get("Item")
-        if item is None:
+        if item is None or item.get("kind", "cutover") != self.kind:
             raise CutoverNotFound(cutover_id)
         return _clean(item)
 
@@ -107,7 +118,7 @@ class CutoverStore:
                 lambda: self._update(
                     cutover_id,
                     CUTOVER_SK,
-                    dict(fields, status=to_status, status_pk=to_status),
+                    dict(fields, status=to_status, status_pk=self.status_key(to_status)),
                     condition=Attr("status").is_in(from_statuses),
                 )
             )
@@ -121,7 +132,7 @@ class CutoverStore:
                 lambda: self._update(
                     cutover_id,
                     CUTOVER_SK,
-                    dict(fields, status=status, status_pk=status),
+                    dict(fields, status=status, status_pk=self.status_key(status)),
                     condition=Attr("pk").exists() & ~Attr("status").is_in(FINAL_STATUSES),
                 )
             )
@@ -157,7 +168,8 @@ class CutoverStore:
         self, *, status: str | None, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         items, token = newest_first(
-            self._table, list_pk=LIST_PK, status=status, limit=limit, next_token=next_token
+            self._table, list_pk=self.list_pk, status=self.status_key(status) if status else None,
+            limit=limit, next_token=next_token,
         )
         return [_clean(i) for i in items], token
 
@@ -390,3 +402,10 @@ def _clean(item: dict[str, Any]) -> dict[str, Any]:
     for key in ("pk", "sk", "list_pk", "status_pk"):
         out.pop(key, None)
     return out
+
+
+class MigrationStore(CutoverStore):
+    """Migrations: the same items as cutovers (`kind = "migration"`), listed apart."""
+
+    kind = "migration"
+    list_pk = "MIGRATION"
