@@ -23,12 +23,13 @@ from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
+from mailfleet.logic.inventory_import import BulkImport
 from mailfleet.logic.jobs import Jobs
 from mailfleet.logic.problems import Problem, forbidden, invalid, not_found
 from mailfleet.models.audit import AuditVerification
-from mailfleet.models.hosts import HostCreate, HostKind, HostPatch
+from mailfleet.models.hosts import HostCreate, HostKind, HostPatch, ImportOutcome, InventoryImport
 from mailfleet.models.jobs import JobAccepted, JobRequest, JobStatus
-from mailfleet.models.tokens import Role, TokenCreate, TokenCreated
+from mailfleet.models.tokens import Role, TokenCreate, TokenCreated, TokenScope
 from mailfleet.store.audit import AuditLog
 from mailfleet.store.base import BadPageToken
 from mailfleet.store.tokens import TokenNotFound, TokenStore
@@ -46,6 +47,7 @@ app.enable_swagger(
 )
 
 MAX_WAIT_SECONDS = 25  # API Gateway gives up at 29 s
+AUDIT_SCOPED_PAGES = 10
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
 NextToken = Annotated[str | None, Query(description="from the previous page")]
 
@@ -70,11 +72,13 @@ def caller(needed: Role) -> Caller:
     principal = authorizer.get("principal") or authorizer.get("principalId")
     if not role or not principal:
         raise Problem("missing or unknown bearer token", 401)
+    scope = authorizer.get("scope")
     who = Caller(
         principal=principal,
         role=Role(role),
         source_ip=ctx.identity.source_ip,
         request_id=ctx.request_id,
+        scope=TokenScope.model_validate_json(scope) if scope else None,
     )
     if not who.role.allows(needed):
         raise forbidden(f"this needs the {needed.value} role; you have {who.role.value}")
@@ -142,6 +146,8 @@ def openapi() -> Response[dict[str, Any]]:
 @app.post("/tokens", tags=["tokens"], summary="Mint a token (shown once)")
 def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
+    if who.scope is not None:
+        raise forbidden("a token with a scope cannot mint tokens")
     created: TokenCreated = mint(body, who.principal)
     AuditLog().append(
         actor=who.principal,
@@ -150,7 +156,12 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
         action="token.create",
         target=f"token:{created.token_id}",
         outcome="ok",
-        params={"role": created.role.value, "name": created.name},
+        params={
+            "role": created.role.value,
+            "name": created.name,
+            "scope": created.scope.model_dump(mode="json") if created.scope else None,
+            "expires_at": created.expires_at,
+        },
     )
     return json_response(201, created.model_dump(mode="json"))
 
@@ -166,6 +177,8 @@ def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, A
 @app.delete("/tokens/<token_id>", tags=["tokens"], summary="Revoke a token at once")
 def delete_token(token_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
+    if who.scope is not None:
+        raise forbidden("a token with a scope cannot revoke tokens")
     try:
         TokenStore().delete(token_id)
     except TokenNotFound:
@@ -195,18 +208,18 @@ def list_hosts(
     limit: Limit = 100,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
+    who = caller(Role.VIEWER)
     tags = _tags(tag)
     hosts, token = Inventory().list(
-        kind=kind.value if kind else None, tags=tags, limit=limit, next_token=next_token
+        kind=kind.value if kind else None, tags=tags, limit=limit, next_token=next_token,
+        caller=who,
     )
     return {"hosts": hosts, "next_token": token}
 
 
 @app.get("/hosts/<host_id>", tags=["hosts"], summary="One host with its last health")
 def get_host(host_id: str) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    return Inventory().get(host_id)
+    return Inventory().get(host_id, caller(Role.VIEWER))
 
 
 @app.patch("/hosts/<host_id>", tags=["hosts"], summary="Change a host")
@@ -222,10 +235,19 @@ def delete_host(host_id: str) -> Response[None]:
     return Response(status_code=204, body="")
 
 
+@app.post(
+    "/inventory/import",
+    tags=["hosts"],
+    summary="Register or replace up to 1,000 hosts; each is taken or refused on its own",
+)
+def import_inventory(body: InventoryImport) -> ImportOutcome:
+    who = caller(Role.ADMIN)
+    return BulkImport().run(body.hosts, body.on_conflict, who)
+
+
 @app.get("/hosts/<host_id>/actions", tags=["hosts"], summary="Actions the host accepts")
 def host_actions(host_id: str) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    return Inventory().actions(host_id)
+    return Inventory().actions(host_id, caller(Role.VIEWER))
 
 
 # ---------------------------------------------------------------------- jobs
@@ -252,8 +274,8 @@ def get_job(
     results_limit: Annotated[int | None, Query(ge=1, le=10000)] = None,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    return Jobs().view(job_id, results_limit=results_limit, next_token=next_token)
+    who = caller(Role.VIEWER)
+    return Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
 
 
 @app.get("/jobs", tags=["jobs"], summary="Recent jobs, newest first")
@@ -262,9 +284,9 @@ def list_jobs(
     limit: Limit = 50,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
+    who = caller(Role.VIEWER)
     jobs, token = Jobs().list(
-        status=status.value if status else None, limit=limit, next_token=next_token
+        status=status.value if status else None, limit=limit, next_token=next_token, caller=who
     )
     return {"jobs": jobs, "next_token": token}
 
@@ -289,19 +311,30 @@ def audit(
     limit: Limit = 100,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    events, token = AuditLog().query(
-        since=_instant("since", since),
-        until=_instant("until", until),
-        actor=actor,
-        host=host,
-        action=action,
-        job_id=job_id,
-        cutover_id=cutover_id,
-        limit=limit,
-        next_token=next_token,
-        newest_first=order == "desc",
-    )
+    who = caller(Role.VIEWER)
+    visible = Inventory().ids_in_scope(who)
+    events: list[Any] = []
+    token = next_token
+    # A scoped token sees the events about hosts in its scope and its own: other events
+    # are skipped, a bounded number of pages at most (then next_token goes on from there).
+    for _ in range(1 if visible is None else AUDIT_SCOPED_PAGES):
+        page, token = AuditLog().query(
+            since=_instant("since", since),
+            until=_instant("until", until),
+            actor=actor,
+            host=host,
+            action=action,
+            job_id=job_id,
+            cutover_id=cutover_id,
+            limit=limit - len(events),
+            next_token=token,
+            newest_first=order == "desc",
+        )
+        events += [
+            e for e in page if visible is None or e.target in visible or e.actor == who.principal
+        ]
+        if token is None or len(events) >= limit:
+            break
     return {
         "events": [e.model_dump(mode="json", exclude={"seq"}) | {"seq": e.seq} for e in events],
         "next_token": token,

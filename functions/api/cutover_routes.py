@@ -66,8 +66,10 @@ def router_for(
         accounts_limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
         next_token: NextToken = None,
     ) -> CutoverView:
-        caller(Role.VIEWER)
-        view = Cutovers().view(cutover_id, accounts_limit=accounts_limit, next_token=next_token)
+        who = caller(Role.VIEWER)
+        view = Cutovers().view(
+            cutover_id, accounts_limit=accounts_limit, next_token=next_token, caller=who
+        )
         return CutoverView.model_validate(view)
 
     @router.get("/cutovers", tags=["cutovers"], summary="Recent cutovers, newest first")
@@ -76,9 +78,10 @@ def router_for(
         limit: Limit = 50,
         next_token: NextToken = None,
     ) -> CutoverList:
-        caller(Role.VIEWER)
+        who = caller(Role.VIEWER)
         cutovers, token = Cutovers().list(
-            status=status.value if status else None, limit=limit, next_token=next_token
+            status=status.value if status else None, limit=limit, next_token=next_token,
+            caller=who,
         )
         return CutoverList.model_validate({"cutovers": cutovers, "next_token": token})
 

@@ -35,8 +35,7 @@ def router_for(
     @router.get("/fleet/health", tags=["fleet"],
                 summary="Up, down and unknown hosts per kind, from the last health sweep")
     def fleet_health() -> dict[str, Any]:
-        caller(Role.VIEWER)
-        return FleetHealth().fleet()
+        return FleetHealth().fleet(caller(Role.VIEWER))
 
     @router.post("/fleet/sweep", tags=["fleet"],
                  summary="Probe every host now, or those of a kind and tags (followed as a "
@@ -59,15 +58,14 @@ def router_for(
 
     @router.get("/schedules", tags=["schedules"], summary="Every schedule, by name")
     def list_schedules(limit: Limit = 50, next_token: NextToken = None) -> dict[str, Any]:
-        caller(Role.VIEWER)
-        schedules, token = Schedules().list(limit=limit, next_token=next_token)
+        who = caller(Role.VIEWER)
+        schedules, token = Schedules().list(limit=limit, next_token=next_token, caller=who)
         return {"schedules": schedules, "next_token": token}
 
     @router.get("/schedules/<name>", tags=["schedules"],
                 summary="One schedule with its job and next run")
     def get_schedule(name: str) -> ScheduleView:
-        caller(Role.VIEWER)
-        return ScheduleView.model_validate(Schedules().get(name))
+        return ScheduleView.model_validate(Schedules().get(name, caller(Role.VIEWER)))
 
     @router.delete("/schedules/<name>", tags=["schedules"], summary="Remove a schedule")
     def delete_schedule(name: str) -> Response[None]:

@@ -62,6 +62,49 @@ class HostStore:
                 raise HostNotFound(host.id) from None
             raise
 
+    def write_many(
+        self, creates: list[Host], replaces: list[tuple[Host, dict[str, Any]]]
+    ) -> set[str]:
+        """Create new hosts (id must be free) and replace existing ones (id must exist,
+        `internal` fields kept), in TransactWriteItems of 25 so each keeps its condition.
+        Returns the ids whose condition failed (another writer got there first); every
+        other host was written."""
+        writes: list[tuple[str, dict[str, Any]]] = []
+        for host in creates:
+            item = to_dynamo(host.model_dump(mode="json", exclude_none=True))
+            writes.append((host.id, {"Put": {"TableName": self._table.name, "Item": item,
+                                             "ConditionExpression": "attribute_not_exists(id)"}}))
+        for host, internal in replaces:
+            item = to_dynamo(dict(host.model_dump(mode="json", exclude_none=True), **internal))
+            writes.append((host.id, {"Put": {"TableName": self._table.name, "Item": item,
+                                             "ConditionExpression": "attribute_exists(id)"}}))
+        client = self._table.meta.client  # a resource client: it serializes Python values
+        lost: set[str] = set()
+        for start in range(0, len(writes), 25):
+            chunk = writes[start : start + 25]
+            while chunk:
+                try:
+                    client.transact_write_items(TransactItems=[w for _, w in chunk])
+                    break
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                        raise
+                    reasons = exc.response.get("CancellationReasons") or []
+                    failed = {
+                        chunk[i][0]
+                        for i, r in enumerate(reasons)
+                        if r.get("Code") == "ConditionalCheckFailed"
+                    }
+                    if not failed:
+                        raise  # cancelled for another reason (throttling, conflict): say so
+                    lost |= failed
+                    chunk = [w for w in chunk if w[0] not in failed]
+        return lost
+
+    def restore(self, item: dict[str, Any]) -> None:
+        """Put a host item back exactly as it was read (undoing a replace)."""
+        self._table.put_item(Item=to_dynamo(item))
+
     def set_fields(self, host_id: str, **fields: Any) -> None:
         """Update a few attributes of an existing host (health, cached command lists)."""
         names = {f"#f{i}": k for i, k in enumerate(fields)}
