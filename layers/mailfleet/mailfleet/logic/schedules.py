@@ -35,7 +35,7 @@ from mailfleet.models.schedules import ScheduleCreate, ScheduleView
 from mailfleet.redact import redact
 from mailfleet.schedule_expressions import next_run
 from mailfleet.store.audit import AuditLog
-from mailfleet.store.base import from_dynamo, to_dynamo
+from mailfleet.store.base import decode_page, encode_page, from_dynamo, to_dynamo
 from mailfleet.store.hosts import HostStore
 
 TASK = "scheduled-job"
@@ -179,7 +179,11 @@ class Schedules:
              ) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {"GroupName": settings().schedule_group, "MaxResults": limit}
         if next_token:
-            kwargs["NextToken"] = next_token
+            # Scheduler's own token, wrapped in ours: a crafted one never reaches it.
+            start = decode_page(next_token) or {}
+            if not isinstance(start.get("scheduler"), str):
+                raise invalid("next_token", "is not one this API gave out")
+            kwargs["NextToken"] = start["scheduler"]
         try:
             page = self._client().list_schedules(**kwargs)
         except ClientError as exc:
@@ -193,7 +197,8 @@ class Schedules:
                 views.append(self.get(summary["Name"], caller))
             except Problem:
                 continue  # deleted between the list and the read, or outside the scope
-        return views, page.get("NextToken")
+        more = page.get("NextToken")
+        return views, encode_page({"scheduler": more}) if more else None
 
     def _describe(self, name: str) -> dict[str, Any]:
         try:
