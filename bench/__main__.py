@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from bench import imports, runs
+from bench import imports, load, runs
 from bench.fleet import FleetProcess
 from bench.stack import AwsCalls, BenchStack
 
@@ -90,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run 1,000 hosts with a fleet that keeps connections open")
     parser.add_argument("--quick", action="store_true",
                         help="100 and 1,000 hosts only, a shorter sequential baseline")
+    parser.add_argument("--only", choices=["load"],
+                        help="run only this benchmark (load: `python -m bench.load --help` "
+                             "has its own options)")
+    parser.add_argument("--skip-load", action="store_true", help="leave out the load bench")
     args = parser.parse_args(argv)
+    if args.only == "load":
+        return load.main([])
     if args.quick:
         args.sizes, args.distributed_sizes, args.sequential_hosts = "100,1000", "100", 100
         args.import_runs = 3
@@ -194,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{f.own_cpu_s * 1000:7.0f} ms")
     say()
     report_targets(results, seq_1000, functions)
+    if not args.skip_load:
+        say()
+        load.main([])
     say(f"\n(bench took {time.monotonic() - started:.0f} s; calibration loop at the end "
         f"{cpu_speed_ms():.0f} ms of CPU, load average {os.getloadavg()[0]:.2f})")
     return 0

@@ -29,7 +29,10 @@ class StackProcess:
     """`python -m mailfleet_local.run` with no demo fleet on a free loopback port."""
 
     def __init__(self, *, port: int | None = None, log: IO[Any] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, repo: Path | None = None) -> None:
+        """`repo`: run another checkout's code (its local/ and layers/ go first on the
+        path; e.g. main's, to measure before and after)."""
+        self.repo = repo or REPO
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_urlsafe(32)
@@ -40,8 +43,12 @@ class StackProcess:
     def start(self, timeout: float = 120) -> StackProcess:
         env = dict(os.environ, MAILFLEET_PORT=str(self.port), MAILFLEET_DEMO="0",
                    MAILFLEET_ADMIN_TOKEN=self.admin_token, **self._env)
+        if self.repo != REPO:
+            paths = [str(self.repo / "local"), str(self.repo / "layers" / "mailfleet")]
+            env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "mailfleet_local.run"], cwd=REPO, env=env,
+            [sys.executable, "-m", "mailfleet_local.run"], cwd=self.repo, env=env,
             stdin=subprocess.DEVNULL, stdout=self._log or subprocess.DEVNULL,
             stderr=self._log or subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

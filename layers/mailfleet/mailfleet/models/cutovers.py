@@ -95,7 +95,7 @@ class CutoverRequest(Model):
     delay_seconds: int = Field(default=10, ge=0, le=MAX_DELAY_SECONDS, strict=True)
     strategy: Strategy = Strategy.PROXY
     max_concurrency: Concurrency = 10
-    tolerated_failure_percentage: float = Field(default=0.0, ge=0, le=100)
+    tolerated_failure_percentage: float = Field(default=0.0, ge=0, le=100, strict=True)
     dry_run: bool = False
     # Director strategy: a backend address drained once the accounts are moved
     # (directorUpdate vhostCount 0, then directorFlush on every director).

@@ -132,7 +132,7 @@ class HostCreate(Model):
     credentials_secret: str | None = Field(default=None, min_length=1, max_length=2048)
     tls: TlsOptions = Field(default_factory=TlsOptions)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
-    max_concurrency: int = Field(default=4, ge=1, le=256)
+    max_concurrency: int = Field(default=4, ge=1, le=256, strict=True)
     maintenance: bool = False
 
     @model_validator(mode="after")
@@ -156,7 +156,7 @@ class HostPatch(Model):
     credentials_secret: str | None = Field(default=None, min_length=1, max_length=2048)
     tls: TlsOptions | None = None
     tags: dict[TagKey, TagValue] | None = Field(default=None, max_length=50)
-    max_concurrency: int | None = Field(default=None, ge=1, le=256)
+    max_concurrency: int | None = Field(default=None, ge=1, le=256, strict=True)
     maintenance: bool | None = None
 
 

@@ -63,7 +63,7 @@ class JobRequest(Model):
     max_concurrency: Concurrency = 50
     max_errors: CountOrPercent | None = None
     # At least a millisecond: DynamoDB cannot store numbers below 1e-130 anyway.
-    timeout_seconds: float = Field(default=30, ge=0.001, le=3600)
+    timeout_seconds: float = Field(default=30, ge=0.001, le=3600, strict=True)
     dry_run: bool = False
     # Set by the scheduler for scheduled runs; shown on the job.
     schedule: str | None = Field(default=None, max_length=64)

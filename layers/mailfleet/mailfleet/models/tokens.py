@@ -68,7 +68,7 @@ class TokenCreate(Model):
     role: Role
     name: str = Field(min_length=1, max_length=128, pattern=r"^[\w .@:/-]+$")
     scope: TokenScope | None = None
-    expires_in_days: int | None = Field(default=None, ge=1, le=MAX_TOKEN_DAYS)
+    expires_in_days: int | None = Field(default=None, ge=1, le=MAX_TOKEN_DAYS, strict=True)
 
 
 class TokenView(Model):
