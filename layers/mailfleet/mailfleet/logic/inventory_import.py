@@ -1,9 +1,8 @@
 """Bulk inventory (POST /inventory/import): up to 1,000 hosts from a CMDB or a spreadsheet.
 
-Each host is taken or refused on its own. The host items are written in conditional
-transactions of 25 (an id taken meanwhile is refused, never overwritten), credentials
-go to Secrets Manager from a bounded pool of threads, and each host changed gets its one
-audit event, as POST /hosts would write it.
+Each host is taken or refused on its own. Existing ids are read in batches of 100, the
+items written in batches of 25, credentials go to Secrets Manager from a bounded pool of
+threads, and each host changed gets its one audit event, as POST /hosts would write it.
 """
 
 from __future__ import annotations
@@ -29,8 +28,9 @@ from mailfleet.store import secrets
 from mailfleet.store.audit import AuditLog
 from mailfleet.store.hosts import HostStore
 
-# Secrets Manager calls in flight at once (its API allows far more; this bounds our threads).
-SECRET_WORKERS = 16
+# Secrets Manager calls in flight at once (its API allows far more a second; this bounds
+# our threads and connections).
+SECRET_WORKERS = 8
 # Audit events written at once (an append that serialises just waits its turn).
 AUDIT_WORKERS = 8
 
@@ -82,18 +82,7 @@ class BulkImport:
             else:
                 fail(entry.index, entry.body.id, "id",
                      "a host with this id already exists (on_conflict is fail)")
-        lost = self.hosts.write_many(
-            [e.host for e in creates if e.host],
-            [(e.host, _kept_caches(e.body, e.old or {})) for e in replaces if e.host],
-        )
-        written = []
-        for entry in creates + replaces:
-            if entry.body.id in lost:
-                fail(entry.index, entry.body.id, "id",
-                     "created or removed by another request meanwhile; try it again")
-            else:
-                written.append(entry)
-        written = self._store_credentials(written, fail)
+        written = self._write(creates + replaces, fail)
         for entry in written:
             if entry.old is not None:
                 forget_sessions(entry.body.id)
@@ -155,32 +144,43 @@ class BulkImport:
                 kept.append(entry)
         return kept
 
-    def _store_credentials(self, written: list[_Entry], fail: Any) -> list[_Entry]:
-        """Each managed secret written; a host whose secret could not be stored is put back
-        as it was (removed, or its previous item restored) and listed as failed."""
-        given = [e for e in written if e.body.credentials is not None]
+    def _write(self, entries: list[_Entry], fail: Any) -> list[_Entry]:
+        """The host items in BatchWriteItem requests of 25, then each managed secret from a
+        bounded pool. A host whose secret could not be stored is put back as it was
+        (removed, or its previous item restored) and listed as failed.
+
+        BatchWriteItem carries no condition: an id registered by another request between
+        the read of existing ids and this write is overwritten (both writes are audited).
+        Conditional puts one by one would close that window at several times the cost,
+        and a transaction fails whole for one taken id (and moto copies the table for
+        each of its items)."""
+        self.hosts.put_many(
+            [(e.host, _kept_caches(e.body, e.old) if e.old else {}) for e in entries if e.host]
+        )
 
         def store(entry: _Entry) -> bool:
+            if entry.body.credentials is None:
+                return True
             try:
-                secrets.create_for_host(entry.body.id, entry.body.credentials)  # type: ignore[arg-type]
+                secrets.create_for_host(entry.body.id, entry.body.credentials)
             except Exception:
+                if entry.old is None:
+                    self.hosts.delete(entry.body.id)
+                else:
+                    self.hosts.restore(entry.old)
                 return False
             return True
 
         with ThreadPoolExecutor(SECRET_WORKERS) as pool:
-            stored = dict(zip([id(e) for e in given], pool.map(store, given), strict=True))
-        kept = []
-        for entry in written:
-            if stored.get(id(entry), True):
-                kept.append(entry)
-                continue
-            if entry.old is None:
-                self.hosts.delete(entry.body.id)
+            stored = list(pool.map(store, entries))
+        written = []
+        for entry, ok in zip(entries, stored, strict=True):
+            if ok:
+                written.append(entry)
             else:
-                self.hosts.restore(entry.old)
-            fail(entry.index, entry.body.id, "credentials",
-                 "could not be stored in Secrets Manager; the host was left as it was")
-        return kept
+                fail(entry.index, entry.body.id, "credentials",
+                     "could not be stored in Secrets Manager; the host was left as it was")
+        return written
 
     def _audit(self, written: list[_Entry], caller: Caller) -> None:
         def append(entry: _Entry) -> None:

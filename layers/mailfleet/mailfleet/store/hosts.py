@@ -10,7 +10,14 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.models.hosts import Host
-from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.base import (
+    batch_get,
+    batch_put,
+    decode_page,
+    encode_page,
+    from_dynamo,
+    to_dynamo,
+)
 
 
 class HostExists(Exception):
@@ -62,44 +69,13 @@ class HostStore:
                 raise HostNotFound(host.id) from None
             raise
 
-    def write_many(
-        self, creates: list[Host], replaces: list[tuple[Host, dict[str, Any]]]
-    ) -> set[str]:
-        """Create new hosts (id must be free) and replace existing ones (id must exist,
-        `internal` fields kept), in TransactWriteItems of 25 so each keeps its condition.
-        Returns the ids whose condition failed (another writer got there first); every
-        other host was written."""
-        writes: list[tuple[str, dict[str, Any]]] = []
-        for host in creates:
-            item = to_dynamo(host.model_dump(mode="json", exclude_none=True))
-            writes.append((host.id, {"Put": {"TableName": self._table.name, "Item": item,
-                                             "ConditionExpression": "attribute_not_exists(id)"}}))
-        for host, internal in replaces:
-            item = to_dynamo(dict(host.model_dump(mode="json", exclude_none=True), **internal))
-            writes.append((host.id, {"Put": {"TableName": self._table.name, "Item": item,
-                                             "ConditionExpression": "attribute_exists(id)"}}))
-        client = self._table.meta.client  # a resource client: it serializes Python values
-        lost: set[str] = set()
-        for start in range(0, len(writes), 25):
-            chunk = writes[start : start + 25]
-            while chunk:
-                try:
-                    client.transact_write_items(TransactItems=[w for _, w in chunk])
-                    break
-                except ClientError as exc:
-                    if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                        raise
-                    reasons = exc.response.get("CancellationReasons") or []
-                    failed = {
-                        chunk[i][0]
-                        for i, r in enumerate(reasons)
-                        if r.get("Code") == "ConditionalCheckFailed"
-                    }
-                    if not failed:
-                        raise  # cancelled for another reason (throttling, conflict): say so
-                    lost |= failed
-                    chunk = [w for w in chunk if w[0] not in failed]
-        return lost
+    def put_many(self, hosts: list[tuple[Host, dict[str, Any]]]) -> None:
+        """Write hosts (each with its kept internal fields), 25 per BatchWriteItem; no
+        condition: the caller has checked which ids exist."""
+        batch_put(self._table, [
+            dict(host.model_dump(mode="json", exclude_none=True), **internal)
+            for host, internal in hosts
+        ])
 
     def restore(self, item: dict[str, Any]) -> None:
         """Put a host item back exactly as it was read (undoing a replace)."""
