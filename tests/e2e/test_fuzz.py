@@ -24,8 +24,8 @@ from mailfleet_local.process import StackProcess
 
 CONFIG = Path(__file__).resolve().parents[1] / "schemathesis.toml"
 MIN_CASES = 1000
-# Examples per operation and phase; with ~30 operations this generates ~1,700 requests.
-MAX_EXAMPLES = int(os.environ.get("MAILFLEET_FUZZ_EXAMPLES", "10"))
+# Examples per operation and phase: with ~30 operations, about 1,400 requests.
+MAX_EXAMPLES = int(os.environ.get("MAILFLEET_FUZZ_EXAMPLES", "8"))
 SEED = os.environ.get("MAILFLEET_FUZZ_SEED", "1")
 # The `st` command, with the modules it imports lazily from its worker threads imported
 # first: two threads importing one module at once can break CPython 3.11's compiler
