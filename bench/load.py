@@ -206,7 +206,8 @@ def check_audit(client: Client, ledger: Ledger) -> tuple[str, bool]:
     text = (f"{sum(ledger.changes.values())} changes: {len(missing)} without their audit "
             f"event, {len(doubled)} with more than one; GET /audit/verify -> "
             f"ok={verdict.get('ok')} checked={verdict.get('checked')} "
-            f"({took / 1000:.1f} s)")
+            f"({took / 1000:.1f} s)"
+            + (f"; missing e.g. {missing[:3]}" if missing else ""))
     return text, ok
 
 
@@ -216,7 +217,8 @@ def bulk(client: Client, count: int) -> float:
     answer, _ = client.send("POST", "/inventory/import", json={"hosts": hosts})
     took = time.monotonic() - began
     if answer.status_code != 200:
-        say(f"  POST /inventory/import answered {answer.status_code}: {answer.text[:200]}")
+        say(f"  POST /inventory/import answered {answer.status_code} after {took:.1f} s: "
+            f"{answer.text[:200]}")
         return float("nan")
     created = len(answer.json().get("created", []))
     if created != count:
