@@ -301,8 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         say("== Registering hosts")
         if args.import_hosts:
             took = bulk(admin, args.import_hosts)
+            verdict = ""
+            if args.import_hosts == 1000:
+                verdict = f" -> target < 10 s {'met' if took < 10 else 'MISSED'}"
             say(f"{args.import_hosts} hosts via POST /inventory/import: {took:.1f} s "
-                f"-> target < 10 s {'met' if took < 10 else 'MISSED'}")
+                f"({args.import_hosts / took:.0f} hosts/s){verdict}")
         rates = {}
         for clients in (1, 16):
             took, errors = singles(url, token, args.single_hosts, clients)
