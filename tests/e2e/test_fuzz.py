@@ -52,7 +52,7 @@ def test_no_server_error_and_no_schema_break(tmp_path: Path) -> None:
              "--url", stack.url, "--header", f"Authorization: Bearer {stack.admin_token}",
              "--max-examples", str(MAX_EXAMPLES), "--workers", "2", "--seed", SEED,
              "--request-timeout", "35", "--no-color"],
-            capture_output=True, text=True, timeout=540, check=False,
+            capture_output=True, text=True, timeout=540, check=False, cwd=tmp_path,
             env=dict(os.environ, NO_COLOR="1", SCHEMATHESIS_TELEMETRY="false"),
         )
     report = run.stdout[-20000:] + run.stderr[-3000:]
