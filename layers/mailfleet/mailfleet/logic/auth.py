@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
 from mailfleet.config import settings
 from mailfleet.models.common import now_iso
-from mailfleet.models.tokens import Principal, Role, TokenCreate, TokenCreated, TokenView
+from mailfleet.models.tokens import (
+    Principal,
+    Role,
+    TokenCreate,
+    TokenCreated,
+    TokenScope,
+    TokenView,
+)
 from mailfleet.store.tokens import TokenStore
 
 TOKEN_PREFIX = "mft"  # noqa: S105 - a public prefix, not a secret
@@ -27,14 +36,22 @@ def sha256_hex(text: str) -> str:
 def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None) -> TokenCreated:
     token_id = secrets.token_hex(8)
     token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+    expires_at = None
+    if request.expires_in_days is not None:
+        expires_at = (
+            datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=request.expires_in_days)
+        ).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     view = TokenView(
         token_id=token_id,
         role=request.role,
         name=request.name,
         created_at=now_iso(),
         created_by=created_by,
+        scope=request.scope,
+        expires_at=expires_at,
     )
-    (store or TokenStore()).put(dict(view.model_dump(mode="json"), token_sha256=sha256_hex(token)))
+    item = view.model_dump(mode="json", exclude_none=True)
+    (store or TokenStore()).put(dict(item, token_sha256=sha256_hex(token)))
     return TokenCreated(**view.model_dump(), token=token)
 
 
@@ -53,17 +70,29 @@ class Authenticator:
             parts = token.split("_", 2)
             if len(parts) == 3:
                 item = self.store.get(parts[1])
-                if item and hmac.compare_digest(item["token_sha256"], sha256_hex(token)):
+                if (
+                    item
+                    and hmac.compare_digest(item["token_sha256"], sha256_hex(token))
+                    and not expired(item)
+                ):
+                    scope = item.get("scope")
                     return Principal(
                         principal=f"token:{item['name']}",
                         role=Role(item["role"]),
                         token_id=item["token_id"],
+                        scope=TokenScope.model_validate(scope) if scope else None,
                     )
             return None
         admin = _bootstrap_admin_token()
         if admin and hmac.compare_digest(sha256_hex(admin), sha256_hex(token)):
             return Principal(principal=BOOTSTRAP_PRINCIPAL, role=Role.ADMIN)
         return None
+
+
+def expired(item: dict[str, Any]) -> bool:
+    """Whether a token item's expiry (if it has one) has passed."""
+    expires_at = item.get("expires_at")
+    return bool(expires_at) and str(expires_at) <= now_iso()
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.problems import Problem, conflict, invalid, not_found
+from mailfleet.logic.problems import Problem, conflict, forbidden, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.cutovers import (
     AccountStatus,
@@ -61,16 +61,18 @@ class Cutovers:
         self.store = store or self.store_class()
         self.hosts = hosts or HostStore()
         self.audit = audit or AuditLog()
+        # The ids inside a scope, read once per instance (one request).
+        self._scope_ids: tuple[Any, set[str]] | None = None
 
     # ------------------------------------------------------------------ submit
     def submit(self, request: CutoverRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a cutover. Returns (answer, dry_run)."""
         director = request.strategy == Strategy.DIRECTOR
         kind = HostKind.DOVECOT if director else HostKind.PROXY
-        proxies, left_out = self._resolve(request.proxies, kind, "proxies")
+        proxies, left_out = self._resolve(request.proxies, kind, "proxies", caller)
         backends: list[dict[str, Any]] = []
         if request.backends is not None:
-            backends, _ = self._resolve(request.backends, HostKind.DOVECOT, "backends")
+            backends, _ = self._resolve(request.backends, HostKind.DOVECOT, "backends", caller)
         keys = {account_key(a): a for a in request.accounts}
         busy, stale = self._conflicts(keys)
         if busy:
@@ -137,10 +139,12 @@ class Cutovers:
         return answer, False
 
     def _resolve(
-        self, selection: HostSelection, kind: HostKind, field: str
+        self, selection: HostSelection, kind: HostKind, field: str, caller: Caller | None = None
     ) -> tuple[list[dict[str, Any]], list[str]]:
         """The hosts selected, all of `kind`, and the tag-matched ones left out for
-        maintenance (every proxy must be switched: the caller is told which were not)."""
+        maintenance (every proxy must be switched: the caller is told which were not).
+        A scoped caller selects only hosts in its scope (others: 403)."""
+        scope = caller.scope if caller is not None else None
         if selection.hosts is not None:
             found = self.hosts.get_many(selection.hosts)
             missing = [h for h in selection.hosts if h not in found]
@@ -151,8 +155,19 @@ class Cutovers:
                 raise invalid(
                     f"{field}.hosts", f"must all be {kind} hosts; not: " + ", ".join(wrong[:20])
                 )
+            if caller is not None:
+                for h in selection.hosts:
+                    caller.check_acts(found[h], h, f"{field}.hosts")
             return [found[h] for h in selection.hosts], []
-        items, _ = self.hosts.list(kind=kind.value, tags=selection.tags or {})
+        kind_name: str | None = kind.value
+        tags = selection.tags or {}
+        if scope is not None:
+            narrowed = scope.narrow(kind_name, tags)
+            if narrowed is None:
+                raise forbidden(f"{field}: {kind} hosts with these tags are outside this "
+                                "token's scope")
+            kind_name, tags = narrowed
+        items, _ = self.hosts.list(kind=kind_name, tags=tags)
         chosen = sorted((i for i in items if not i.get("maintenance")), key=lambda i: i["id"])
         left_out = sorted(i["id"] for i in items if i.get("maintenance"))
         if not chosen:
@@ -268,6 +283,8 @@ class Cutovers:
     def rollback(self, cutover_id: str, caller: Caller) -> dict[str, Any]:
         """Put every DONE account back as remembered, in a new execution."""
         cutover = self._item(cutover_id)
+        if not self.sees(cutover, caller):
+            raise forbidden(f"cutover {cutover_id!r} acts on hosts outside this token's scope")
         cutover = self.reconcile(cutover)
         if cutover.get("dry_run"):
             raise conflict("a dry run changed nothing; there is nothing to roll back")
@@ -333,8 +350,12 @@ class Cutovers:
         *,
         accounts_limit: int | None = ACCOUNTS_PAGE,
         next_token: str | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
-        cutover = self.reconcile(self._item(cutover_id))
+        item = self._item(cutover_id)
+        if caller is not None and not self.sees(item, caller):
+            raise not_found(self.noun, cutover_id)
+        cutover = self.reconcile(item)
         out = self.public(cutover)
         accounts, token = self.store.accounts(
             cutover_id, limit=accounts_limit, next_token=next_token
@@ -344,14 +365,31 @@ class Cutovers:
         return out
 
     def list(
-        self, *, status: str | None, limit: int, next_token: str | None
+        self, *, status: str | None, limit: int, next_token: str | None,
+        caller: Caller | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         items, token = self.store.list(status=status, limit=limit, next_token=next_token)
+        if caller is not None:
+            # A page may come back shorter: cutovers outside the caller's scope are left out.
+            items = [i for i in items if self.sees(i, caller)]
         return [self.public(self.reconcile(i)) for i in items], token
 
     def public(self, item: dict[str, Any]) -> dict[str, Any]:
         """The item as the API shows it."""
         return _public(item)
+
+    def sees(self, cutover: dict[str, Any], caller: Caller) -> bool:
+        """A scoped caller sees a cutover only if all its proxies and backends are in scope."""
+        scope = caller.scope
+        if scope is None:
+            return True
+        plan = cutover.get("plan", {})
+        hosts = set(plan.get("proxies", [])) | set(plan.get("backends", []))
+        if self._scope_ids is None or self._scope_ids[0] != scope:
+            kind = scope.kind.value if scope.kind else None
+            items, _ = self.hosts.list(kind=kind, tags=scope.tags)
+            self._scope_ids = (scope, {i["id"] for i in items})
+        return hosts <= self._scope_ids[1]
 
     def _item(self, cutover_id: str) -> dict[str, Any]:
         try:

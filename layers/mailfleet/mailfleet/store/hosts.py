@@ -10,7 +10,14 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.models.hosts import Host
-from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.base import (
+    batch_get,
+    batch_put,
+    decode_page,
+    encode_page,
+    from_dynamo,
+    to_dynamo,
+)
 
 
 class HostExists(Exception):
@@ -61,6 +68,18 @@ class HostStore:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise HostNotFound(host.id) from None
             raise
+
+    def put_many(self, hosts: list[tuple[Host, dict[str, Any]]]) -> None:
+        """Write hosts (each with its kept internal fields), 25 per BatchWriteItem; no
+        condition: the caller has checked which ids exist."""
+        batch_put(self._table, [
+            dict(host.model_dump(mode="json", exclude_none=True), **internal)
+            for host, internal in hosts
+        ])
+
+    def restore(self, item: dict[str, Any]) -> None:
+        """Put a host item back exactly as it was read (undoing a replace)."""
+        self._table.put_item(Item=to_dynamo(item))
 
     def set_fields(self, host_id: str, **fields: Any) -> None:
         """Update a few attributes of an existing host (health, cached command lists)."""
