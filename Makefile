@@ -97,6 +97,7 @@ lint: venv sam-venv
 
 bench: venv deps build
 	$(PY) -m bench
+	$(PY) -m bench.migration
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from bench import api, engine, imports, runs
+from bench import api, engine, imports, load, runs
 from bench.fleet import FleetProcess
 from bench.stack import AwsCalls, BenchStack
 
@@ -25,7 +25,7 @@ TARGET_RESULTS_PER_WRITE = 20.0
 TARGET_IMPORT_SHARE = 0.20
 TARGET_RAW_RATIO = 1.3  # through the API at 1,000 hosts, against the raw thread pool
 TARGET_CPU_MS = 0.3  # worker CPU per host-action
-PARTS = ("engine", "inprocess", "distributed", "api", "sequential", "imports")
+PARTS = ("engine", "inprocess", "distributed", "api", "sequential", "imports", "load")
 
 
 def machine() -> str:
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = set(args.parts or PARTS)
     if "profile" in parts:
         return profile(args.concurrency, args.latency)
+    if parts == {"load"}:
+        return load.main([])  # its own stack: `python -m bench.load --help` has its options
     if args.quick:
         args.sizes, args.distributed_sizes, args.sequential_hosts = "100,1000", "100", 100
         args.import_runs = 3
@@ -217,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         functions = import_table(args.import_runs)
     say()
     report_targets(results, api_results, seq_1000, functions)
+    if "load" in parts:
+        say()
+        load.main([])
     say(f"\n(bench took {time.monotonic() - started:.0f} s; calibration loop at the end "
         f"{cpu_speed_ms():.0f} ms of CPU, load average {os.getloadavg()[0]:.2f})")
     return 0

@@ -6,29 +6,37 @@ layer, shape the answer. Paths, fields and codes follow shared/API.md.
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from typing import Annotated, Any
 
 import cutover_routes
 import fleet_routes
+import migration_routes
+from answers import answers
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
 from once import Once
+from pydantic import StringConstraints
 
 from mailfleet import aws
 from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.auth import mint, revoke
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
+from mailfleet.logic.inventory_import import BulkImport
 from mailfleet.logic.jobs import Jobs
 from mailfleet.logic.problems import Problem, forbidden, invalid, not_found
 from mailfleet.models.audit import AuditVerification
-from mailfleet.models.hosts import HostCreate, HostKind, HostPatch
+from mailfleet.models.hosts import HostCreate, HostKind, HostPatch, ImportOutcome, InventoryImport
 from mailfleet.models.jobs import JobAccepted, JobRequest, JobStatus
-from mailfleet.models.tokens import Role, TokenCreate, TokenCreated
+from mailfleet.models.tokens import Role, TokenCreate, TokenCreated, TokenScope
 from mailfleet.store.audit import AuditLog
 from mailfleet.store.base import BadPageToken
 from mailfleet.store.tokens import TokenNotFound, TokenStore
@@ -36,18 +44,29 @@ from mailfleet.store.tokens import TokenNotFound, TokenStore
 logger = Logger()
 tracer = Tracer()
 app = APIGatewayRestResolver(enable_validation=True)
-app.enable_swagger(
-    path="/swagger",
-    title="mailfleet",
-    version="1.0.0",
-    description="Control plane for fleets of mail hosts: inventory, jobs, cutovers, audit.",
-    security_schemes={"bearer": HTTPBearer(description="Authorization: Bearer <token>")},
-    security=[{"bearer": []}],
-)
+OPENAPI = {
+    "title": "mailfleet",
+    "version": "1.0.0",
+    "description": (
+        "Control plane for fleets of mail hosts: inventory, jobs, cutovers, migrations, audit."
+    ),
+    "security_schemes": {"bearer": HTTPBearer(description="Authorization: Bearer <token>")},
+    "security": [{"bearer": []}],
+}
+app.enable_swagger(path="/swagger", **OPENAPI)  # type: ignore[arg-type]
 
 MAX_WAIT_SECONDS = 25  # API Gateway gives up at 29 s
+AUDIT_SCOPED_PAGES = 10
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
 NextToken = Annotated[str | None, Query(description="from the previous page")]
+TagFilter = Annotated[str, StringConstraints(pattern=r"^[^:]+:[\s\S]*$")]
+DateTime = Annotated[
+    str | None,
+    Query(
+        description="RFC 3339, e.g. 2026-11-21T10:00:00Z",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
 
 
 # ---------------------------------------------------------------------- plumbing
@@ -70,11 +89,13 @@ def caller(needed: Role) -> Caller:
     principal = authorizer.get("principal") or authorizer.get("principalId")
     if not role or not principal:
         raise Problem("missing or unknown bearer token", 401)
+    scope = authorizer.get("scope")
     who = Caller(
         principal=principal,
         role=Role(role),
         source_ip=ctx.identity.source_ip,
         request_id=ctx.request_id,
+        scope=TokenScope.model_validate_json(scope) if scope else None,
     )
     if not who.role.allows(needed):
         raise forbidden(f"this needs the {needed.value} role; you have {who.role.value}")
@@ -95,6 +116,35 @@ def _bad_page(exc: BadPageToken) -> Response[Any]:
     return _problem(invalid("next_token", str(exc)))
 
 
+@app.not_found
+def _no_route(_: Exception) -> Response[Any]:
+    # A known path asked with another method: 405 naming the methods it has (Powertools'
+    # own answer is a 404). The routes are read from the resolver (no public accessor).
+    path = app.current_event.path
+    routes = app._static_routes + app._dynamic_routes
+    allowed = sorted({r.method for r in routes if r.rule.match(path)})
+    if allowed:
+        return Response(
+            status_code=405,
+            content_type=content_types.APPLICATION_JSON,
+            body={"message": f"{app.current_event.http_method} is not allowed here"},
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return json_response(404, {"message": "Not found"})
+
+
+@app.exception_handler(ClientError)
+def _aws_refused(exc: ClientError) -> Response[Any]:
+    # DynamoDB refuses a start key that is not one of the table's: a crafted next_token.
+    query = app.current_event.query_string_parameters or {}
+    if query.get("next_token") and exc.response.get("Error", {}).get("Code") in (
+        "ValidationException",
+        "SerializationException",
+    ):
+        return _problem(invalid("next_token", "is not one this API gave out"))
+    raise exc
+
+
 @app.exception_handler(RequestValidationError)
 def _invalid(exc: RequestValidationError) -> Response[Any]:
     # Field and reason only: never echo the input (it may hold credentials).
@@ -110,6 +160,7 @@ def _invalid(exc: RequestValidationError) -> Response[Any]:
 # Routes that live in their own modules (imported here: the function directory is on
 # sys.path only while this module is imported).
 app.include_router(cutover_routes.router_for(caller, json_response))
+app.include_router(migration_routes.router_for(caller, json_response))
 app.include_router(fleet_routes.router_for(caller, json_response))
 
 
@@ -118,12 +169,24 @@ _submit_job = Once(lambda job, who: OperationJobs().submit(job, who))
 
 
 # ---------------------------------------------------------------------- meta
-@app.get("/health", tags=["meta"], summary="Liveness (no authentication)", security=[])
+@app.get(
+    "/health",
+    tags=["meta"],
+    summary="Liveness (no authentication)",
+    # security=[] alone is dropped from the document: say "no authentication" explicitly.
+    openapi_extensions={"security": []},
+    responses={200: {"description": "alive"}},
+)
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/whoami", tags=["meta"], summary="The caller's principal and role")
+@app.get(
+    "/whoami",
+    responses=answers({200: "who you are"}),
+    tags=["meta"],
+    summary="The caller's principal and role",
+)
 def whoami() -> dict[str, str]:
     who = caller(Role.VIEWER)
     return {"principal": who.principal, "role": who.role.value}
@@ -134,19 +197,31 @@ def whoami() -> dict[str, str]:
 )
 def openapi() -> Response[dict[str, Any]]:
     caller(Role.VIEWER)
-    schema = app.get_openapi_schema(title="mailfleet", version="1.0.0")
+    schema = app.get_openapi_schema(**OPENAPI)  # type: ignore[arg-type]
     return json_response(200, schema.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 # ---------------------------------------------------------------------- tokens
-@app.post("/tokens", tags=["tokens"], summary="Mint a token (shown once)")
+@app.post(
+    "/tokens",
+    responses=answers({201: ("created; the token is shown this once", TokenCreated)}),
+    tags=["tokens"],
+    summary="Mint a token (shown once)",
+)
 def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
+    if who.scope is not None:
+        raise forbidden("a token with a scope cannot mint tokens")
     created: TokenCreated = mint(body, who.principal, caller=who)
     return json_response(201, created.model_dump(mode="json"))
 
 
-@app.get("/tokens", tags=["tokens"], summary="List tokens (never their values)")
+@app.get(
+    "/tokens",
+    responses=answers({200: "tokens, never their values"}),
+    tags=["tokens"],
+    summary="List tokens (never their values)",
+)
 def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, Any]:
     caller(Role.ADMIN)
     items, token = TokenStore().list(limit, next_token)
@@ -154,9 +229,16 @@ def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, A
     return {"tokens": tokens, "next_token": token}
 
 
-@app.delete("/tokens/<token_id>", tags=["tokens"], summary="Revoke a token at once")
+@app.delete(
+    "/tokens/<token_id>",
+    responses=answers({204: "revoked"}, 404),
+    tags=["tokens"],
+    summary="Revoke a token at once",
+)
 def delete_token(token_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
+    if who.scope is not None:
+        raise forbidden("a token with a scope cannot revoke tokens")
     try:
         revoke(token_id, who)
     except TokenNotFound:
@@ -165,54 +247,104 @@ def delete_token(token_id: str) -> Response[None]:
 
 
 # ---------------------------------------------------------------------- hosts
-@app.post("/hosts", tags=["hosts"], summary="Register a host (credentials go to Secrets Manager)")
+@app.post(
+    "/hosts",
+    responses=answers({201: "registered"}, 409),
+    tags=["hosts"],
+    summary="Register a host (credentials go to Secrets Manager)",
+)
 def create_host(body: HostCreate) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
     return json_response(201, Inventory().register(body, who))
 
 
-@app.get("/hosts", tags=["hosts"], summary="List hosts by kind and tags")
+@app.get(
+    "/hosts",
+    responses=answers({200: "hosts"}),
+    tags=["hosts"],
+    summary="List hosts by kind and tags",
+)
 def list_hosts(
     kind: Annotated[HostKind | None, Query()] = None,
-    tag: Annotated[list[str] | None, Query(description="key:value, repeatable (AND)")] = None,
+    tag: Annotated[list[TagFilter] | None, Query(description="key:value, repeatable (AND)")] = None,
     limit: Limit = 100,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
+    who = caller(Role.VIEWER)
     tags = _tags(tag)
     hosts, token = Inventory().list(
-        kind=kind.value if kind else None, tags=tags, limit=limit, next_token=next_token
+        kind=kind.value if kind else None,
+        tags=tags,
+        limit=limit,
+        next_token=next_token,
+        caller=who,
     )
     return {"hosts": hosts, "next_token": token}
 
 
-@app.get("/hosts/<host_id>", tags=["hosts"], summary="One host with its last health")
+@app.get(
+    "/hosts/<host_id>",
+    responses=answers({200: "the host"}, 404),
+    tags=["hosts"],
+    summary="One host with its last health",
+)
 def get_host(host_id: str) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    return Inventory().get(host_id)
+    return Inventory().get(host_id, caller(Role.VIEWER))
 
 
-@app.patch("/hosts/<host_id>", tags=["hosts"], summary="Change a host")
+@app.patch(
+    "/hosts/<host_id>",
+    responses=answers({200: "the host as changed"}, 404),
+    tags=["hosts"],
+    summary="Change a host",
+)
 def patch_host(host_id: str, body: HostPatch) -> dict[str, Any]:
     who = caller(Role.ADMIN)
     return Inventory().update(host_id, body, who)
 
 
-@app.delete("/hosts/<host_id>", tags=["hosts"], summary="Remove a host (and its managed secret)")
+@app.delete(
+    "/hosts/<host_id>",
+    responses=answers({204: "removed"}, 404),
+    tags=["hosts"],
+    summary="Remove a host (and its managed secret)",
+)
 def delete_host(host_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
     Inventory().delete(host_id, who)
     return Response(status_code=204, body="")
 
 
-@app.get("/hosts/<host_id>/actions", tags=["hosts"], summary="Actions the host accepts")
+@app.post(
+    "/inventory/import",
+    responses=answers({200: "each host's outcome"}),
+    tags=["hosts"],
+    summary="Register or replace up to 1,000 hosts; each is taken or refused on its own",
+)
+def import_inventory(body: InventoryImport) -> ImportOutcome:
+    who = caller(Role.ADMIN)
+    return BulkImport().run(body.hosts, body.on_conflict, who)
+
+
+@app.get(
+    "/hosts/<host_id>/actions",
+    responses=answers({200: "the actions"}, 404),
+    tags=["hosts"],
+    summary="Actions the host accepts",
+)
 def host_actions(host_id: str) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    return Inventory().actions(host_id)
+    return Inventory().actions(host_id, caller(Role.VIEWER))
 
 
 # ---------------------------------------------------------------------- jobs
-@app.post("/jobs", tags=["jobs"], summary="Run one action on many hosts")
+@app.post(
+    "/jobs",
+    responses=answers(
+        {202: ("started", JobAccepted), 200: "finished within ?wait, or a dry run"}, 409
+    ),
+    tags=["jobs"],
+    summary="Run one action on many hosts",
+)
 def create_job(
     body: JobRequest,
     wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_SECONDS)] = None,
@@ -229,40 +361,57 @@ def create_job(
     return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
 
 
-@app.get("/jobs/<job_id>", tags=["jobs"], summary="A job with its per-host results")
+@app.get(
+    "/jobs/<job_id>",
+    responses=answers({200: "the job"}, 404),
+    tags=["jobs"],
+    summary="A job with its per-host results",
+)
 def get_job(
     job_id: str,
     results_limit: Annotated[int | None, Query(ge=1, le=10000)] = None,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    return Jobs().view(job_id, results_limit=results_limit, next_token=next_token)
+    who = caller(Role.VIEWER)
+    return Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
 
 
-@app.get("/jobs", tags=["jobs"], summary="Recent jobs, newest first")
+@app.get(
+    "/jobs", responses=answers({200: "jobs"}), tags=["jobs"], summary="Recent jobs, newest first"
+)
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,
     limit: Limit = 50,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
+    who = caller(Role.VIEWER)
     jobs, token = Jobs().list(
-        status=status.value if status else None, limit=limit, next_token=next_token
+        status=status.value if status else None, limit=limit, next_token=next_token, caller=who
     )
     return {"jobs": jobs, "next_token": token}
 
 
-@app.post("/jobs/<job_id>/cancel", tags=["jobs"], summary="Stop starting hosts; skip the rest")
+@app.post(
+    "/jobs/<job_id>/cancel",
+    responses=answers({202: "cancel requested"}, 404, 409),
+    tags=["jobs"],
+    summary="Stop starting hosts; skip the rest",
+)
 def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
     return json_response(202, Jobs().cancel(job_id, who))
 
 
 # ---------------------------------------------------------------------- audit
-@app.get("/audit", tags=["audit"], summary="The audit trail, newest first")
+@app.get(
+    "/audit",
+    responses=answers({200: "events"}),
+    tags=["audit"],
+    summary="The audit trail, newest first",
+)
 def audit(
-    since: Annotated[str | None, Query(description="ISO 8601 UTC")] = None,
-    until: Annotated[str | None, Query(description="ISO 8601 UTC")] = None,
+    since: DateTime = None,
+    until: DateTime = None,
     actor: Annotated[str | None, Query()] = None,
     host: Annotated[str | None, Query()] = None,
     action: Annotated[str | None, Query()] = None,
@@ -272,31 +421,44 @@ def audit(
     limit: Limit = 100,
     next_token: NextToken = None,
 ) -> dict[str, Any]:
-    caller(Role.VIEWER)
-    events, token = AuditLog().query(
-        since=_instant("since", since),
-        until=_instant("until", until),
-        actor=actor,
-        host=host,
-        action=action,
-        job_id=job_id,
-        cutover_id=cutover_id,
-        limit=limit,
-        next_token=next_token,
-        newest_first=order == "desc",
-    )
+    who = caller(Role.VIEWER)
+    visible = Inventory().ids_in_scope(who)
+    events: list[Any] = []
+    token = next_token
+    # A scoped token sees the events about hosts in its scope and its own: other events
+    # are skipped, a bounded number of pages at most (then next_token goes on from there).
+    for _ in range(1 if visible is None else AUDIT_SCOPED_PAGES):
+        page, token = AuditLog().query(
+            since=_instant("since", since),
+            until=_instant("until", until),
+            actor=actor,
+            host=host,
+            action=action,
+            job_id=job_id,
+            cutover_id=cutover_id,
+            limit=limit - len(events),
+            next_token=token,
+            newest_first=order == "desc",
+        )
+        events += [
+            e for e in page if visible is None or e.target in visible or e.actor == who.principal
+        ]
+        if token is None or len(events) >= limit:
+            break
     return {
         "events": [e.model_dump(mode="json", exclude={"seq"}) | {"seq": e.seq} for e in events],
         "next_token": token,
     }
 
 
-@app.get("/audit/verify", tags=["audit"],
-         summary="Check the events against the signed digests (paged: follow next_token)")
+@app.get(
+    "/audit/verify",
+    responses=answers({200: "the verification"}),
+    tags=["audit"],
+    summary="Check the events against the signed digests (paged: follow next_token)",
+)
 def audit_verify(
-    since: Annotated[str | None, Query(description="ISO 8601 UTC")] = None,
-    until: Annotated[str | None, Query(description="ISO 8601 UTC")] = None,
-    next_token: NextToken = None,
+    since: DateTime = None, until: DateTime = None, next_token: NextToken = None
 ) -> AuditVerification:
     caller(Role.VIEWER)
     return AuditLog().verify(since=_instant("since", since), until=_instant("until", until),
@@ -315,21 +477,108 @@ def _tags(raw: list[str] | None) -> dict[str, str]:
 
 
 def _instant(field: str, value: str | None) -> str | None:
-    """ISO 8601 in, the audit table's sortable UTC form out."""
+    """An RFC 3339 date-time (as the OpenAPI declares) in, the audit table's sortable UTC
+    form out."""
     if value is None:
         return None
     import datetime
 
+    reason = "must be an RFC 3339 date-time, e.g. 2026-11-21T10:00:00Z"
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        raise invalid(field, reason)
+    # A leap second (:60) is a valid date-time; Python has no such second.
+    text = match.expand(r"\1:" + min(match.group(2), "59") + r"\3").upper()
     try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise invalid(field, "must be an ISO 8601 time, e.g. 2026-11-21T10:00:00Z") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        raise invalid(field, reason) from None
+    try:
+        return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except OverflowError:
+        raise invalid(field, "is out of range") from None
+
+
+_DATE_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}):([0-9]{2})((?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2}))"
+)
+
+
+# ---------------------------------------------------------------------- the gate
+# The least role each family of writes needs, checked before the body is even read (the
+# routes check their own, exact role again): a viewer never gets a body parsed on an
+# admin route. Never stricter than a route's own check.
+_WRITE_ROLES = (
+    ("/tokens", Role.ADMIN),
+    ("/hosts", Role.ADMIN),
+    ("/inventory", Role.ADMIN),
+    ("/schedules", Role.ADMIN),
+    ("/", Role.OPERATOR),
+)
+MAX_BODY_DEPTH = 32  # no API body nests deeper than this
+
+
+def _gate(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A 403 for a role too low, or a 422 for a body that is not a JSON document of sane
+    depth, before Powertools reads it; None to go on."""
+    method = str(event.get("httpMethod") or "GET").upper()
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    path = str(event.get("path") or "/")
+    needed = next(role for prefix, role in _WRITE_ROLES if path.startswith(prefix))
+    try:
+        role = Role(authorizer.get("role"))
+    except ValueError:
+        role = None
+    if role is not None and not role.allows(needed):
+        problem = forbidden(f"this needs the {needed.value} role; you have {role.value}")
+        return _proxy_answer(problem)
+    body = event.get("body")
+    if not body:
+        return None
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        return _proxy_answer(Problem("Content-Type: bodies are application/json", 415))
+    try:
+        text = base64.b64decode(body).decode() if event.get("isBase64Encoded") else body
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return _proxy_answer(invalid("body", "is not a JSON document (UTF-8)"))
+    if _depth(document) > MAX_BODY_DEPTH:
+        return _proxy_answer(invalid("body", f"nests deeper than {MAX_BODY_DEPTH} levels"))
+    return None
+
+
+def _depth(value: Any) -> int:
+    """How deep a JSON value nests, without recursion (a crafted body may nest 100,000)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_BODY_DEPTH:
+            return level
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _proxy_answer(problem: Problem) -> dict[str, Any]:
+    return {
+        "statusCode": problem.status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(problem.body()),
+        "isBase64Encoded": False,
+    }
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    refused = _gate(event)
+    if refused is not None:
+        return refused
     return app.resolve(event, context)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
+from answers import answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
@@ -40,12 +41,8 @@ def router_for(
 
     @router.post("/cutovers", tags=["cutovers"],
                  summary="Move accounts to a new destination on every proxy (or director)",
-                 responses={
-                     202: {"description": "started",
-                           "content": {"application/json": {"model": CutoverAccepted}}},
-                     200: {"description": "dry run: the plan, nothing contacted"},
-                     409: {"description": "an account is already in a running cutover"},
-                 })
+                 responses=answers({202: ("started", CutoverAccepted),
+                                    200: "dry run: the plan, nothing contacted"}, 409))
     def create_cutover(
         body: CutoverRequest,
         idempotency_key: Annotated[
@@ -59,37 +56,39 @@ def router_for(
         accepted = CutoverAccepted(**answer).model_dump(mode="json", exclude_defaults=True)
         return json_response(202, accepted)
 
-    @router.get("/cutovers/<cutover_id>", tags=["cutovers"],
+    @router.get("/cutovers/<cutover_id>",
+                 responses=answers({200: "the cutover"}, 404),
+                 tags=["cutovers"],
                 summary="A cutover with each account's status, remembered mapping and steps")
     def get_cutover(
         cutover_id: str,
         accounts_limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
         next_token: NextToken = None,
     ) -> CutoverView:
-        caller(Role.VIEWER)
-        view = Cutovers().view(cutover_id, accounts_limit=accounts_limit, next_token=next_token)
+        who = caller(Role.VIEWER)
+        view = Cutovers().view(
+            cutover_id, accounts_limit=accounts_limit, next_token=next_token, caller=who
+        )
         return CutoverView.model_validate(view)
 
-    @router.get("/cutovers", tags=["cutovers"], summary="Recent cutovers, newest first")
+    @router.get("/cutovers",
+                 responses=answers({200: "cutovers"}),
+                 tags=["cutovers"], summary="Recent cutovers, newest first")
     def list_cutovers(
         status: Annotated[CutoverStatus | None, Query()] = None,
         limit: Limit = 50,
         next_token: NextToken = None,
     ) -> CutoverList:
-        caller(Role.VIEWER)
+        who = caller(Role.VIEWER)
         cutovers, token = Cutovers().list(
-            status=status.value if status else None, limit=limit, next_token=next_token
+            status=status.value if status else None, limit=limit, next_token=next_token,
+            caller=who,
         )
         return CutoverList.model_validate({"cutovers": cutovers, "next_token": token})
 
     @router.post("/cutovers/<cutover_id>/rollback", tags=["cutovers"],
                  summary="Put every DONE account back as it was remembered",
-                 responses={
-                     202: {"description": "rollback started",
-                           "content": {"application/json": {"model": CutoverAccepted}}},
-                     409: {"description": "still running, nothing DONE, or an account is "
-                                          "in another running cutover"},
-                 })
+                 responses=answers({202: ("rollback started", CutoverAccepted)}, 404, 409))
     def rollback_cutover(cutover_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
         return json_response(202, Cutovers().rollback(cutover_id, who))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
+from answers import answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
@@ -32,16 +33,17 @@ def router_for(
 ) -> Router:
     router = Router()
 
-    @router.get("/fleet/health", tags=["fleet"],
+    @router.get("/fleet/health",
+                 responses=answers({200: "the fleet's health"}),
+                 tags=["fleet"],
                 summary="Up, down and unknown hosts per kind, from the last health sweep")
     def fleet_health() -> dict[str, Any]:
-        caller(Role.VIEWER)
-        return FleetHealth().fleet()
+        return FleetHealth().fleet(caller(Role.VIEWER))
 
     @router.post("/fleet/sweep", tags=["fleet"],
                  summary="Probe every host now, or those of a kind and tags (followed as a "
                          "job, action health.sweep)",
-                 responses={202: {"description": "the sweep job was started"}})
+                 responses=answers({202: "the sweep job was started"}))
     def fleet_sweep(body: Annotated[SweepRequest | None, Body()] = None) -> Response[Any]:
         who = caller(Role.OPERATOR)
         scope = body or SweepRequest()
@@ -50,38 +52,45 @@ def router_for(
 
     @router.post("/schedules", tags=["schedules"],
                  summary="Run a job on an EventBridge schedule (rate or cron)",
-                 responses={201: {"description": "created",
-                                  "content": {"application/json": {"model": ScheduleView}}},
-                            409: {"description": "a schedule of that name exists"}})
+                 responses=answers({201: ("created", ScheduleView)}, 409))
     def create_schedule(body: ScheduleCreate) -> Response[Any]:
         who = caller(Role.ADMIN)
         return json_response(201, Schedules().create(body, who))
 
-    @router.get("/schedules", tags=["schedules"], summary="Every schedule, by name")
+    @router.get("/schedules",
+                 responses=answers({200: "schedules"}),
+                 tags=["schedules"], summary="Every schedule, by name")
     def list_schedules(limit: Limit = 50, next_token: NextToken = None) -> dict[str, Any]:
-        caller(Role.VIEWER)
-        schedules, token = Schedules().list(limit=limit, next_token=next_token)
+        who = caller(Role.VIEWER)
+        schedules, token = Schedules().list(limit=limit, next_token=next_token, caller=who)
         return {"schedules": schedules, "next_token": token}
 
-    @router.get("/schedules/<name>", tags=["schedules"],
+    @router.get("/schedules/<name>",
+                 responses=answers({200: "the schedule"}, 404),
+                 tags=["schedules"],
                 summary="One schedule with its job and next run")
     def get_schedule(name: str) -> ScheduleView:
-        caller(Role.VIEWER)
-        return ScheduleView.model_validate(Schedules().get(name))
+        return ScheduleView.model_validate(Schedules().get(name, caller(Role.VIEWER)))
 
-    @router.delete("/schedules/<name>", tags=["schedules"], summary="Remove a schedule")
+    @router.delete("/schedules/<name>",
+                 responses=answers({204: "removed"}, 404, 409),
+                 tags=["schedules"], summary="Remove a schedule")
     def delete_schedule(name: str) -> Response[None]:
         who = caller(Role.ADMIN)
         Schedules().delete(name, who)
         return Response(status_code=204, body="")
 
-    @router.post("/schedules/<name>/pause", tags=["schedules"],
+    @router.post("/schedules/<name>/pause",
+                 responses=answers({200: "paused"}, 404),
+                 tags=["schedules"],
                  summary="Stop a schedule's runs until it is resumed")
     def pause_schedule(name: str) -> ScheduleView:
         who = caller(Role.ADMIN)
         return ScheduleView.model_validate(Schedules().set_paused(name, True, who))
 
-    @router.post("/schedules/<name>/resume", tags=["schedules"],
+    @router.post("/schedules/<name>/resume",
+                 responses=answers({200: "running again"}, 404),
+                 tags=["schedules"],
                  summary="Start a paused schedule's runs again")
     def resume_schedule(name: str) -> ScheduleView:
         who = caller(Role.ADMIN)

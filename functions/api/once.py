@@ -32,8 +32,10 @@ class Once(Generic[Body]):
     """Wraps one submit function. Each instance has its own persistence layer: one shared
     between differently configured decorators broke (shared/local-aws.md)."""
 
-    def __init__(self, submit: Submit[Body]) -> None:
+    def __init__(self, submit: Submit[Body], scope: str = "") -> None:
         self._submit = submit
+        # Keys of different routes apart (the remembered function is the same for all).
+        self._scope = scope
         self._config = IdempotencyConfig(
             event_key_jmespath="[principal, key]",
             payload_validation_jmespath="body",
@@ -58,7 +60,9 @@ class Once(Generic[Body]):
             return self._submit(body, who)
         if context is not None:
             self._config.register_lambda_context(context)
-        request = {"principal": who.principal, "key": key, "body": body.model_dump(mode="json")}
+        scoped = f"{self._scope}:{key}" if self._scope else key
+        request = {"principal": who.principal, "key": scoped,
+                   "body": body.model_dump(mode="json")}
         try:
             once = self._remembered(request=request, body=body, who=who)
         except IdempotencyValidationError:

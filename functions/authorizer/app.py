@@ -49,6 +49,8 @@ def lambda_handler(event: APIGatewayAuthorizerTokenEvent, context: LambdaContext
             "principal": principal.principal,
             "role": principal.role.value,
             "token_id": principal.token_id or "",
+            # Context values are strings: the scope travels as JSON ("" when unscoped).
+            "scope": principal.scope.model_dump_json(exclude_none=True) if principal.scope else "",
         },
     )
     policy.allow_all_routes()

@@ -1,6 +1,7 @@
-"""One step of one account's cutover, called by the cutover state machine with
-{"step": ..., "item": {...}}; also told by EventBridge when a cutover's execution failed
-or was stopped, so the cutover still gets its final status.
+"""One step of one account's cutover or migration, called by the cutover and migration
+state machines with {"step": ..., "item": {...}} (a migration's plan says
+`"kind": "migration"`); also told by EventBridge when an execution of either failed or
+was stopped, so the cutover or migration still gets its final status.
 
 Failures leave as RetryableHostError or PermanentHostError: the state machine's Retry
 and Catch match on those class names.
@@ -16,6 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 from mailfleet.logic.cutover_steps import CutoverSteps
 from mailfleet.logic.cutovers import Cutovers
+from mailfleet.logic.migration_steps import MigrationSteps
+from mailfleet.logic.migrations import Migrations
 
 logger = Logger()
 tracer = Tracer()
@@ -32,11 +35,15 @@ class StepRequest(BaseModel):
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
     if event.get("detail-type") == "Step Functions Execution Status Change":
-        outcome = Cutovers().execution_ended(event.get("detail") or {})
+        detail = event.get("detail") or {}
+        # Each finds only its own kind's item (None for the other's).
+        outcome = Cutovers().execution_ended(detail) or Migrations().execution_ended(detail)
         logger.info("execution ended", extra={"outcome": outcome})
         return outcome
     request = StepRequest.model_validate(event)
     logger.append_keys(
         cutover_id=request.item.get("cutover_id"), step=request.step, n=request.item.get("n")
     )
-    return CutoverSteps().run(request.step, request.item)
+    migration = (request.item.get("plan") or {}).get("kind") == "migration"
+    steps = MigrationSteps() if migration else CutoverSteps()
+    return steps.run(request.step, request.item)

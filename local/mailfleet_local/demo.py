@@ -7,6 +7,7 @@ What cannot start here (no dovecot binary, not root) is left out and said plainl
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ SITE = "demo"
 # Accounts the cutover walkthrough moves from `legacy` to `stalwart`.
 DEMO_ACCOUNTS = ("alice@example.org", "bob@example.org", "carol@example.org")
 DOVECOT_USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw"}
+# The two Dovecot backends behind the demo director, one loopback address each (the
+# director tells backends apart by IP): they share one IMAP port and a dsync port.
+BACKEND_ADDRESSES = ("127.0.0.2", "127.0.0.3")
+DSYNC_PORT = 2425  # Dovecot's usual doveadm port: migrations default to it
 
 
 @dataclass
@@ -66,15 +71,23 @@ def start_demo(api_url: str, admin_token: str, workdir: Path) -> DemoFleet:
 
 def _dovecot(fleet: DemoFleet, register: Callable[[dict[str, Any]], None], workdir: Path
              ) -> None:
-    from mailfleet_local.peers.dovecot import DovecotInstance, dovecot_available
+    """dc-1 (127.0.0.2) and dc-2 (127.0.0.3) behind director-1 (127.0.0.1): alice, bob
+    and carol are directed to dc-1, where alice has a little mail to migrate."""
+    from mailfleet_local.peers.dovecot import DovecotInstance, dovecot_available, free_port_on
 
     why = dovecot_available()
     if why:
-        fleet.left_out.append(f"Dovecot backends ({why})")
+        fleet.left_out.append(f"Dovecot backends and director ({why})")
         return
-    for n in (1, 2):
-        inst = DovecotInstance(workdir / f"dovecot-{n}", users=DOVECOT_USERS,
-                               name=f"demo{n}").start()
+    imap_port = free_port_on(*BACKEND_ADDRESSES)
+    dsync_port = DSYNC_PORT if _free_on(DSYNC_PORT, BACKEND_ADDRESSES) else free_port_on(
+        *BACKEND_ADDRESSES)
+    # dsync's client authenticates with its own doveadm_password: one for both.
+    password = secrets.token_urlsafe(18)
+    for n, address in enumerate(BACKEND_ADDRESSES, start=1):
+        inst = DovecotInstance(workdir / f"dovecot-{n}", users=DOVECOT_USERS, name=f"demo{n}",
+                               address=address, imap_port=imap_port, dsync=True,
+                               dsync_port=dsync_port, doveadm_password=password).start()
         fleet._stops.append((f"dovecot-{n}", inst.stop))
         fleet.peers[f"dc-{n}"] = inst
         register({
@@ -82,6 +95,40 @@ def _dovecot(fleet: DemoFleet, register: Callable[[dict[str, Any]], None], workd
             "credentials": {"api_key": inst.api_key},
             "tags": {"site": SITE, "role": "backend"},
         })
+    director = DovecotInstance(workdir / "director-1", users=DOVECOT_USERS, name="demodir",
+                               director=True, director_backends=list(BACKEND_ADDRESSES),
+                               director_backend_port=imap_port).start()
+    fleet._stops.append(("director-1", director.stop))
+    fleet.peers["director-1"] = director
+    register({
+        "id": "director-1", "kind": "dovecot", "endpoint": director.endpoint,
+        "credentials": {"api_key": director.api_key},
+        "tags": {"site": SITE, "role": "director"},
+    })
+    for user in DOVECOT_USERS:
+        director.call("directorMove", {"user": user, "host": BACKEND_ADDRESSES[0]})
+    # Some mail for alice, through the director (so on dc-1): an INBOX and an archive.
+    imap = director.imap("alice")
+    try:
+        imap.create("Archive")
+        for n in range(1, 11):
+            box = "Archive" if n > 7 else "INBOX"
+            body = f"From: bob@example.org\r\nSubject: demo message {n}\r\n\r\nhello {n}\r\n"
+            imap.append(box, None, None, body.encode())
+    finally:
+        imap.logout()
+
+
+def _free_on(port: int, addresses: tuple[str, ...]) -> bool:
+    import socket
+
+    for address in addresses:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address, port))
+            except OSError:
+                return False
+    return True
 
 
 def _proxies(fleet: DemoFleet, register: Callable[[dict[str, Any]], None]) -> None:
@@ -142,8 +189,12 @@ def _say(fleet: DemoFleet) -> None:
         lines.append(f"  {host['id']:<12} {host['kind']:<10} {host['endpoint']}")
     for host_id, peer in fleet.peers.items():
         if host_id.startswith("dc-"):
-            lines.append(f"  {host_id}: IMAP on 127.0.0.1:{peer.imap_port}, users "
+            lines.append(f"  {host_id}: IMAP on {peer.address}:{peer.imap_port}, dsync on "
+                         f"{peer.dsync_endpoint}, users "
                          + ", ".join(f"{u}/{p}" for u, p in DOVECOT_USERS.items()))
+        elif host_id.startswith("director-"):
+            lines.append(f"  {host_id}: IMAP on {peer.address}:{peer.imap_port}, logins go to "
+                         f"the user's backend ({' or '.join(peer.director_backends)})")
     for item in fleet.left_out:
         lines.append(f"  left out: {item}")
     print("\n".join(lines), file=sys.stderr, flush=True)

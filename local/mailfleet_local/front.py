@@ -35,6 +35,8 @@ from mailfleet_local.stack import ApiInfo, AuthorizerInfo, Deployment, GatewayRe
 # stamp these lines with whichever function's keys it holds.
 log = logging.getLogger("mailfleet-local.front")
 
+# The methods API Gateway (REST) knows; `ANY` stands for these, anything else has no route.
+GATEWAY_METHODS = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"})
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 INTEGRATION_TIMEOUT_SECONDS = 29.0  # API Gateway's default integration timeout
 
@@ -109,6 +111,8 @@ def match_route(routes: list[Route], method: str, path: str) -> tuple[Route, dic
         return None
     _, resource, params = best
     candidates = [r for r in routes if r.path == resource]
+    if method not in GATEWAY_METHODS:
+        return None  # e.g. TRACE: API Gateway has no such method, ANY does not cover it
     for wanted in (method, "ANY"):
         for route in candidates:
             if route.method == wanted:
@@ -543,6 +547,9 @@ class ApiFront:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # listen() backlog: Python's default of 5 resets connections when a few dozen clients
+    # connect at once (API Gateway never refuses a connection for that).
+    request_queue_size = 1024
     front: ApiFront
 
 
@@ -624,6 +631,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, CONNECT, PROPFIND...) gets API Gateway's answer for a
+        # method it has no route for, not http.server's HTML 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # http.server's own lines carry the query string: see _serve's log line

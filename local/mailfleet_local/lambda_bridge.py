@@ -28,6 +28,8 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+from mailfleet_local import powertools_threads
+
 # Not under `mailfleet`: Powertools' Logger(service=mailfleet) owns that one and would
 # stamp these lines with whichever function's keys it holds.
 log = logging.getLogger("mailfleet-local.lambda")
@@ -120,6 +122,9 @@ def _load_handler(function_name: str, handler: str) -> Callable[[Any, Any], Any]
         key = (function_name, str(code_dir), module_path)
         module = _modules.get(key)
         if module is None:
+            # Many requests run at once in this process: Powertools' per-request state
+            # must be per thread (one container per request, as on Lambda).
+            powertools_threads.install()
             module = _import_handler_module(function_name, code_dir, module_path)
             _modules[key] = module
     func = getattr(module, attr, None)

@@ -683,8 +683,8 @@ def test_parallel_starts_get_distinct_ports_and_retry_a_clash(
     busy = socket.create_server(("127.0.0.1", 0))
     real, tries = peer._free_ports, []
 
-    def clashing(count: int) -> list[int]:
-        ports = real(count)
+    def clashing(count: int, address: str = "127.0.0.1") -> list[int]:
+        ports = real(count, address)
         tries.append(ports)
         if len(tries) == 1:
             ports[0] = busy.getsockname()[1]

@@ -367,11 +367,33 @@ def test_health_needs_no_token(stub: Stub) -> None:
 
 def test_no_route_is_403_missing_authentication_token(stub: Stub) -> None:
     before = stub.authorizer_calls()
-    for method, path in (("GET", "/"), ("POST", "/health")):
+    # Methods API Gateway does not know get the same answer, not an HTML 501, even on a
+    # resource with ANY.
+    for method, path in (("GET", "/"), ("POST", "/health"), ("TRACE", "/whoami"),
+                         ("PROPFIND", "/hosts"), ("TRACE", "/health")):
         response = stub.send(method, path, token=None)
         assert response.status_code == 403, (method, path)
         assert response.json() == {"message": "Missing Authentication Token"}
     assert stub.authorizer_calls() == before
+
+
+def test_the_front_takes_many_clients_at_once(stub: Stub) -> None:
+    """64 clients connecting at the same moment are all answered (no connection reset
+    from a short listen backlog)."""
+    import concurrent.futures
+    import socket
+
+    def one(_: int) -> int:
+        with socket.create_connection(("127.0.0.1", stub.front.port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return int(answer.split(b" ", 2)[1])
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(one, range(192)))
+    assert statuses == [200] * 192
 
 
 REST_V1_KEYS = {

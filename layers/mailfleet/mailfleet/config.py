@@ -19,6 +19,7 @@ class Settings(BaseModel):
     fanout_function: str | None = None
     cutovers_table: str = "mailfleet-cutovers"
     cutover_state_machine_arn: str | None = None
+    migration_state_machine_arn: str | None = None
     # Jobs above this many targets (or with long timeouts, or wider than one worker's
     # sockets allow) go to the Distributed Map path. docs/scaling.md derives 2,000 from
     # the worker's CPU: one host-action costs ~0.3 ms of it.
@@ -73,6 +74,7 @@ class Settings(BaseModel):
             fanout_function=get("FANOUT_FUNCTION"),
             cutovers_table=get("CUTOVERS_TABLE", "mailfleet-cutovers"),
             cutover_state_machine_arn=get("CUTOVER_STATE_MACHINE_ARN"),
+            migration_state_machine_arn=get("MIGRATION_STATE_MACHINE_ARN"),
             inprocess_max_targets=int(get("INPROCESS_MAX_TARGETS", "2000") or 2000),
             job_retention_days=int(get("JOB_RETENTION_DAYS", "90") or 90),
             fanout_state_machine_arn=get("FANOUT_STATE_MACHINE_ARN"),

@@ -2,7 +2,8 @@
 
 Follows /work/shared/contracts/doveadm.md, "Running one for tests": everything the
 instance writes (config, sockets, state, logs, mail) lives in its own folder, it listens
-on 127.0.0.1 only, on free ports, and it is stopped by pid, never by name.
+on one loopback address only (127.0.0.1 unless told), on free ports, and it is stopped by
+pid, never by name.
 
     with DovecotInstance(users={"alice": "alicepw"}) as dc:
         dc.endpoint            # http://127.0.0.1:PORT (the doveadm HTTP API)
@@ -12,6 +13,14 @@ on 127.0.0.1 only, on free ports, and it is stopped by pid, never by name.
 Two flavours: a mail backend (passwd-file users, quota, a stats metric, dicts) and a
 director (`director=True`): a one-node director ring that proxies IMAP logins to
 `director_backends` (IPs) on `director_backend_port`.
+
+Backends behind a director, or copied between with dsync, each get their own address
+(`address="127.0.0.2"`, ...: the director tells backends apart by IP, so they share one
+IMAP port, `imap_port=`), a doveadm TCP listener for dsync (`dsync=True`, port
+`dsync_port`) and one `doveadm_password` (the dsync client authenticates with its own):
+
+    port = free_port_on("127.0.0.2", "127.0.0.3")
+    a = DovecotInstance(address="127.0.0.2", imap_port=port, dsync=True, doveadm_password=pw)
 """
 
 from __future__ import annotations
@@ -85,14 +94,14 @@ def dovecot_available() -> str | None:
     return None
 
 
-def _free_ports(count: int) -> list[int]:
+def _free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
     sockets: list[socket.socket] = []
     ports: list[int] = []
     try:
         while len(ports) < count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sockets.append(s)
-            s.bind(("127.0.0.1", 0))
+            s.bind((address, 0))
             port = s.getsockname()[1]
             with _reserved_lock:
                 if port in _reserved:
@@ -103,6 +112,26 @@ def _free_ports(count: int) -> list[int]:
         for s in sockets:
             s.close()
     return ports
+
+
+def free_port_on(*addresses: str, tries: int = 50) -> int:
+    """A port free on every one of `addresses` (loopback), for instances that must share
+    one: backends behind a director all take logins on the same IMAP port. Reserved in
+    this process like the others; an instance started with it releases it when stopped."""
+    for _ in range(tries):
+        port = _free_ports(1, addresses[0])[0]
+        free = True
+        for address in addresses[1:]:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((address, port))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return port
+        _release_ports([port])
+    raise DovecotError(f"no port free on all of {', '.join(addresses)}")
 
 
 def _release_ports(ports: Iterable[int]) -> None:
@@ -169,6 +198,9 @@ class DovecotInstance:
         the director until a login is proxied to IP:director_backend_port.
       director_backend_port: the IMAP port of the backends logins are proxied to.
       folder: where to live; a fresh temp folder (removed on stop) when not given.
+      address: the loopback address every listener binds (default 127.0.0.1).
+      imap_port, dsync_port: fixed ports (free ones are picked when not given).
+      dsync: also listen for the doveadm protocol (dsync's `tcp:<address>:<dsync_port>`).
     """
 
     def __init__(
@@ -185,7 +217,13 @@ class DovecotInstance:
         director_backends: Sequence[str] = ("127.0.0.1",),
         director_backend_port: int = 143,
         name: str | None = None,
+        address: str = "127.0.0.1",
+        imap_port: int | None = None,
+        dsync: bool = False,
+        dsync_port: int | None = None,
     ) -> None:
+        if not address.startswith("127."):
+            raise ValueError("test instances listen on loopback addresses only (127.0.0.0/8)")
         self._own_folder = folder is None
         self.folder = Path(
             tempfile.mkdtemp(prefix="mailfleet-dovecot-") if folder is None else folder
@@ -200,6 +238,9 @@ class DovecotInstance:
         self.director = director
         self.director_backends = list(director_backends)
         self.director_backend_port = director_backend_port
+        self.address = address
+        self._fixed_ports = {"imap": imap_port, "dsync": dsync_port if dsync else None}
+        self.dsync = dsync or dsync_port is not None
         self._proc: subprocess.Popen[bytes] | None = None
         self._ports: dict[str, int] = {}
         self._pids_at_stop: list[int] = []
@@ -210,7 +251,17 @@ class DovecotInstance:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._port('doveadm')}"
+        return f"http://{self.address}:{self._port('doveadm')}"
+
+    @property
+    def dsync_port(self) -> int:
+        """The doveadm TCP listener (dsync=True only)."""
+        return self._port("dsync")
+
+    @property
+    def dsync_endpoint(self) -> str:
+        """Where another Dovecot's dsync reaches this one: `tcp:<address>:<port>`."""
+        return f"tcp:{self.address}:{self.dsync_port}"
 
     @property
     def doveadm_port(self) -> int:
@@ -287,7 +338,9 @@ class DovecotInstance:
         self._prepare_folder()
         for _ in range(8):
             names = ["imap", "doveadm"] + (["director"] if self.director else [])
-            self._ports = dict(zip(names, _free_ports(len(names)), strict=True))
+            names += ["dsync"] if self.dsync else []
+            picked = iter(_free_ports(len(names), self.address))
+            self._ports = {n: self._fixed_ports.get(n) or next(picked) for n in names}
             self.config_path.write_text(self._config())
             # A fresh base_dir each try: a reused one also exits with 89.
             run = self.folder / "run"
@@ -407,11 +460,12 @@ class DovecotInstance:
 
     # -- helpers for tests -------------------------------------------------------------
 
-    def call(self, command: str, params: Mapping[str, Any] | None = None) -> Any:
+    def call(self, command: str, params: Mapping[str, Any] | None = None,
+             timeout: float = 10.0) -> Any:
         """Run one doveadm command over HTTP; the `doveadmResponse` payload, or
         DovecotError with the error object."""
         body = json.dumps([[command, dict(params or {}), "t"]]).encode()
-        status, data = self._request("POST", body, timeout=10.0)
+        status, data = self._request("POST", body, timeout=timeout)
         if status != 200:
             raise DovecotError(f"{command}: HTTP {status}: {data[:200]!r}")
         reply = json.loads(data)
@@ -422,7 +476,7 @@ class DovecotInstance:
 
     def imap(self, user: str, password: str | None = None) -> imaplib.IMAP4:
         """A logged-in IMAP connection for `user` (the caller logs out or closes it)."""
-        conn = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10)
+        conn = imaplib.IMAP4(self.address, self.imap_port, timeout=10)
         conn.login(user, self._users[user] if password is None else password)
         return conn
 
@@ -438,7 +492,7 @@ class DovecotInstance:
             return ""
 
     def _request(self, method: str, body: bytes | None, timeout: float) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self._port("doveadm"), timeout=timeout)
+        conn = http.client.HTTPConnection(self.address, self._port("doveadm"), timeout=timeout)
         try:
             # No "Connection: close" header: http.client only adds it when asked.
             headers = {"Authorization": self.auth_header("api_key" if self._api_key
@@ -490,7 +544,7 @@ class DovecotInstance:
             f"state_dir = {f}/state",
             f"log_path = {f}/dovecot.log",
             "protocols = imap",
-            "listen = 127.0.0.1",
+            f"listen = {self.address}",
             "ssl = no",
             "disable_plaintext_auth = no",
             "auth_mechanisms = plain login",
@@ -504,7 +558,7 @@ class DovecotInstance:
             "",
             "service imap-login {",
             "  inet_listener imap {",
-            "    address = 127.0.0.1",
+            f"    address = {self.address}",
             f"    port = {self._ports['imap']}",
             "  }",
             "  inet_listener imaps {",
@@ -513,9 +567,16 @@ class DovecotInstance:
             "}",
             "service doveadm {",
             "  inet_listener http {",
-            "    address = 127.0.0.1",
+            f"    address = {self.address}",
             f"    port = {self._ports['doveadm']}",
             "  }",
+            *([
+                # The doveadm protocol itself: what another Dovecot's dsync connects to.
+                "  inet_listener {",
+                f"    address = {self.address}",
+                f"    port = {self._ports['dsync']}",
+                "  }",
+            ] if self.dsync else []),
             "}",
         ]
         if self._password:
@@ -564,7 +625,7 @@ class DovecotInstance:
     def _director_config(self) -> list[str]:
         f = self.folder
         return [
-            f"director_servers = 127.0.0.1:{self._ports['director']}",
+            f"director_servers = {self.address}:{self._ports['director']}",
             f"director_mail_servers = {' '.join(self.director_backends)}",
             "service director {",
             "  unix_listener login/director {",
@@ -577,7 +638,7 @@ class DovecotInstance:
             "    mode = 0600",
             "  }",
             "  inet_listener {",
-            "    address = 127.0.0.1",
+            f"    address = {self.address}",
             f"    port = {self._ports['director']}",
             "  }",
             "}",

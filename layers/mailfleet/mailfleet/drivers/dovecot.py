@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import re
 import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import requests
@@ -588,3 +591,98 @@ class DovecotDriver(Driver):
             return "X-Dovecot-API " + base64.b64encode(secret["api_key"].encode()).decode()
         token = base64.b64encode(f"doveadm:{secret['password']}".encode()).decode()
         return "Basic " + token
+
+    # -- moving a mailbox between backends (dsync), for migrations only --------------------
+    # Trusted internal path: the migration logic calls these with a destination it built
+    # from the inventory; public jobs never reach them (contracts/doveadm.md, "Moving a
+    # mailbox between backends").
+
+    def dsync_backup(self, user: str, to: DsyncTarget, deadline: Deadline, *,
+                     lock_seconds: int) -> DsyncOutcome:
+        """`backup` of one user from this host to `to` (one-way: `to` is made identical).
+
+        The copy runs on this host for as long as it takes; if it outlasts `deadline` we
+        hang up and it goes on (doveadm keeps running a command whose client left), so the
+        answer is "running". Every copy takes the user's dsync lock (`lockTimeout`): a
+        second copy while one runs fails with exitCode 75 after `lock_seconds`, which also
+        means "running". No tempfail retries here: the caller polls."""
+        params = {"user": user, "destination": [to.location], "lockTimeout": lock_seconds}
+        try:
+            self._run("backup", params, deadline)
+        except HostError as error:
+            if error.type is ErrorType.TIMEOUT:
+                return DsyncOutcome.RUNNING
+            if error.type is ErrorType.EXIT_CODE and error.code == TEMPFAIL:
+                return DsyncOutcome.RUNNING
+            if error.type is ErrorType.CONNECTION and "without a response" in error.message:
+                # Seen on 2.3.19: the worker dies when it cannot reach the destination.
+                raise HostError(
+                    ErrorType.CONNECTION,
+                    f"doveadm backup: the host closed the connection without a response: it "
+                    f"could not reach the destination's doveadm listener at {to.location} "
+                    "(or its worker crashed)", retryable=True) from None
+            raise
+        return DsyncOutcome.DONE
+
+    def mailboxes(self, user: str, deadline: Deadline) -> dict[str, dict[str, Any]]:
+        """One user's mailboxes: {name: {"messages": n, "guid": g}} (mailboxList, then
+        mailboxStatus on them all). dsync keeps a mailbox's GUID on the copy, so a GUID
+        tells a copy of a mailbox from a different one of the same name."""
+        listed = self._run("mailboxList", {"user": user}, deadline)
+        names = [row.get("mailbox") for row in listed if isinstance(row, dict)]
+        status = self._run("mailboxStatus", {"user": user, "field": ["messages", "guid"],
+                                             "mailboxMask": ["*"]}, deadline)
+        out: dict[str, dict[str, Any]] = {
+            n: {"messages": 0, "guid": None} for n in names if isinstance(n, str)}
+        for row in status:
+            try:
+                out[str(row["mailbox"])] = {"messages": int(row["messages"]),
+                                            "guid": row.get("guid")}
+            except (KeyError, TypeError, ValueError):
+                raise _malformed("mailboxStatus", "a row without mailbox or messages") from None
+        return out
+
+
+class DsyncOutcome(StrEnum):
+    DONE = "done"
+    RUNNING = "running"
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class DsyncTarget:
+    """Where a source's dsync reaches the other backend's doveadm listener."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.port <= 65535):
+            raise ValueError("the port must be 1-65535")
+        if not (_HOSTNAME.match(self.host) or _is_ip(self.host)):
+            raise ValueError("the host must be a host name or an IP address")
+
+    @property
+    def location(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, value: str) -> DsyncTarget:
+        """`tcp:host:port` (IPv6 in brackets); ValueError saying what is wrong."""
+        match = re.fullmatch(r"tcp:(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(\d{1,5})", value)
+        if match is None:
+            raise ValueError("must be tcp:<host>:<port>")
+        return cls(match.group(1).strip("[]"), int(match.group(2)))
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

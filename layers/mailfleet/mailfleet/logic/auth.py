@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
 from mailfleet.config import settings
 from mailfleet.logic.caller import Caller
 from mailfleet.models.common import now_iso
-from mailfleet.models.tokens import Principal, Role, TokenCreate, TokenCreated, TokenView
+from mailfleet.models.tokens import (
+    Principal,
+    Role,
+    TokenCreate,
+    TokenCreated,
+    TokenScope,
+    TokenView,
+)
 from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.tokens import TokenNotFound, TokenStore
 
@@ -31,14 +40,22 @@ def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None,
     """A new token, stored with its audit event in one write."""
     token_id = secrets.token_hex(8)
     token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+    expires_at = None
+    if request.expires_in_days is not None:
+        expires_at = (
+            datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=request.expires_in_days)
+        ).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     view = TokenView(
         token_id=token_id,
         role=request.role,
         name=request.name,
         created_at=now_iso(),
         created_by=created_by,
+        scope=request.scope,
+        expires_at=expires_at,
     )
-    item = dict(view.model_dump(mode="json"), token_sha256=sha256_hex(token))
+    item = dict(view.model_dump(mode="json", exclude_none=True),
+                token_sha256=sha256_hex(token))
     (audit or AuditLog()).record(
         (store or TokenStore()).put_change(item),
         actor=created_by,
@@ -47,7 +64,12 @@ def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None,
         action="token.create",
         target=f"token:{token_id}",
         outcome="ok",
-        params={"role": view.role.value, "name": view.name},
+        params={
+            "role": view.role.value,
+            "name": view.name,
+            "scope": view.scope.model_dump(mode="json") if view.scope else None,
+            "expires_at": view.expires_at,
+        },
     )
     return TokenCreated(**view.model_dump(), token=token)
 
@@ -84,17 +106,29 @@ class Authenticator:
             parts = token.split("_", 2)
             if len(parts) == 3:
                 item = self.store.get(parts[1])
-                if item and hmac.compare_digest(item["token_sha256"], sha256_hex(token)):
+                if (
+                    item
+                    and hmac.compare_digest(item["token_sha256"], sha256_hex(token))
+                    and not expired(item)
+                ):
+                    scope = item.get("scope")
                     return Principal(
                         principal=f"token:{item['name']}",
                         role=Role(item["role"]),
                         token_id=item["token_id"],
+                        scope=TokenScope.model_validate(scope) if scope else None,
                     )
             return None
         admin = _bootstrap_admin_token()
         if admin and hmac.compare_digest(sha256_hex(admin), sha256_hex(token)):
             return Principal(principal=BOOTSTRAP_PRINCIPAL, role=Role.ADMIN)
         return None
+
+
+def expired(item: dict[str, Any]) -> bool:
+    """Whether a token item's expiry (if it has one) has passed."""
+    expires_at = item.get("expires_at")
+    return bool(expires_at) and str(expires_at) <= now_iso()
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -83,13 +83,19 @@ class StepFailed(Exception):
 
 
 class CutoverSteps:
+    # MigrationSteps (mailfleet.logic.migration_steps) reuses these steps for the route
+    # part of a migration, under its own name in the audit trail.
+    noun = "cutover"
+    actor = ACTOR
+    coordinator: type[Cutovers] = Cutovers
+
     def __init__(
         self,
         store: CutoverStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
     ) -> None:
-        self.store = store or CutoverStore()
+        self.store = store or self.coordinator.store_class()
         self.hosts = hosts or HostStore()
         self.audit = audit or _audit_log()
         self._steps: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -112,7 +118,7 @@ class CutoverSteps:
     def run(self, step: str, item: dict[str, Any]) -> dict[str, Any]:
         handler = self._steps.get(step)
         if handler is None:
-            raise ValueError(f"unknown cutover step {step!r}")
+            raise ValueError(f"unknown {self.noun} step {step!r}")
         return handler(item)
 
     # ------------------------------------------------------------------ begin
@@ -143,7 +149,7 @@ class CutoverSteps:
             if self.store.update_account(
                 cutover_id, n, from_statuses=[AccountStatus.PENDING.value],
                 status=AccountStatus.SKIPPED.value,
-                error={"type": "cutover", "message": reason},
+                error={"type": self.noun, "message": reason},
             ):
                 self.store.move_count(cutover_id, AccountStatus.PENDING.value,
                                       AccountStatus.SKIPPED.value)
@@ -160,9 +166,9 @@ class CutoverSteps:
     def _why_not_start(self, cutover_id: str) -> str | None:
         cutover = self.store.get(cutover_id)
         if cutover.get("halted"):
-            return f"not started: the cutover was halted ({cutover['halted']})"
+            return f"not started: the {self.noun} was halted ({cutover['halted']})"
         if cutover["status"] != CutoverStatus.RUNNING.value:
-            return f"not started: the cutover is {cutover['status']}"
+            return f"not started: the {self.noun} is {cutover['status']}"
         counts = cutover.get("counts", {})
         failures = counts.get(AccountStatus.ROLLED_BACK.value, 0) + counts.get(
             AccountStatus.FAILED.value, 0)
@@ -195,9 +201,9 @@ class CutoverSteps:
                    lambda host, driver: _perform(driver, "connections.delay", params))
         return item
 
-    def switch(self, item: dict[str, Any]) -> dict[str, Any]:
+    def switch(self, item: dict[str, Any], step: str = "switch") -> dict[str, Any]:
         params = {"identifier": item["account"], "destination": item["plan"]["destination"]}
-        self._step(item, "switch", item["plan"]["proxies"],
+        self._step(item, step, item["plan"]["proxies"],
                    lambda host, driver: _perform(driver, "mapping.set", params))
         return item
 
@@ -207,7 +213,7 @@ class CutoverSteps:
                    lambda host, driver: _perform(driver, "cache.invalidate", params))
         return item
 
-    def kick(self, item: dict[str, Any]) -> dict[str, Any]:
+    def kick(self, item: dict[str, Any], step: str = "kick") -> dict[str, Any]:
         """End live sessions on every proxy and, when given, on the backends."""
         account = item["account"]
 
@@ -216,17 +222,17 @@ class CutoverSteps:
                 return _dovecot_kick(driver, account)
             return _perform(driver, "connections.kick", {"identifier": account})
 
-        self._step(item, "kick", item["plan"]["proxies"] + item["plan"]["backends"], kick)
+        self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
         return item
 
     # ------------------------------------------------------------------ director steps
-    def director_move(self, item: dict[str, Any]) -> dict[str, Any]:
+    def director_move(self, item: dict[str, Any], step: str = "director_move") -> dict[str, Any]:
         account, destination = item["account"], item["plan"]["destination"]
-        self._step(item, "director_move", item["plan"]["proxies"],
+        self._step(item, step, item["plan"]["proxies"],
                    lambda host, driver: _director_move(driver, account, destination))
         return item
 
-    def director_kick(self, item: dict[str, Any]) -> dict[str, Any]:
+    def director_kick(self, item: dict[str, Any], step: str = "director_kick") -> dict[str, Any]:
         account = item["account"]
         directors = set(item["plan"]["proxies"])
 
@@ -235,12 +241,11 @@ class CutoverSteps:
                 return _perform(driver, "directorKick", {"user": account})
             return _dovecot_kick(driver, account)
 
-        self._step(item, "director_kick", item["plan"]["proxies"] + item["plan"]["backends"],
-                   kick)
+        self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
         return item
 
     # ------------------------------------------------------------------ verify and done
-    def verify(self, item: dict[str, Any]) -> dict[str, Any]:
+    def verify(self, item: dict[str, Any], step: str = "verify") -> dict[str, Any]:
         account, destination = item["account"], item["plan"]["destination"]
         director = _director(item)
 
@@ -255,12 +260,12 @@ class CutoverSteps:
                                 f"{destination!r}", retryable=True)
             return {"resolves_to": now}
 
-        self._step(item, "verify", item["plan"]["proxies"], check,
+        self._step(item, step, item["plan"]["proxies"], check,
                    settle=(AccountStatus.DONE, None))
         return {}
 
     # ------------------------------------------------------------------ rollback
-    def rollback(self, item: dict[str, Any]) -> dict[str, Any]:
+    def rollback(self, item: dict[str, Any], step: str = "rollback") -> dict[str, Any]:
         """Put back on every host what Remember saw there (delete where there was no
         mapping), then invalidate and kick again. Hosts Remember never reached were not
         changed and are left alone; hosts already as remembered are not written."""
@@ -278,7 +283,7 @@ class CutoverSteps:
             return _proxy_restore(driver, account, before)
 
         cause = None if item["mode"] == "rollback" else _cause(item, record)
-        self._step(item, "rollback", hosts, restore,
+        self._step(item, step, hosts, restore,
                    settle=(AccountStatus.ROLLED_BACK, cause))
         return {}
 
@@ -314,7 +319,7 @@ class CutoverSteps:
                 self.audit.record(
                     self.store.account_change(cutover_id, n, status_is=[before],
                                               **_final_fields(status, error)),
-                    actor=ACTOR, action=f"cutover.account.{status.value.lower()}",
+                    actor=self.actor, action=f"{self.noun}.account.{status.value.lower()}",
                     target=f"account:{account}", cutover_id=cutover_id, outcome=status.value,
                     params={"n": n, "error": error} if error else {"n": n},
                 )
@@ -391,9 +396,9 @@ class CutoverSteps:
 
     def finish(self, item: dict[str, Any]) -> dict[str, Any]:
         error = item.get("error")
-        return Cutovers(self.store, self.hosts, self.audit).finish(
+        return self.coordinator(self.store, self.hosts, self.audit).finish(
             item["cutover_id"],
-            mode=item.get("mode", "cutover"),
+            mode=item.get("mode", self.noun),
             positions=item.get("positions"),
             error=_state_error(error) if error else None,
         )
@@ -408,10 +413,13 @@ class CutoverSteps:
         *,
         account_item: bool = True,
         settle: tuple[AccountStatus, dict[str, Any] | None] | None = None,
+        details: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Run `action` on every host at once; record the outcome; raise on failure. On
         success `settle` (status, error) gives the account its final status in the same
-        write as the step's record and event."""
+        write as the step's record and event. `details` (given the hosts' outputs) adds
+        fields to the record and the event, success or not: a migration's per-mailbox
+        counts, a copy still running."""
         started = time.monotonic()
         outputs, errors = self._on_hosts(host_ids, action)
         record: dict[str, Any] = {
@@ -423,12 +431,15 @@ class CutoverSteps:
             | {h: _small(o) for h, o in outputs.items()},
         }
         failure = StepFailed(step, errors) if errors else None
+        if details is not None:
+            record.update(details(outputs))
         if failure is not None:
             record["outcome"] = "retrying" if failure.retryable else "failed"
             self._halt_if_hopeless(item["cutover_id"], errors)
-        params = {"hosts": record["hosts"], "duration_ms": record["duration_ms"]}
-        target = f"account:{item['account']}" if account_item else f"cutover:{item['cutover_id']}"
-        event = {"actor": ACTOR, "action": f"cutover.{step}", "target": target,
+        params = {k: v for k, v in record.items() if k not in ("step", "outcome", "at")}
+        target = (f"account:{item['account']}" if account_item
+                  else f"{self.noun}:{item['cutover_id']}")
+        event = {"actor": self.actor, "action": f"{self.noun}.{step}", "target": target,
                  "cutover_id": item["cutover_id"], "outcome": record["outcome"]}
         if not account_item:
             self.audit.append(params=params, **event)

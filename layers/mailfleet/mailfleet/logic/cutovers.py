@@ -19,7 +19,7 @@ from typing import Any
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.problems import Problem, conflict, invalid, not_found
+from mailfleet.logic.problems import Problem, conflict, forbidden, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.cutovers import (
     AccountStatus,
@@ -46,25 +46,34 @@ _EXECUTION_ENDED = {"ABORTED": "stopped", "FAILED": "failed", "TIMED_OUT": "time
 
 
 class Cutovers:
+    # Migrations (mailfleet.logic.migrations) are cutovers that carry the mail first: the
+    # same items, locks, start, rollback and finish, under their own name.
+    noun = "cutover"
+    store_class: type[CutoverStore] = CutoverStore
+    # What an operator should check on an account a stopped execution left half-done.
+    in_progress_advice = "its mappings may differ between proxies; check it and roll it back"
+
     def __init__(
         self,
         store: CutoverStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
     ) -> None:
-        self.store = store or CutoverStore()
+        self.store = store or self.store_class()
         self.hosts = hosts or HostStore()
         self.audit = audit or AuditLog()
+        # The ids inside a scope, read once per instance (one request).
+        self._scope_ids: tuple[Any, set[str]] | None = None
 
     # ------------------------------------------------------------------ submit
     def submit(self, request: CutoverRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a cutover. Returns (answer, dry_run)."""
         director = request.strategy == Strategy.DIRECTOR
         kind = HostKind.DOVECOT if director else HostKind.PROXY
-        proxies, left_out = self._resolve(request.proxies, kind, "proxies")
+        proxies, left_out = self._resolve(request.proxies, kind, "proxies", caller)
         backends: list[dict[str, Any]] = []
         if request.backends is not None:
-            backends, _ = self._resolve(request.backends, HostKind.DOVECOT, "backends")
+            backends, _ = self._resolve(request.backends, HostKind.DOVECOT, "backends", caller)
         keys = {account_key(a): a for a in request.accounts}
         busy, stale = self._conflicts(keys)
         if busy:
@@ -134,10 +143,12 @@ class Cutovers:
         return answer, False
 
     def _resolve(
-        self, selection: HostSelection, kind: HostKind, field: str
+        self, selection: HostSelection, kind: HostKind, field: str, caller: Caller | None = None
     ) -> tuple[list[dict[str, Any]], list[str]]:
         """The hosts selected, all of `kind`, and the tag-matched ones left out for
-        maintenance (every proxy must be switched: the caller is told which were not)."""
+        maintenance (every proxy must be switched: the caller is told which were not).
+        A scoped caller selects only hosts in its scope (others: 403)."""
+        scope = caller.scope if caller is not None else None
         if selection.hosts is not None:
             found = self.hosts.get_many(selection.hosts)
             missing = [h for h in selection.hosts if h not in found]
@@ -148,8 +159,19 @@ class Cutovers:
                 raise invalid(
                     f"{field}.hosts", f"must all be {kind} hosts; not: " + ", ".join(wrong[:20])
                 )
+            if caller is not None:
+                for h in selection.hosts:
+                    caller.check_acts(found[h], h, f"{field}.hosts")
             return [found[h] for h in selection.hosts], []
-        items, _ = self.hosts.list(kind=kind.value, tags=selection.tags or {})
+        kind_name: str | None = kind.value
+        tags = selection.tags or {}
+        if scope is not None:
+            narrowed = scope.narrow(kind_name, tags)
+            if narrowed is None:
+                raise forbidden(f"{field}: {kind} hosts with these tags are outside this "
+                                "token's scope")
+            kind_name, tags = narrowed
+        items, _ = self.hosts.list(kind=kind_name, tags=tags)
         chosen = sorted((i for i in items if not i.get("maintenance")), key=lambda i: i["id"])
         left_out = sorted(i["id"] for i in items if i.get("maintenance"))
         if not chosen:
@@ -168,7 +190,8 @@ class Cutovers:
         cutovers = self.store.get_many(holders.values())
         live = {c for c, item in cutovers.items() if self._still_live(item)}
         busy = [
-            {"account": keys[k], "cutover_id": c} for k, c in holders.items() if c in live
+            {"account": keys[k], f"{cutovers[c].get('kind', 'cutover')}_id": c}
+            for k, c in holders.items() if c in live
         ]
         stale = {k: c for k, c in holders.items() if c not in live}
         return busy, stale
@@ -178,15 +201,20 @@ class Cutovers:
             return False
         if item["status"] == CutoverStatus.PENDING.value and not item.get("execution_arn"):
             return _age_seconds(item["created_at"]) < PENDING_GRACE_SECONDS
-        # Its execution may have ended without a word (stopped, failed): find out now.
-        return self.reconcile(item)["status"] in _LIVE
+        # Its execution may have ended without a word (stopped, failed): find out now, by
+        # the rules of its own kind (a migration may hold a cutover's account and back).
+        holder = self if item.get("kind", "cutover") == self.noun else _other_kind(item, self)
+        return holder.reconcile(item)["status"] in _LIVE
+
+    def state_machine_arn(self) -> str | None:
+        return settings().cutover_state_machine_arn
 
     def _start(
         self, cutover: dict[str, Any], positions: list[int], keys: dict[str, str],
         caller: Caller, name: str | None = None,
     ) -> str:
         cutover_id = cutover["cutover_id"]
-        arn = settings().cutover_state_machine_arn
+        arn = self.state_machine_arn()
         execution_input = {
             "cutover_id": cutover_id,
             "mode": cutover["phase"],
@@ -201,7 +229,7 @@ class Cutovers:
             execution_input["drain"] = cutover["plan"]["drain"]
         try:
             if not arn:
-                raise RuntimeError("CUTOVER_STATE_MACHINE_ARN is not configured")
+                raise RuntimeError(f"the {self.noun} state machine ARN is not configured")
             started = aws.client("stepfunctions").start_execution(
                 stateMachineArn=arn,
                 # Named: a unique name per run, and a retried start cannot run twice.
@@ -209,21 +237,21 @@ class Cutovers:
                 input=json.dumps(execution_input),
             )
         except Exception as exc:
-            reason = f"could not start the cutover's state machine: {type(exc).__name__}"
+            reason = f"could not start the {self.noun}'s state machine: {type(exc).__name__}"
             self.store.release_locks(cutover_id, keys)
             with contextlib.suppress(ChangeRefused):  # already final: recorded then
                 self.audit.record(
                     self.store.finish_change(cutover_id, CutoverStatus.FAILED.value,
                                              finished_at=now_iso(),
                                              error={"type": "start", "message": reason}),
-                    actor=caller.principal, action="cutover.end",
-                    target=f"cutover:{cutover_id}", cutover_id=cutover_id,
+                    actor=caller.principal, action=f"{self.noun}.end",
+                    target=f"{self.noun}:{cutover_id}", cutover_id=cutover_id,
                     outcome=CutoverStatus.FAILED.value, params={"reason": reason},
                 )
             raise Problem(
-                "the cutover was recorded but could not be started; it is marked FAILED",
+                f"the {self.noun} was recorded but could not be started; it is marked FAILED",
                 503,
-                extra={"cutover_id": cutover_id},
+                extra={f"{self.noun}_id": cutover_id},
             ) from None
         self.store.transition(
             cutover_id,
@@ -235,15 +263,15 @@ class Cutovers:
         return CutoverStatus.RUNNING.value
 
     def _audit_submit(
-        self, cutover: dict[str, Any], caller: Caller, request: CutoverRequest, change: Change
+        self, cutover: dict[str, Any], caller: Caller, request: Any, change: Change
     ) -> None:
         self.audit.record(
             change,
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
-            action="cutover.dry_run" if request.dry_run else "cutover.start",
-            target=f"cutover:{cutover['cutover_id']}",
+            action=f"{self.noun}.dry_run" if request.dry_run else f"{self.noun}.start",
+            target=f"{self.noun}:{cutover['cutover_id']}",
             cutover_id=cutover["cutover_id"],
             outcome="ok",
             params={
@@ -259,19 +287,22 @@ class Cutovers:
     def rollback(self, cutover_id: str, caller: Caller) -> dict[str, Any]:
         """Put every DONE account back as remembered, in a new execution."""
         cutover = self._item(cutover_id)
+        if not self.sees(cutover, caller):
+            raise forbidden(f"cutover {cutover_id!r} acts on hosts outside this token's scope")
         cutover = self.reconcile(cutover)
         if cutover.get("dry_run"):
             raise conflict("a dry run changed nothing; there is nothing to roll back")
         if not CutoverStatus(cutover["status"]).final:
             raise conflict(
-                "the cutover is still running; roll it back once it has finished",
+                f"the {self.noun} is still running; roll it back once it has finished",
                 status=cutover["status"],
             )
         done, _ = self.store.accounts(
             cutover_id, status=AccountStatus.DONE.value, fields=["n", "account"]
         )
         if not done:
-            raise conflict("no account of this cutover is DONE; there is nothing to roll back")
+            raise conflict(
+                f"no account of this {self.noun} is DONE; there is nothing to roll back")
         keys = {account_key(a["account"]): a["account"] for a in done}
         busy, stale = self._conflicts(keys, own=cutover_id)
         if busy:
@@ -287,12 +318,12 @@ class Cutovers:
             rollback_requested_by=caller.principal,
             rollback_requested_at=now_iso(),
         ):
-            raise conflict("the cutover changed meanwhile; try again")
+            raise conflict(f"the {self.noun} changed meanwhile; try again")
         try:
             self.store.take_locks(cutover_id, keys, stale)
         except LockLost:
             self.store.transition(
-                cutover_id, [CutoverStatus.RUNNING.value], cutover["status"], phase="cutover"
+                cutover_id, [CutoverStatus.RUNNING.value], cutover["status"], phase=self.noun
             )
             busy, _ = self._conflicts(keys, own=cutover_id)
             raise _busy(busy) from None
@@ -303,8 +334,8 @@ class Cutovers:
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
-            action="cutover.rollback",
-            target=f"cutover:{cutover_id}",
+            action=f"{self.noun}.rollback",
+            target=f"{self.noun}:{cutover_id}",
             cutover_id=cutover_id,
             outcome="ok",
             params={"accounts": len(done)},
@@ -317,7 +348,7 @@ class Cutovers:
             caller,
             name=f"{cutover_id}-rollback-{rollbacks}",
         )
-        return {"cutover_id": cutover_id, "status": status, "total": len(done)}
+        return {f"{self.noun}_id": cutover_id, "status": status, "total": len(done)}
 
     # ------------------------------------------------------------------ reads
     def view(
@@ -326,9 +357,13 @@ class Cutovers:
         *,
         accounts_limit: int | None = ACCOUNTS_PAGE,
         next_token: str | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
-        cutover = self.reconcile(self._item(cutover_id))
-        out = _public(cutover)
+        item = self._item(cutover_id)
+        if caller is not None and not self.sees(item, caller):
+            raise not_found(self.noun, cutover_id)
+        cutover = self.reconcile(item)
+        out = self.public(cutover)
         accounts, token = self.store.accounts(
             cutover_id, limit=accounts_limit, next_token=next_token
         )
@@ -337,16 +372,37 @@ class Cutovers:
         return out
 
     def list(
-        self, *, status: str | None, limit: int, next_token: str | None
+        self, *, status: str | None, limit: int, next_token: str | None,
+        caller: Caller | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         items, token = self.store.list(status=status, limit=limit, next_token=next_token)
-        return [_public(self.reconcile(i)) for i in items], token
+        if caller is not None:
+            # A page may come back shorter: cutovers outside the caller's scope are left out.
+            items = [i for i in items if self.sees(i, caller)]
+        return [self.public(self.reconcile(i)) for i in items], token
+
+    def public(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The item as the API shows it."""
+        return _public(item)
+
+    def sees(self, cutover: dict[str, Any], caller: Caller) -> bool:
+        """A scoped caller sees a cutover only if all its proxies and backends are in scope."""
+        scope = caller.scope
+        if scope is None:
+            return True
+        plan = cutover.get("plan", {})
+        hosts = set(plan.get("proxies", [])) | set(plan.get("backends", []))
+        if self._scope_ids is None or self._scope_ids[0] != scope:
+            kind = scope.kind.value if scope.kind else None
+            items, _ = self.hosts.list(kind=kind, tags=scope.tags)
+            self._scope_ids = (scope, {i["id"] for i in items})
+        return hosts <= self._scope_ids[1]
 
     def _item(self, cutover_id: str) -> dict[str, Any]:
         try:
             return self.store.get(cutover_id)
         except CutoverNotFound:
-            raise not_found("cutover", cutover_id) from None
+            raise not_found(self.noun, cutover_id) from None
 
     # ------------------------------------------------------------------ the end
     def reconcile(self, cutover: dict[str, Any]) -> dict[str, Any]:
@@ -392,12 +448,12 @@ class Cutovers:
             return None
         if cutover.get("execution_arn") != detail.get("executionArn"):
             return None  # an older execution of this cutover (a rollback started since)
-        message = f"the cutover's execution {_EXECUTION_ENDED[status]}"
+        message = f"the {self.noun}'s execution {_EXECUTION_ENDED[status]}"
         if detail.get("error"):
             message += f": {str(detail['error'])[:200]}"
         return self.finish(
             cutover_id,
-            mode=execution_input.get("mode", cutover.get("phase", "cutover")),
+            mode=execution_input.get("mode", cutover.get("phase", self.noun)),
             positions=execution_input.get("positions"),
             error={"type": "execution", "code": status, "message": message},
             stopped=status == "ABORTED",
@@ -421,11 +477,11 @@ class Cutovers:
         for account in accounts:
             if account["status"] == AccountStatus.PENDING.value:
                 self._force(cutover_id, account, AccountStatus.SKIPPED,
-                            f"the cutover {why} before this account started")
+                            f"the {self.noun} {why} before this account started")
             elif account["status"] == AccountStatus.IN_PROGRESS.value:
                 self._force(cutover_id, account, AccountStatus.FAILED,
-                            f"the cutover {why} while this account was in progress: its "
-                            "mappings may differ between proxies; check it and roll it back")
+                            f"the {self.noun} {why} while this account was in progress: "
+                            f"{self.in_progress_advice}")
         counts = dict(Counter(a["status"] for a in accounts))
         if stopped:
             status = CutoverStatus.CANCELLED
@@ -442,14 +498,14 @@ class Cutovers:
         with contextlib.suppress(ChangeRefused):  # already final: recorded then
             self.audit.record(
                 self.store.finish_change(cutover_id, status.value, **fields),
-                actor=SYSTEM.principal,
-                action="cutover.end",
-                target=f"cutover:{cutover_id}",
+                actor=Caller.system(self.noun).principal,
+                action=f"{self.noun}.end",
+                target=f"{self.noun}:{cutover_id}",
                 cutover_id=cutover_id,
                 outcome=status.value,
                 params={"phase": mode, "counts": counts, "error": error},
             )
-        return {"cutover_id": cutover_id, "status": status.value, "counts": counts}
+        return {f"{self.noun}_id": cutover_id, "status": status.value, "counts": counts}
 
     def _force(
         self, cutover_id: str, account: dict[str, Any], status: AccountStatus, reason: str
@@ -459,7 +515,7 @@ class Cutovers:
             account["n"],
             from_statuses=[account["status"]],
             status=status.value,
-            error={"type": "cutover", "message": reason},
+            error={"type": self.noun, "message": reason},
         )
         if changed:
             account["status"] = status.value
@@ -477,9 +533,17 @@ def cutover_status(counts: dict[str, int], total: int, *, failed: bool) -> Cutov
 
 def _busy(busy: list[dict[str, str]]) -> Problem:
     return conflict(
-        f"{len(busy)} of these accounts are already in a running cutover",
+        f"{len(busy)} of these accounts are already in a running cutover or migration",
         conflicts=busy[:CONFLICTS_SHOWN],
     )
+
+
+def _other_kind(item: dict[str, Any], me: Cutovers) -> Cutovers:
+    """The coordinator of a lock holder of the other kind, sharing my stores."""
+    from mailfleet.logic.migrations import Migrations
+
+    kind = Migrations if item.get("kind") == "migration" else Cutovers
+    return kind(hosts=me.hosts, audit=me.audit)
 
 
 def _endpoint(item: dict[str, Any]) -> dict[str, str]:

@@ -31,7 +31,7 @@ from mailfleet.fanout import run
 from mailfleet.logic import connect
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.jobs import Jobs
-from mailfleet.logic.problems import Problem, invalid
+from mailfleet.logic.problems import Problem, forbidden, invalid
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import Host, HostKind
 from mailfleet.models.jobs import JobStatus, ResultStatus
@@ -266,7 +266,13 @@ class FleetHealth:
 
     def submit(self, caller: Caller, kind: str | None = None,
                tags: dict[str, str] | None = None) -> dict[str, Any]:
-        """POST /fleet/sweep: record the sweep as a job and start it in the background."""
+        """POST /fleet/sweep: record the sweep as a job and start it in the background.
+        A scoped caller sweeps only hosts in its scope."""
+        if caller.scope is not None:
+            narrowed = caller.scope.narrow(kind, tags)
+            if narrowed is None:
+                raise forbidden("kind and tags: outside this token's scope")
+            kind, tags = narrowed
         items = self.targets(kind, tags)
         if not items:
             raise invalid("tags" if tags else "hosts",
@@ -305,11 +311,14 @@ class FleetHealth:
         return {"job_id": job_id, "status": JobStatus.PENDING.value, "total": len(targets)}
 
     # ------------------------------------------------------------------ reading
-    def fleet(self) -> dict[str, Any]:
-        """GET /fleet/health: the last sweep's view of every host.
+    def fleet(self, caller: Caller | None = None) -> dict[str, Any]:
+        """GET /fleet/health: the last sweep's view of every host (a scoped caller's: of
+        every host in its scope).
 
         Hosts in maintenance, and hosts never swept, are `unknown`: nobody asked them."""
         items, _ = self.hosts.list()
+        if caller is not None:
+            items = [i for i in items if caller.sees(i)]
         counts: dict[str, Counter[str]] = {k.value: Counter() for k in HostKind}
         down: list[str] = []
         destinations_down: list[dict[str, str]] = []

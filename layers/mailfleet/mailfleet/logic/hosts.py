@@ -35,17 +35,36 @@ class Inventory:
         self.audit = audit or AuditLog()
 
     # ------------------------------------------------------------------ reads
-    def get(self, host_id: str) -> dict[str, Any]:
-        return view(self._item(host_id))
+    def get(self, host_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        return view(self._item(host_id, caller))
 
     def list(
-        self, *, kind: str | None, tags: dict[str, str], limit: int, next_token: str | None
+        self,
+        *,
+        kind: str | None,
+        tags: dict[str, str],
+        limit: int,
+        next_token: str | None,
+        caller: Caller | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
+        if caller is not None and caller.scope is not None:
+            narrowed = caller.scope.narrow(kind, tags)
+            if narrowed is None:
+                return [], None  # the filter asks for hosts outside the token's scope
+            kind, tags = narrowed
         items, token = self.hosts.list(kind=kind, tags=tags, limit=limit, next_token=next_token)
         return [view(i) for i in items], token
 
-    def actions(self, host_id: str) -> dict[str, Any]:
-        item = self._item(host_id)
+    def ids_in_scope(self, caller: Caller) -> set[str] | None:
+        """The ids of every host a scoped caller may see (None: unscoped, all of them)."""
+        if caller.scope is None:
+            return None
+        kind = caller.scope.kind.value if caller.scope.kind else None
+        items, _ = self.hosts.list(kind=kind, tags=caller.scope.tags)
+        return {i["id"] for i in items}
+
+    def actions(self, host_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        item = self._item(host_id, caller)
         if item["kind"] != HostKind.DOVECOT:
             specs = driver_class(item["kind"]).static_actions()
             return {
@@ -80,6 +99,7 @@ class Inventory:
 
     # ------------------------------------------------------------------ writes
     def register(self, body: HostCreate, caller: Caller) -> dict[str, Any]:
+        caller.check_acts(body.model_dump(mode="json"), body.id)
         secret_name = body.credentials_secret
         if secret_name is not None:
             self._check_external_secret(body.kind, secret_name, "credentials_secret")
@@ -125,6 +145,7 @@ class Inventory:
 
     def update(self, host_id: str, patch: HostPatch, caller: Caller) -> dict[str, Any]:
         item = self._item(host_id)
+        caller.check_acts(item, host_id)
         host = Host.model_validate(item)
         changes = patch.model_dump(exclude_unset=True)
         if not changes:
@@ -151,6 +172,8 @@ class Inventory:
             value = getattr(patch, name)
             if value is not None:
                 setattr(host, name, value)
+        # A scoped token may not move a host out of its own scope either.
+        caller.check_acts(host.model_dump(mode="json"), host_id, "tags")
         host.updated_at = now_iso()
         # The host's own command list stays cached unless where or how we reach it changed.
         keep = {}
@@ -188,6 +211,8 @@ class Inventory:
 
     def delete(self, host_id: str, caller: Caller) -> None:
         old = self._item(host_id)
+        if caller.scope is not None:
+            caller.check_acts(old, host_id)
         try:
             self.audit.record(
                 self.hosts.delete_change(host_id),
@@ -208,11 +233,14 @@ class Inventory:
         forget_sessions(host_id)
 
     # ------------------------------------------------------------------ helpers
-    def _item(self, host_id: str) -> dict[str, Any]:
+    def _item(self, host_id: str, caller: Caller | None = None) -> dict[str, Any]:
         try:
-            return self.hosts.get_item(host_id)
+            item = self.hosts.get_item(host_id)
         except HostNotFound:
             raise not_found("host", host_id) from None
+        if caller is not None:
+            caller.check_reads(item, host_id)
+        return item
 
     @staticmethod
     def _check_external_secret(kind: HostKind, name: str, field: str) -> None:

@@ -28,7 +28,7 @@ from mailfleet.fanout import (
 )
 from mailfleet.logic import connect, distributed
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.problems import FieldError, Problem, invalid, not_found
+from mailfleet.logic.problems import FieldError, Problem, forbidden, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import Host, HostKind
 from mailfleet.models.jobs import JobRequest, JobStatus, ResultStatus
@@ -60,11 +60,13 @@ class Jobs:
         self.jobs = jobs or JobStore()
         self.hosts = hosts or HostStore()
         self.audit = audit or AuditLog()
+        # The ids inside a scope, read once per instance (one request).
+        self._scope_ids: tuple[Any, set[str]] | None = None
 
     # ------------------------------------------------------------------ submit
     def submit(self, request: JobRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a job. Returns (answer, dry_run)."""
-        items = self.resolve_targets(request)
+        items = self.resolve_targets(request, caller)
         kind = HostKind(items[0]["kind"])
         params = self.check_action(kind, request, items)
         self._check_timeout(kind, request, params)
@@ -143,14 +145,21 @@ class Jobs:
                 "most); only long appliance operations may wait longer",
             )
 
-    def resolve_targets(self, request: JobRequest) -> list[dict[str, Any]]:
+    def resolve_targets(
+        self, request: JobRequest, caller: Caller | None = None
+    ) -> list[dict[str, Any]]:
+        """The target hosts' items; a scoped caller's are only ever hosts in its scope."""
         targets = request.targets
+        scope = caller.scope if caller is not None else None
         if targets.hosts is not None:
             found = self.hosts.get_many(targets.hosts)
             missing = [h for h in targets.hosts if h not in found]
             if missing:
                 raise invalid("targets.hosts", "unknown host ids: " + ", ".join(missing[:20]))
             items = [found[h] for h in targets.hosts]
+            if caller is not None:
+                for item in items:
+                    caller.check_acts(item, item["id"], "targets.hosts")
             kinds = sorted({i["kind"] for i in items})
             if len(kinds) > 1:
                 raise invalid(
@@ -158,9 +167,13 @@ class Jobs:
                     "all targets of a job must be of one kind, got " + ", ".join(kinds),
                 )
             return items
-        items, _ = self.hosts.list(
-            kind=targets.kind, tags=targets.tags or {}, include_maintenance=False
-        )
+        kind, tags = targets.kind, targets.tags or {}
+        if scope is not None:
+            narrowed = scope.narrow(kind, tags)
+            if narrowed is None:
+                raise forbidden("targets: this kind and these tags are outside this token's scope")
+            kind, tags = narrowed
+        items, _ = self.hosts.list(kind=kind, tags=tags, include_maintenance=False)
         if not items:
             raise invalid(
                 "targets",
@@ -295,11 +308,14 @@ class Jobs:
         results: bool = True,
         results_limit: int | None = None,
         next_token: str | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
         try:
             job = self.jobs.get(job_id)
         except JobNotFound:
             raise not_found("job", job_id) from None
+        if caller is not None and not self.sees(job, caller):
+            raise not_found("job", job_id)
         out = _public(job)
         if not results:
             return out
@@ -331,10 +347,35 @@ class Jobs:
         return out
 
     def list(
-        self, *, status: str | None, limit: int, next_token: str | None
+        self,
+        *,
+        status: str | None,
+        limit: int,
+        next_token: str | None,
+        caller: Caller | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         jobs, token = self.jobs.list(status=status, limit=limit, next_token=next_token)
+        if caller is not None and caller.scope is not None:
+            # A page may come back shorter: its jobs outside the scope are left out.
+            jobs = [j for j in jobs if self.sees(j, caller)]
         return [_public(j) for j in jobs], token
+
+    def sees(self, job: dict[str, Any], caller: Caller) -> bool:
+        """A scoped caller sees a job only if every one of its targets is in its scope
+        (a target since removed from the inventory counts as outside)."""
+        scope = caller.scope
+        if scope is None:
+            return True
+        if scope.kind is not None and job.get("kind") not in (None, scope.kind.value):
+            return False
+        targets: list[str] = job.get("targets") or []
+        if not targets:
+            return job.get("created_by") == caller.principal
+        if self._scope_ids is None or self._scope_ids[0] != scope:
+            kind = scope.kind.value if scope.kind else None
+            items, _ = self.hosts.list(kind=kind, tags=scope.tags)
+            self._scope_ids = (scope, {i["id"] for i in items})
+        return set(targets) <= self._scope_ids[1]
 
     def wait(self, job_id: str, seconds: float) -> bool:
         """Poll until the job is final or `seconds` pass; true if it finished."""
@@ -351,6 +392,13 @@ class Jobs:
             delay = min(delay * 1.5, 0.1)
 
     def cancel(self, job_id: str, caller: Caller) -> dict[str, Any]:
+        if caller.scope is not None:
+            try:
+                job = self.jobs.get(job_id)
+            except JobNotFound:
+                raise not_found("job", job_id) from None
+            if not self.sees(job, caller):
+                raise forbidden(f"job {job_id!r} acts on hosts outside this token's scope")
         try:
             status = self.jobs.status(job_id)[0]
         except JobNotFound:

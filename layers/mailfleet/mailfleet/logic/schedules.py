@@ -22,7 +22,14 @@ from mailfleet.config import settings
 from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.jobs import Jobs
-from mailfleet.logic.problems import FieldError, Problem, conflict, invalid, not_found
+from mailfleet.logic.problems import (
+    FieldError,
+    Problem,
+    conflict,
+    forbidden,
+    invalid,
+    not_found,
+)
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import HostKind
 from mailfleet.models.jobs import JobRequest
@@ -30,7 +37,8 @@ from mailfleet.models.schedules import ScheduleCreate, ScheduleView
 from mailfleet.redact import redact
 from mailfleet.schedule_expressions import next_run
 from mailfleet.store.audit import AuditLog
-from mailfleet.store.base import from_dynamo, to_dynamo
+from mailfleet.store.base import decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.hosts import HostStore
 
 TASK = "scheduled-job"
 # Scheduler fills these in on every run (its "context attributes").
@@ -55,6 +63,8 @@ class Schedules:
 
     # ------------------------------------------------------------------ writes
     def create(self, body: ScheduleCreate, caller: Caller) -> dict[str, Any]:
+        if caller.scope is not None:
+            body = body.model_copy(update={"job": self._within_scope(body.job, caller)})
         self._check_job(body.job)
         config = settings()
         if not (config.maintenance_function_arn and config.scheduler_role_arn):
@@ -98,6 +108,7 @@ class Schedules:
 
     def delete(self, name: str, caller: Caller) -> None:
         view = self.get(name)
+        self._check_acts(view, caller)
         if view["managed_by"] == "template":
             raise conflict(f"schedule {name!r} belongs to the deployed template: pause it, "
                            "or change the template")
@@ -111,6 +122,7 @@ class Schedules:
 
     def set_paused(self, name: str, paused: bool, caller: Caller) -> dict[str, Any]:
         current = self._describe(name)
+        self._check_acts(_view(current), caller)
         kwargs = {k: current[k] for k in ("Name", "GroupName", "ScheduleExpression",
                                           "FlexibleTimeWindow", "Target") if k in current}
         for key in ("ScheduleExpressionTimezone", "Description", "StartDate", "EndDate"):
@@ -124,14 +136,59 @@ class Schedules:
         return self.get(name)
 
     # ------------------------------------------------------------------ reads
-    def get(self, name: str) -> dict[str, Any]:
-        return _view(self._describe(name))
+    def get(self, name: str, caller: Caller | None = None) -> dict[str, Any]:
+        view = _view(self._describe(name))
+        if caller is not None and not self.sees(view, caller):
+            raise not_found("schedule", name)
+        return view
 
-    def list(self, *, limit: int, next_token: str | None) -> tuple[list[dict[str, Any]],
-                                                                    str | None]:
+    def sees(self, view: dict[str, Any], caller: Caller) -> bool:
+        """A scoped caller sees a schedule whose job targets only hosts in its scope: by
+        tags at least as narrow as the scope, or by ids all inside it."""
+        scope = caller.scope
+        if scope is None:
+            return True
+        targets = (view.get("job") or {}).get("targets") or {}
+        if targets.get("hosts") is not None:
+            found = HostStore().get_many(list(targets["hosts"]))
+            return all(h in found and caller.sees(found[h]) for h in targets["hosts"])
+        kind, tags = targets.get("kind"), targets.get("tags") or {}
+        return scope.narrow(kind, tags) == (kind, tags)
+
+    def _check_acts(self, view: dict[str, Any], caller: Caller) -> None:
+        if not self.sees(view, caller):
+            raise forbidden(f"schedule {view['name']!r} acts on hosts outside this token's scope")
+
+    @staticmethod
+    def _within_scope(job: JobRequest, caller: Caller) -> JobRequest:
+        """A scoped caller's schedule: explicit hosts must be in its scope; a tag selection
+        is narrowed to it, so every later run stays inside it too."""
+        assert caller.scope is not None
+        targets = job.targets
+        if targets.hosts is not None:
+            found = HostStore().get_many(targets.hosts)
+            for host_id in targets.hosts:
+                if host_id in found:
+                    caller.check_acts(found[host_id], host_id, "job.targets.hosts")
+            return job
+        narrowed = caller.scope.narrow(targets.kind.value if targets.kind else None,
+                                       targets.tags)
+        if narrowed is None:
+            raise forbidden("job.targets: this kind and these tags are outside this token's "
+                            "scope")
+        kind, tags = narrowed
+        return job.model_copy(update={"targets": targets.model_copy(
+            update={"kind": HostKind(kind) if kind else None, "tags": tags or None})})
+
+    def list(self, *, limit: int, next_token: str | None, caller: Caller | None = None
+             ) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {"GroupName": settings().schedule_group, "MaxResults": limit}
         if next_token:
-            kwargs["NextToken"] = next_token
+            # Scheduler's own token, wrapped in ours: a crafted one never reaches it.
+            start = decode_page(next_token) or {}
+            if not isinstance(start.get("scheduler"), str):
+                raise invalid("next_token", "is not one this API gave out")
+            kwargs["NextToken"] = start["scheduler"]
         try:
             page = self._client().list_schedules(**kwargs)
         except ClientError as exc:
@@ -142,10 +199,11 @@ class Schedules:
         views = []
         for summary in sorted(page.get("Schedules", []), key=lambda s: s["Name"]):
             try:
-                views.append(self.get(summary["Name"]))
+                views.append(self.get(summary["Name"], caller))
             except Problem:
-                continue  # deleted between the list and the read
-        return views, page.get("NextToken")
+                continue  # deleted between the list and the read, or outside the scope
+        more = page.get("NextToken")
+        return views, encode_page({"scheduler": more}) if more else None
 
     def _describe(self, name: str) -> dict[str, Any]:
         try:

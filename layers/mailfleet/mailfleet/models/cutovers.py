@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from mailfleet.models.common import CountOrPercent, Model
+from mailfleet.models.common import Concurrency, Model
 from mailfleet.models.hosts import HostId, TagKey, TagValue
 
 MAX_ACCOUNTS = 10_000
@@ -94,8 +94,8 @@ class CutoverRequest(Model):
     backends: HostSelection | None = None
     delay_seconds: int = Field(default=10, ge=0, le=MAX_DELAY_SECONDS, strict=True)
     strategy: Strategy = Strategy.PROXY
-    max_concurrency: CountOrPercent = 10
-    tolerated_failure_percentage: float = Field(default=0.0, ge=0, le=100)
+    max_concurrency: Concurrency = 10
+    tolerated_failure_percentage: float = Field(default=0.0, ge=0, le=100, strict=True)
     dry_run: bool = False
     # Director strategy: a backend address drained once the accounts are moved
     # (directorUpdate vhostCount 0, then directorFlush on every director).
@@ -116,13 +116,6 @@ class CutoverRequest(Model):
             shown = ", ".join(repr(a) for a in twice[:10])
             raise ValueError(f"each account once (case-insensitive); repeated: {shown}")
         return accounts
-
-    @field_validator("max_concurrency")
-    @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if value == 0:
-            raise ValueError("must be at least 1 (or a percentage)")
-        return value
 
     @model_validator(mode="after")
     def _strategy_fits(self) -> CutoverRequest:
@@ -164,6 +157,9 @@ class StepRecord(Model):
     at: str
     duration_ms: int | None = None
     hosts: dict[str, Any] | None = None
+    mailboxes: dict[str, dict[str, int | None]] | None = Field(
+        default=None, description="migrations: messages per mailbox on the source and the "
+        "destination, as a copy or verify saw them")
 
 
 class AccountView(Model):

@@ -132,7 +132,7 @@ class HostCreate(Model):
     credentials_secret: str | None = Field(default=None, min_length=1, max_length=2048)
     tls: TlsOptions = Field(default_factory=TlsOptions)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
-    max_concurrency: int = Field(default=4, ge=1, le=256)
+    max_concurrency: int = Field(default=4, ge=1, le=256, strict=True)
     maintenance: bool = False
 
     @model_validator(mode="after")
@@ -156,7 +156,7 @@ class HostPatch(Model):
     credentials_secret: str | None = Field(default=None, min_length=1, max_length=2048)
     tls: TlsOptions | None = None
     tags: dict[TagKey, TagValue] | None = Field(default=None, max_length=50)
-    max_concurrency: int | None = Field(default=None, ge=1, le=256)
+    max_concurrency: int | None = Field(default=None, ge=1, le=256, strict=True)
     maintenance: bool | None = None
 
 
@@ -168,3 +168,40 @@ def check_credentials(kind: HostKind, credentials: Credentials) -> None:
         raise ValueError(f"{kind} credentials take {' or '.join(allowed)}, not {', '.join(extra)}")
     if not given:
         raise ValueError(f"{kind} credentials need {' or '.join(allowed)}")
+
+
+MAX_IMPORT_HOSTS = 1000
+
+
+class OnConflict(StrEnum):
+    FAIL = "fail"
+    SKIP = "skip"
+    REPLACE = "replace"
+
+
+class InventoryImport(Model):
+    """POST /inventory/import: each host is checked on its own (a bad one is listed in
+    `failed` and never blocks the rest), so hosts are objects here, HostCreate later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_IMPORT_HOSTS,
+        description="host bodies as for POST /hosts",
+    )
+    on_conflict: OnConflict = OnConflict.FAIL
+
+
+class ImportFailure(Model):
+    id: str | None = Field(description="the host's id as given (null when it has none)")
+    index: int = Field(description="its position in `hosts`")
+    field: str
+    reason: str
+
+
+class ImportOutcome(Model):
+    created: list[str] = Field(default_factory=list)
+    replaced: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    failed: list[ImportFailure] = Field(default_factory=list)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from mailfleet.models.common import CountOrPercent, Model
+from mailfleet.models.common import Concurrency, CountOrPercent, Model
 from mailfleet.models.hosts import HostId, HostKind, TagKey, TagValue
 
 
@@ -60,19 +60,13 @@ class JobRequest(Model):
     action: str = Field(min_length=1, max_length=128)
     params: dict[str, Any] = Field(default_factory=dict)
     targets: Targets
-    max_concurrency: CountOrPercent = 50
+    max_concurrency: Concurrency = 50
     max_errors: CountOrPercent | None = None
-    timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    # At least a millisecond: DynamoDB cannot store numbers below 1e-130 anyway.
+    timeout_seconds: float = Field(default=30, ge=0.001, le=3600, strict=True)
     dry_run: bool = False
     # Set by the scheduler for scheduled runs; shown on the job.
     schedule: str | None = Field(default=None, max_length=64)
-
-    @field_validator("max_concurrency")
-    @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if value == 0:
-            raise ValueError("must be at least 1 (or a percentage)")
-        return value
 
 
 class JobAccepted(Model):

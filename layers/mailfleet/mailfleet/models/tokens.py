@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from mailfleet.models.common import Model
+from mailfleet.models.hosts import HostKind, TagKey, TagValue
+
+MAX_TOKEN_DAYS = 3650
 
 
 class Role(StrEnum):
@@ -22,11 +26,49 @@ class Role(StrEnum):
         return self.rank >= needed.rank
 
 
+class TokenScope(Model):
+    """The hosts a token may see and act on: kind equal (if given) and every tag equal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: HostKind | None = None
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TokenScope:
+        if self.kind is None and not self.tags:
+            raise ValueError("a scope needs a kind, tags or both")
+        return self
+
+    def admits(self, host: dict[str, Any]) -> bool:
+        """Whether a host item (or view) is inside this scope."""
+        if self.kind is not None and host.get("kind") != self.kind.value:
+            return False
+        tags = host.get("tags") or {}
+        return all(tags.get(k) == v for k, v in self.tags.items())
+
+    def narrow(
+        self, kind: str | None, tags: dict[str, str] | None
+    ) -> tuple[str | None, dict[str, str]] | None:
+        """A kind-and-tags selection cut down to this scope; None when nothing can match."""
+        if self.kind is not None:
+            if kind is not None and kind != self.kind.value:
+                return None
+            kind = self.kind.value
+        merged = dict(tags or {})
+        for key, value in self.tags.items():
+            if merged.setdefault(key, value) != value:
+                return None
+        return kind, merged
+
+
 class TokenCreate(Model):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
     name: str = Field(min_length=1, max_length=128, pattern=r"^[\w .@:/-]+$")
+    scope: TokenScope | None = None
+    expires_in_days: int | None = Field(default=None, ge=1, le=MAX_TOKEN_DAYS, strict=True)
 
 
 class TokenView(Model):
@@ -35,6 +77,8 @@ class TokenView(Model):
     name: str
     created_at: str
     created_by: str
+    scope: TokenScope | None = None
+    expires_at: str | None = None
 
 
 class TokenCreated(TokenView):
@@ -45,3 +89,4 @@ class Principal(Model):
     principal: str
     role: Role
     token_id: str | None = None
+    scope: TokenScope | None = None

@@ -28,7 +28,15 @@ def decode_page(token: str | None) -> dict[str, Any] | None:
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadPageToken("next_token is not one this API gave out") from exc
-    if not isinstance(value, dict):
+    # Our tokens are a table key: a few attributes of plain strings and numbers.
+    if (
+        not isinstance(value, dict)
+        or not 0 < len(value) <= 4
+        or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) and len(str(v)) <= 8192
+            for v in value.values()
+        )
+    ):
         raise BadPageToken("next_token is not one this API gave out")
     return to_dynamo(value)
 

@@ -67,27 +67,38 @@ def _conditionally(write: Callable[[], Any]) -> Any:
 
 
 class CutoverStore:
+    """Cutovers; MigrationStore keeps migrations in the same table, so both share the
+    account locks (an account is in one running cutover or migration at most)."""
+
+    kind = "cutover"
+    list_pk = LIST_PK
+
     def __init__(self, table_name: str | None = None) -> None:
         self._table = aws.table(table_name or settings().cutovers_table)
+
+    def status_key(self, status: str) -> str:
+        """The `by_status` index key: a status, prefixed for any kind but cutovers."""
+        return status if self.kind == "cutover" else f"{self.list_pk}#{status}"
 
     # ------------------------------------------------------------------ changes
     # Written with their audit event (AuditLog.record); ChangeRefused when the
     # condition fails, as the plain writes below return False.
     def create_change(self, cutover: dict[str, Any]) -> Change:
-        item = dict(cutover, pk=cutover["cutover_id"], sk=CUTOVER_SK, list_pk=LIST_PK,
-                    status_pk=cutover["status"])
+        item = dict(cutover, pk=cutover["cutover_id"], sk=CUTOVER_SK, kind=self.kind,
+                    list_pk=self.list_pk, status_pk=self.status_key(cutover["status"]))
         return Change.put(self._table.name, item, condition="attribute_not_exists(pk)")
 
     def transition_change(self, cutover_id: str, from_statuses: list[str], to_status: str,
                           **fields: Any) -> Change:
         allowed = {f":from{i}": s for i, s in enumerate(from_statuses)}
         return self._update_change(cutover_id, dict(fields, status=to_status,
-                                                     status_pk=to_status),
+                                                     status_pk=self.status_key(to_status)),
                                    f"#u_status IN ({', '.join(allowed)})", allowed)
 
     def finish_change(self, cutover_id: str, status: str, **fields: Any) -> Change:
         finals = {f":final{i}": s for i, s in enumerate(FINAL_STATUSES)}
-        return self._update_change(cutover_id, dict(fields, status=status, status_pk=status),
+        return self._update_change(cutover_id, dict(fields, status=status,
+                                                     status_pk=self.status_key(status)),
                                    f"attribute_exists(pk) AND NOT (#u_status IN "
                                    f"({', '.join(finals)}))", finals)
 
@@ -127,8 +138,9 @@ class CutoverStore:
             cutover,
             pk=cutover["cutover_id"],
             sk=CUTOVER_SK,
-            list_pk=LIST_PK,
-            status_pk=cutover["status"],
+            kind=self.kind,
+            list_pk=self.list_pk,
+            status_pk=self.status_key(cutover["status"]),
         )
         self._table.put_item(Item=to_dynamo(item), ConditionExpression=Attr("pk").not_exists())
 
@@ -136,7 +148,7 @@ class CutoverStore:
         item = self._table.get_item(
             Key={"pk": cutover_id, "sk": CUTOVER_SK}, ConsistentRead=consistent
         ).get("Item")
-        if item is None:
+        if item is None or item.get("kind", "cutover") != self.kind:
             raise CutoverNotFound(cutover_id)
         return _clean(item)
 
@@ -159,7 +171,7 @@ class CutoverStore:
                 lambda: self._update(
                     cutover_id,
                     CUTOVER_SK,
-                    dict(fields, status=to_status, status_pk=to_status),
+                    dict(fields, status=to_status, status_pk=self.status_key(to_status)),
                     condition=Attr("status").is_in(from_statuses),
                 )
             )
@@ -195,7 +207,8 @@ class CutoverStore:
         self, *, status: str | None, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         items, token = newest_first(
-            self._table, list_pk=LIST_PK, status=status, limit=limit, next_token=next_token
+            self._table, list_pk=self.list_pk, status=self.status_key(status) if status else None,
+            limit=limit, next_token=next_token,
         )
         return [_clean(i) for i in items], token
 
@@ -411,3 +424,10 @@ def _clean(item: dict[str, Any]) -> dict[str, Any]:
     for key in ("pk", "sk", "list_pk", "status_pk"):
         out.pop(key, None)
     return out
+
+
+class MigrationStore(CutoverStore):
+    """Migrations: the same items as cutovers (`kind = "migration"`), listed apart."""
+
+    kind = "migration"
+    list_pk = "MIGRATION"

@@ -39,6 +39,10 @@ class HostStore:
         return Change.update(self._table.name, {"id": host_id}, f"SET {sets}",
                              condition="attribute_exists(id)", names=names, values=values)
 
+    def restore_change(self, item: dict[str, Any]) -> Change:
+        """Put a host item back exactly as it was read (undoing a replace)."""
+        return Change.put(self._table.name, item)
+
     def delete_change(self, host_id: str) -> Change:
         return Change.delete(self._table.name, {"id": host_id},
                              condition="attribute_exists(id)")

@@ -1,0 +1,97 @@
+"""The migration routes of the mailfleet API (shared/API.md, "Migrations"), built like
+cutover_routes: app.include_router(migration_routes.router_for(caller, json_response))."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from once import Once
+
+from mailfleet.logic.caller import Caller
+from mailfleet.logic.migrations import Migrations
+from mailfleet.models.cutovers import CutoverStatus
+from mailfleet.models.migrations import (
+    MigrationAccepted,
+    MigrationList,
+    MigrationRequest,
+    MigrationView,
+)
+from mailfleet.models.tokens import Role
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+NextToken = Annotated[str | None, Query(description="from the previous page")]
+
+
+def router_for(
+    caller: Callable[[Role], Caller],
+    json_response: Callable[[int, Any], Response],
+) -> Router:
+    router = Router()
+    submit: Once[MigrationRequest] = Once(
+        lambda migration, who: Migrations().submit(migration, who), scope="migrations")
+
+    @router.post("/migrations", tags=["migrations"],
+                 summary="Move accounts with their mail to another Dovecot backend, then flip "
+                         "their route on every director or proxy",
+                 responses={
+                     202: {"description": "started",
+                           "content": {"application/json": {"model": MigrationAccepted}}},
+                     200: {"description": "dry run: the plan, nothing contacted"},
+                     409: {"description": "an account is already in a running cutover or "
+                                          "migration"},
+                 })
+    def create_migration(
+        body: MigrationRequest,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", max_length=256)
+        ] = None,
+    ) -> Response[Any]:
+        who = caller(Role.OPERATOR)
+        answer, dry_run = submit(body, who, idempotency_key, router.lambda_context)
+        if dry_run:
+            return json_response(200, answer)
+        accepted = MigrationAccepted(**answer).model_dump(mode="json", exclude_defaults=True)
+        return json_response(202, accepted)
+
+    @router.get("/migrations/<migration_id>", tags=["migrations"],
+                summary="A migration with each account's status, steps and mailbox counts")
+    def get_migration(
+        migration_id: str,
+        accounts_limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+        next_token: NextToken = None,
+    ) -> MigrationView:
+        caller(Role.VIEWER)
+        view = Migrations().view(migration_id, accounts_limit=accounts_limit,
+                                 next_token=next_token)
+        return MigrationView.model_validate(view)
+
+    @router.get("/migrations", tags=["migrations"], summary="Recent migrations, newest first")
+    def list_migrations(
+        status: Annotated[CutoverStatus | None, Query()] = None,
+        limit: Limit = 50,
+        next_token: NextToken = None,
+    ) -> MigrationList:
+        caller(Role.VIEWER)
+        migrations, token = Migrations().list(
+            status=status.value if status else None, limit=limit, next_token=next_token
+        )
+        return MigrationList.model_validate({"migrations": migrations, "next_token": token})
+
+    @router.post("/migrations/<migration_id>/rollback", tags=["migrations"],
+                 summary="Per DONE account: copy back what arrived since the flip, then put "
+                         "the route back",
+                 responses={
+                     202: {"description": "rollback started",
+                           "content": {"application/json": {"model": MigrationAccepted}}},
+                     409: {"description": "still running, nothing DONE, or an account is "
+                                          "in another running cutover or migration"},
+                 })
+    def rollback_migration(migration_id: str) -> Response[Any]:
+        who = caller(Role.OPERATOR)
+        return json_response(202, Migrations().rollback(migration_id, who))
+
+    return router
