@@ -33,7 +33,7 @@ from mailfleet.store.audit import (
     seq_at,
     time_of,
 )
-from mailfleet.store.base import decode_page, encode_page, from_dynamo
+from mailfleet.store.base import decode_state, encode_page, from_dynamo
 
 DIGESTS = "digest"
 ALGORITHM = "ECDSA_SHA_256"  # KMS key spec ECC_NIST_P256
@@ -370,7 +370,7 @@ class Verifier:
 
         if not token:
             return {"ok": True, "checked": 0}
-        state = from_dynamo(decode_page(token))
+        state = decode_state(token)
         prev = state.get("prev") if isinstance(state, dict) else None
         if not (isinstance(state, dict) and isinstance(state.get("after"), int)
                 and isinstance(state.get("checked"), int) and isinstance(state.get("ok"), bool)
