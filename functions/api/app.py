@@ -96,6 +96,7 @@ def caller(needed: Role) -> Caller:
         source_ip=ctx.identity.source_ip,
         request_id=ctx.request_id,
         scope=TokenScope.model_validate_json(scope) if scope else None,
+        token_id=authorizer.get("token_id") or None,
     )
     if not who.role.allows(needed):
         raise forbidden(f"this needs the {needed.value} role; you have {who.role.value}")
@@ -376,6 +377,8 @@ def create_job(
     answer, dry_run = _submit_job(body, who, idempotency_key, app.lambda_context)
     if dry_run:
         return json_response(200, answer)
+    if answer["status"] == JobStatus.AWAITING_APPROVAL:
+        return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
     jobs = Jobs()
     wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
@@ -422,6 +425,20 @@ def list_jobs(
 def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
     return json_response(202, Jobs().cancel(job_id, who))
+
+
+@app.post("/jobs/<job_id>/approve", tags=["jobs"],
+          summary="Let a destructive job awaiting approval start (admin, not its creator)")
+def approve_job(job_id: str) -> Response[dict[str, Any]]:
+    who = caller(Role.ADMIN)
+    return json_response(202, OperationJobs().approve(job_id, who))
+
+
+@app.post("/jobs/<job_id>/reject", tags=["jobs"],
+          summary="Turn down a job awaiting approval (its creator or an admin): CANCELLED")
+def reject_job(job_id: str) -> Response[dict[str, Any]]:
+    who = caller(Role.OPERATOR)
+    return json_response(200, Jobs().reject(job_id, who))
 
 
 # ---------------------------------------------------------------------- audit

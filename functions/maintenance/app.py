@@ -96,5 +96,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         _runs.register_lambda_context(context)
         return _run_once(payload=event)
     if event.get("task") == "health-sweep" or event.get("detail-type") == "Scheduled Event":
+        if event.get("detail-type") == "Scheduled Event":
+            # Destructive jobs nobody approved within the hour end as CANCELLED.
+            expired = Jobs().expire_approvals()
+            if expired:
+                logger.info("approvals expired", extra={"jobs": expired})
         return _sweep(event.get("job_id"), event.get("kind"), event.get("tags"))
     raise ValueError("not a maintenance event: expected a Scheduled Event, a task or a step")
