@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
+from mailfleet.config import settings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.http import forget_sessions
 from mailfleet.errors import HostError
@@ -14,6 +16,7 @@ from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import conflict, invalid, not_found
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import (
+    HOST_ID_PATTERN,
     Host,
     HostCreate,
     HostKind,
@@ -101,8 +104,11 @@ class Inventory:
     def register(self, body: HostCreate, caller: Caller) -> dict[str, Any]:
         caller.check_acts(body.model_dump(mode="json"), body.id)
         secret_name = body.credentials_secret
+        sharing = None
         if secret_name is not None:
             self._check_external_secret(body.kind, secret_name, "credentials_secret")
+            secret_name, sharing = self.check_secret_binding(
+                body.id, secret_name, body.shares_credentials_with)
         stamp = now_iso()
         host = Host(
             id=body.id,
@@ -134,7 +140,8 @@ class Inventory:
             action="host.create",
             target=body.id,
             outcome="ok",
-            params=_audit_params(host, credentials_given=body.credentials is not None),
+            params=_audit_params(host, credentials_given=body.credentials is not None,
+                                 sharing=sharing),
         )
         return view(host.model_dump(mode="json", exclude_none=True))
 
@@ -152,9 +159,13 @@ class Inventory:
                 raise invalid("endpoint", str(exc)) from None
         if patch.credentials is not None and patch.credentials_secret is not None:
             raise invalid("credentials", "give either credentials or credentials_secret")
+        sharing = None
+        if patch.shares_credentials_with is not None and patch.credentials_secret is None:
+            raise invalid("shares_credentials_with", "goes with credentials_secret")
         if patch.credentials_secret is not None:
             self._check_external_secret(host.kind, patch.credentials_secret, "credentials_secret")
-            host.credentials_secret = patch.credentials_secret
+            host.credentials_secret, sharing = self.check_secret_binding(
+                host_id, patch.credentials_secret, patch.shares_credentials_with)
         if patch.credentials is not None:
             try:
                 check_credentials(host.kind, patch.credentials)
@@ -187,7 +198,8 @@ class Inventory:
             outcome="ok",
             params={
                 "changed": changed,
-                **_audit_params(host, credentials_given="credentials" in changes),
+                **_audit_params(host, credentials_given="credentials" in changes,
+                                sharing=sharing),
             },
         )
         return view(host.model_dump(mode="json", exclude_none=True))
@@ -222,6 +234,41 @@ class Inventory:
             caller.check_reads(item, host_id)
         return item
 
+    def check_secret_binding(self, host_id: str, name: str, shares_with: str | None
+                             ) -> tuple[str, list[str] | None]:
+        """A credentials_secret stays bound to its host: it must be under this stack's host
+        prefix, and no other host may use it unless the request names the host it is
+        shared with. Returns the secret's own name and the hosts it is shared with."""
+        prefix = settings().host_secrets_prefix
+        try:
+            canonical = secrets.canonical_name(name)
+        except secrets.SecretProblem as exc:
+            raise invalid("credentials_secret", str(exc)) from None
+        if not canonical.startswith(prefix):
+            raise invalid("credentials_secret", f"must name a secret under this stack's host "
+                          f"prefix {prefix!r} (got {canonical!r})")
+        users = sorted(other for other, used in self.hosts.secret_users().items()
+                       if other != host_id and secrets.secret_name(used) == canonical)
+        owner = canonical[len(prefix):]
+        if owner != host_id and owner not in users and re.fullmatch(HOST_ID_PATTERN, owner):
+            # Another host id's managed secret: registering that host later would write
+            # its credentials into it.
+            users.append(owner)
+        if not users:
+            if shares_with is not None:
+                raise invalid("shares_credentials_with",
+                              f"no other host uses {canonical!r}: leave it out")
+            return canonical, None
+        if shares_with is None:
+            raise invalid("credentials_secret",
+                          f"{canonical!r} is the credentials of host(s) {', '.join(users[:10])}: "
+                          "a host's credentials are its own; to share them on purpose, name "
+                          "that host in shares_credentials_with")
+        if shares_with not in users or self.hosts.get_many([shares_with]) == {}:
+            raise invalid("shares_credentials_with",
+                          f"host {shares_with!r} does not use {canonical!r}")
+        return canonical, users
+
     @staticmethod
     def _check_external_secret(kind: HostKind, name: str, field: str) -> None:
         try:
@@ -240,8 +287,11 @@ def view(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _audit_params(host: Host, *, credentials_given: bool) -> dict[str, Any]:
+def _audit_params(host: Host, *, credentials_given: bool,
+                  sharing: list[str] | None = None) -> dict[str, Any]:
     return {
+        # The secret's name (never its value): who holds which credentials, and with whom.
+        "shares_credentials_with": sharing,
         "kind": host.kind.value,
         "endpoint": host.endpoint,
         "tls": {
