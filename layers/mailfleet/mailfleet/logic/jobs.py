@@ -153,7 +153,13 @@ class Jobs:
         when never allowed through a job, 403 when the caller's role is below the action's
         least role, 422 when a destructive action lacks its confirmation. No host is
         contacted; dry runs are checked the same way (without the confirmation)."""
-        decision = driver_class(kind).classify(request.action, request.params)
+        driver = driver_class(kind)
+        static = driver.static_actions()
+        if static and request.action not in static:
+            known = ", ".join(sorted(static))
+            raise invalid("action", f"{kind} hosts have no action {request.action!r}; "
+                          f"known: {known}")
+        decision = driver.classify(request.action, request.params)
         if not decision.allowed:
             where = f"params.{decision.field}" if decision.field else "action"
             reason = f"refused by policy rule {decision.rule}: {decision.reason}"
