@@ -129,6 +129,7 @@ class Jobs:
                 "total": total,
                 "schedule": request.schedule,
                 "class": decision.action_class.value,
+                "role": caller.role.value,
                 "approval_required": approval["required"],
             },
         )
@@ -177,8 +178,9 @@ class Jobs:
         if decision.destructive and not request.dry_run:
             expected = f"{request.action}@{total}"
             if request.confirm != expected:
-                reason = (f"{request.action} is destructive ({decision.reason}): confirm with "
-                          f"\"{expected}\" (the action and the number of targets it will hit)")
+                reason = (f"{request.action} is destructive (policy rule {decision.rule}: "
+                          f"{decision.reason}): confirm with \"{expected}\" (the action and "
+                          "the number of targets it will hit)")
                 raise Problem(f"confirm: {reason}", 422, [FieldError("confirm", reason)],
                               extra={"rule": decision.rule, "expected_confirm": expected})
         return decision

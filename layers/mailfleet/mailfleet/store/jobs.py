@@ -148,11 +148,12 @@ class JobStore:
     def transition(self, job_id: str, old: str, new: str, **fields: Any) -> bool:
         """Move a job from status `old` to `new` (with `fields`) only if it is still in
         `old`: an approval, a rejection and an expiry can race; one of them wins."""
-        names = {"#s": "status", **{f"#f{i}": k for i, k in enumerate(fields)}}
-        values = {":new": new, ":old": old,
-                  **{f":v{i}": to_dynamo(v) for i, v in enumerate(fields.values())}}
-        sets = ", ".join(["#s = :new", "status_pk = :new",
-                          *(f"#f{i} = :v{i}" for i in range(len(fields)))])
+        # Placeholders of our own: boto3's condition builder uses #n0 and :v0.
+        names = {"#st": "status", **{f"#fld{i}": k for i, k in enumerate(fields)}}
+        values = {":new": new,
+                  **{f":val{i}": to_dynamo(v) for i, v in enumerate(fields.values())}}
+        sets = ", ".join(["#st = :new", "status_pk = :new",
+                          *(f"#fld{i} = :val{i}" for i in range(len(fields)))])
         try:
             self._table.update_item(
                 Key={"pk": job_id, "sk": JOB_SK},
