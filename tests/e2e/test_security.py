@@ -491,3 +491,12 @@ def test_a_schedule_runs_as_its_own_principal_with_the_least_role(
     start = next(e for e in events["events"] if e["action"] == "job.start")
     assert start["actor"] == f"system:schedule:{name}"
     assert start["params"]["role"] == "operator"  # who needs no more, whoever made it
+
+
+def test_openapi_shows_the_approval_routes_and_confirm(local_api: Any) -> None:
+    doc = local_api.request("GET", "/openapi.json").json()
+    assert "post" in doc["paths"]["/jobs/{job_id}/approve"]
+    assert "post" in doc["paths"]["/jobs/{job_id}/reject"]
+    assert "confirm" in doc["components"]["schemas"]["JobRequest"]["properties"]
+    delete = doc["paths"]["/tokens/{token_id}"]["delete"]
+    assert any(p["name"] == "cascade" for p in delete.get("parameters", []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +23,7 @@ REFERENCE_NAMES = frozenset({"credentials_secret", "shares_credentials_with"})
 MIN_EMBEDDED_SECRET = 6
 
 
+@functools.lru_cache(maxsize=4096)  # outputs repeat the same few keys on every row
 def is_secret_name(name: str) -> bool:
     return name not in REFERENCE_NAMES and bool(_SECRET_NAME.search(name))
 
@@ -44,19 +46,18 @@ def mask_values(value: Any, secrets: Iterable[str]) -> Any:
     known = sorted({s for s in secrets if s}, key=len, reverse=True)
     if not known:
         return value
-    return _mask(value, set(known), [s for s in known if len(s) >= MIN_EMBEDDED_SECRET])
+    embedded = [re.escape(s) for s in known if len(s) >= MIN_EMBEDDED_SECRET]
+    pattern = re.compile("|".join(embedded)) if embedded else None
+    return _mask(value, set(known), pattern)
 
 
-def _mask(value: Any, exact: set[str], embedded: list[str]) -> Any:
+def _mask(value: Any, exact: set[str], pattern: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
         if value in exact:
             return REDACTED
-        for secret in embedded:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return pattern.sub(REDACTED, value) if pattern is not None else value
     if isinstance(value, dict):
-        return {_mask(k, exact, embedded): _mask(v, exact, embedded) for k, v in value.items()}
+        return {_mask(k, exact, pattern): _mask(v, exact, pattern) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_mask(v, exact, embedded) for v in value]
+        return [_mask(v, exact, pattern) for v in value]
     return value

@@ -41,7 +41,6 @@ from mailfleet.drivers.policy import Rule, change, destructive, read
 from mailfleet.errors import ErrorType, HostError, Unsupported
 from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
-from mailfleet.models.tokens import Role
 from mailfleet.redact import REDACTED, redact
 
 PREFIX = "/api/v1/admin"
@@ -302,11 +301,10 @@ POLICY: dict[str, Rule] = {
     "storage.get": read("persistent storage settings (its password masked)"),
     "storage.status": read("whether storage settings exist (masked as storage.get)"),
     "license.get": read("the license details"),
-    "logs": read("the appliance's logs, stored in the blob store: they may hold anything",
-                 Role.ADMIN),
-    "backup.download": read("the whole appliance's data, stored in the blob store",
-                            Role.ADMIN),
-    "backup": change("starts a backup archive on the appliance"),
+    # Archives go to the blob store (S3), never through the API: the job shows where.
+    "logs": read("the appliance's logs, to the blob store (the job shows its location)"),
+    "backup.download": read("the backup archive, to the blob store (its location and sha256)"),
+    "backup": change("makes a backup archive, downloaded to the blob store"),
     "settings.set": destructive("replaces network and application settings: a wrong "
                                 "address takes the appliance off the network"),
     "storage.set": destructive("replaces persistent storage (applied at the next reboot)"),

@@ -554,6 +554,10 @@ class Jobs:
             if not self.sees(job, caller):
                 raise forbidden(f"job {job_id!r} acts on hosts outside this token's scope")
         try:
+            if self.jobs.status(job_id)[0] == JobStatus.AWAITING_APPROVAL:
+                # Nothing runs yet: cancelling it is turning it down.
+                view = self.reject(job_id, caller)
+                return {"job_id": job_id, "status": view["status"], "cancel_requested": True}
             status = self.jobs.request_cancel(job_id)
         except JobNotFound:
             raise not_found("job", job_id) from None
