@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,7 +15,6 @@ from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import conflict, invalid, not_found
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import (
-    HOST_ID_PATTERN,
     Host,
     HostCreate,
     HostKind,
@@ -129,6 +127,7 @@ class Inventory:
             raise conflict(f"host {body.id!r} already exists") from None
         if body.credentials is not None:
             try:
+                self._check_managed_secret_free(body.id)
                 secrets.create_for_host(body.id, body.credentials)
             except Exception:
                 self.hosts.delete(body.id)
@@ -171,6 +170,7 @@ class Inventory:
                 check_credentials(host.kind, patch.credentials)
             except ValueError as exc:
                 raise invalid("credentials", str(exc)) from None
+            self._check_managed_secret_free(host_id)
             host.credentials_secret = secrets.create_for_host(host_id, patch.credentials)
         for name in ("tls", "tags", "max_concurrency", "maintenance"):
             value = getattr(patch, name)
@@ -249,11 +249,6 @@ class Inventory:
                           f"prefix {prefix!r} (got {canonical!r})")
         users = sorted(other for other, used in self.hosts.secret_users().items()
                        if other != host_id and secrets.secret_name(used) == canonical)
-        owner = canonical[len(prefix):]
-        if owner != host_id and owner not in users and re.fullmatch(HOST_ID_PATTERN, owner):
-            # Another host id's managed secret: registering that host later would write
-            # its credentials into it.
-            users.append(owner)
         if not users:
             if shares_with is not None:
                 raise invalid("shares_credentials_with",
@@ -268,6 +263,17 @@ class Inventory:
             raise invalid("shares_credentials_with",
                           f"host {shares_with!r} does not use {canonical!r}")
         return canonical, users
+
+    def _check_managed_secret_free(self, host_id: str) -> None:
+        """Writing a host's managed secret must not hand its credentials to another host
+        that names that secret (shared on purpose, or registered before this host)."""
+        name = secrets.managed_name(host_id)
+        users = sorted(other for other, used in self.hosts.secret_users().items()
+                       if other != host_id and secrets.secret_name(used) == name)
+        if users:
+            raise invalid("credentials", f"this host's secret {name!r} is used by host(s) "
+                          f"{', '.join(users[:10])}: give those hosts their own credentials "
+                          "first")
 
     @staticmethod
     def _check_external_secret(kind: HostKind, name: str, field: str) -> None:
