@@ -19,9 +19,9 @@ from mailfleet.drivers.policy import Rule
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "security.md"
-# The command list of a real Dovecot 2.3.19 (shared/contracts/doveadm-2.3.19-commands.json,
-# kept in the repository for the benchmark's simulated fleet).
-COMMANDS = REPO / "bench" / "data" / "doveadm-commands.json"
+# The command list of a real Dovecot 2.3.19 (a copy of
+# shared/contracts/doveadm-2.3.19-commands.json kept in the repository).
+COMMANDS = REPO / "tests" / "data" / "doveadm-2.3.19-commands.json"
 BEGIN = "<!-- BEGIN POLICY TABLES (generated: python -m mailfleet_local.security_doc) -->"
 END = "<!-- END POLICY TABLES -->"
 

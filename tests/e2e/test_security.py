@@ -323,6 +323,9 @@ def test_reject_self_approval_and_expiry(local_api: Any, tokens: dict[str, str],
     # Nobody approved within the hour: CANCELLED on the next look.
     job = JobStore().get(mine)
     JobStore().set_fields(mine, approval={**job["approval"], "expires_epoch": 0})
+    listed = local_api.request("GET", "/jobs", params={"status": "AWAITING_APPROVAL",
+                                                       "limit": 100}).json()["jobs"]
+    assert all(j["job_id"] != mine or j["status"] == "CANCELLED" for j in listed)
     expired = local_api.request("GET", f"/jobs/{mine}").json()
     assert expired["status"] == "CANCELLED"
     assert {r["status"] for r in expired["results"]} == {"SKIPPED"}

@@ -265,6 +265,8 @@ class Jobs:
     def _cancel_awaiting(self, job: dict[str, Any], caller: Caller, event: str,
                          why: str) -> bool:
         job_id = job["job_id"]
+        if "targets" not in job:  # a listed item (no target list): read it whole
+            job = self.jobs.get(job_id)
         counts = {ResultStatus.SKIPPED.value: job["total"]}
         if not self.jobs.transition(job_id, JobStatus.AWAITING_APPROVAL.value,
                                     JobStatus.CANCELLED.value, counts=counts,
@@ -512,6 +514,8 @@ class Jobs:
         if caller is not None and caller.scope is not None:
             # A page may come back shorter: its jobs outside the scope are left out.
             jobs = [j for j in jobs if self.sees(j, caller)]
+        # An approval past its hour shows as what it is: CANCELLED.
+        jobs = [self.jobs.get(j["job_id"]) if self._expire_if_due(j) else j for j in jobs]
         return [_public(j) for j in jobs], token
 
     def sees(self, job: dict[str, Any], caller: Caller) -> bool:
