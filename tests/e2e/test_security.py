@@ -25,6 +25,7 @@ from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.dovecot_policy import RULES
+from mailfleet.logic.jobs import Jobs
 from mailfleet.store.hosts import HostStore
 from mailfleet.store.jobs import JobStore
 from mailfleet_local.certs import make_self_signed
@@ -503,3 +504,32 @@ def test_openapi_shows_the_approval_routes_and_confirm(local_api: Any) -> None:
     assert "confirm" in doc["components"]["schemas"]["JobRequest"]["properties"]
     delete = doc["paths"]["/tokens/{token_id}"]["delete"]
     assert any(p["name"] == "cascade" for p in delete.get("parameters", []))
+
+
+def test_an_appliance_operation_starts_its_state_machine_only_once_approved(
+        local_api: Any, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        appliance_double: Callable[..., ApplianceDouble]) -> None:
+    monkeypatch.setenv("APPROVAL_THRESHOLD_HOSTS", "0")  # every destructive job waits
+    mailfleet.config.settings.cache_clear()
+    try:
+        double = appliance_double()
+        host = register(local_api, appliance_body(double, uid("ap-settings")))
+        wanted = {"network": {"interface": "eth0", "hostname": "approved.example"}}
+        body = {"action": "settings.set", "params": {"settings": wanted},
+                "targets": {"hosts": [host]}, "confirm": "settings.set@1"}
+        assert post_job(local_api, body, tokens["operator"]).status_code == 403  # admin only
+        answer = post_job(local_api, body, tokens["admin"])
+        assert answer.status_code == 202 and answer.json()["status"] == "AWAITING_APPROVAL"
+        job_id = answer.json()["job_id"]
+        assert (double.settings or {}).get("network", {}).get("hostname") != "approved.example"
+        approver = mint(local_api, "admin")
+        approved = local_api.request("POST", f"/jobs/{job_id}/approve", token=approver["token"])
+        assert approved.status_code == 202, approved.text
+        assert Jobs().wait(job_id, 90)
+        done = local_api.request("GET", f"/jobs/{job_id}").json()
+        assert done["status"] == "SUCCEEDED", done["results"]
+        assert done["path"] == "appliance-operation"
+        assert double.settings["network"]["hostname"] == "approved.example"
+    finally:
+        monkeypatch.undo()
+        mailfleet.config.settings.cache_clear()
