@@ -104,9 +104,9 @@ class Inventory:
         secret_name = body.credentials_secret
         sharing = None
         if secret_name is not None:
-            self._check_external_secret(body.kind, secret_name, "credentials_secret")
             secret_name, sharing = self.check_secret_binding(
                 body.id, secret_name, body.shares_credentials_with)
+            self._check_external_secret(body.kind, secret_name, "credentials_secret")
         stamp = now_iso()
         host = Host(
             id=body.id,
@@ -162,9 +162,9 @@ class Inventory:
         if patch.shares_credentials_with is not None and patch.credentials_secret is None:
             raise invalid("shares_credentials_with", "goes with credentials_secret")
         if patch.credentials_secret is not None:
-            self._check_external_secret(host.kind, patch.credentials_secret, "credentials_secret")
             host.credentials_secret, sharing = self.check_secret_binding(
                 host_id, patch.credentials_secret, patch.shares_credentials_with)
+            self._check_external_secret(host.kind, host.credentials_secret, "credentials_secret")
         if patch.credentials is not None:
             try:
                 check_credentials(host.kind, patch.credentials)
@@ -240,6 +240,10 @@ class Inventory:
         prefix, and no other host may use it unless the request names the host it is
         shared with. Returns the secret's own name and the hosts it is shared with."""
         prefix = settings().host_secrets_prefix
+        if not secrets.secret_name(name).startswith(prefix):
+            # Checked before any call: this stack may not even read secrets elsewhere.
+            raise invalid("credentials_secret", f"must name a secret under this stack's host "
+                          f"prefix {prefix!r}")
         try:
             canonical = secrets.canonical_name(name)
         except secrets.SecretProblem as exc:
