@@ -49,6 +49,10 @@ class Settings(BaseModel):
     health_probe_timeout: float = 5.0
     # Seconds between status polls of a long appliance operation.
     appliance_poll_seconds: int = 10
+    # Destructive jobs on more hosts than this wait for a second principal's approval,
+    # for at most approval_expiry_seconds (then CANCELLED).
+    approval_threshold_hosts: int = 10
+    approval_expiry_seconds: int = 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -86,6 +90,8 @@ class Settings(BaseModel):
             health_sweep_concurrency=int(get("HEALTH_SWEEP_CONCURRENCY", "64") or 64),
             health_probe_timeout=float(get("HEALTH_PROBE_TIMEOUT", "5") or 5),
             appliance_poll_seconds=int(get("APPLIANCE_POLL_SECONDS", "10") or 10),
+            approval_threshold_hosts=int(get("APPROVAL_THRESHOLD_HOSTS", "10") or 0),
+            approval_expiry_seconds=int(get("APPROVAL_EXPIRY_SECONDS", "3600") or 3600),
         )
 
 

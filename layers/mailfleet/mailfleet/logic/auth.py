@@ -33,7 +33,8 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None) -> TokenCreated:
+def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None,
+         created_by_token: str | None = None) -> TokenCreated:
     token_id = secrets.token_hex(8)
     token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
     expires_at = None
@@ -49,6 +50,7 @@ def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None)
         created_by=created_by,
         scope=request.scope,
         expires_at=expires_at,
+        created_by_token=created_by_token,
     )
     item = view.model_dump(mode="json", exclude_none=True)
     (store or TokenStore()).put(dict(item, token_sha256=sha256_hex(token)))

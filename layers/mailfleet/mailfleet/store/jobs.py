@@ -145,6 +145,29 @@ class JobStore:
             raise
         return True
 
+    def transition(self, job_id: str, old: str, new: str, **fields: Any) -> bool:
+        """Move a job from status `old` to `new` (with `fields`) only if it is still in
+        `old`: an approval, a rejection and an expiry can race; one of them wins."""
+        # Placeholders of our own: boto3's condition builder uses #n0 and :v0.
+        names = {"#st": "status", **{f"#fld{i}": k for i, k in enumerate(fields)}}
+        values = {":new": new,
+                  **{f":val{i}": to_dynamo(v) for i, v in enumerate(fields.values())}}
+        sets = ", ".join(["#st = :new", "status_pk = :new",
+                          *(f"#fld{i} = :val{i}" for i in range(len(fields)))])
+        try:
+            self._table.update_item(
+                Key={"pk": job_id, "sk": JOB_SK},
+                UpdateExpression=f"SET {sets}",
+                ConditionExpression=Attr("status").eq(old),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def request_cancel(self, job_id: str) -> str:
         """Flag a job for cancellation; returns its status (final jobs are left alone)."""
         try:
