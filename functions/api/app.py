@@ -27,19 +27,20 @@ from pydantic import StringConstraints
 
 from mailfleet import aws
 from mailfleet.logic.appliance_ops import OperationJobs
-from mailfleet.logic.auth import mint, revoke
+from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
 from mailfleet.logic.inventory_import import BulkImport
 from mailfleet.logic.jobs import Jobs
-from mailfleet.logic.problems import Problem, forbidden, invalid, not_found
+from mailfleet.logic.problems import Problem, forbidden, invalid
+from mailfleet.logic.revocation import Cascade, Revocation
 from mailfleet.models.audit import AuditVerification
 from mailfleet.models.hosts import HostCreate, HostKind, HostPatch, ImportOutcome, InventoryImport
 from mailfleet.models.jobs import JobAccepted, JobRequest, JobStatus
 from mailfleet.models.tokens import Role, TokenCreate, TokenCreated, TokenScope
 from mailfleet.store.audit import AuditLog
 from mailfleet.store.base import BadPageToken
-from mailfleet.store.tokens import TokenNotFound, TokenStore
+from mailfleet.store.tokens import TokenStore
 
 logger = Logger()
 tracer = Tracer()
@@ -96,6 +97,7 @@ def caller(needed: Role) -> Caller:
         source_ip=ctx.identity.source_ip,
         request_id=ctx.request_id,
         scope=TokenScope.model_validate_json(scope) if scope else None,
+        token_id=authorizer.get("token_id") or None,
     )
     if not who.role.allows(needed):
         raise forbidden(f"this needs the {needed.value} role; you have {who.role.value}")
@@ -212,7 +214,8 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
     if who.scope is not None:
         raise forbidden("a token with a scope cannot mint tokens")
-    created: TokenCreated = mint(body, who.principal, caller=who)
+    created: TokenCreated = mint(body, who.principal, caller=who,
+                                 created_by_token=who.token_id)
     return json_response(201, created.model_dump(mode="json"))
 
 
@@ -233,17 +236,21 @@ def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, A
     "/tokens/<token_id>",
     responses=answers({204: "revoked"}, 404),
     tags=["tokens"],
-    summary="Revoke a token at once",
+    summary="Revoke a token at once (?cascade=none|pause|revoke: what it created)",
 )
-def delete_token(token_id: str) -> Response[None]:
+def delete_token(
+    token_id: str,
+    cascade: Annotated[Cascade | None, Query(
+        description="list what the token created (none), pause its schedules (pause), or "
+                    "also revoke the tokens it minted (revoke); without it: 204")] = None,
+) -> Response[Any]:
     who = caller(Role.ADMIN)
     if who.scope is not None:
         raise forbidden("a token with a scope cannot revoke tokens")
-    try:
-        revoke(token_id, who)
-    except TokenNotFound:
-        raise not_found("token", token_id) from None
-    return Response(status_code=204, body="")
+    answer = Revocation().revoke(token_id, who, cascade or Cascade.NONE)
+    if cascade is None:
+        return Response(status_code=204, body="")  # the audit event lists what it created
+    return json_response(200, answer)
 
 
 # ---------------------------------------------------------------------- hosts
@@ -354,6 +361,8 @@ def create_job(
     answer, dry_run = _submit_job(body, who, idempotency_key, app.lambda_context)
     if dry_run:
         return json_response(200, answer)
+    if answer["status"] == JobStatus.AWAITING_APPROVAL:
+        return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
     jobs = Jobs()
     wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
@@ -400,6 +409,20 @@ def list_jobs(
 def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
     return json_response(202, Jobs().cancel(job_id, who))
+
+
+@app.post("/jobs/<job_id>/approve", tags=["jobs"],
+          summary="Let a destructive job awaiting approval start (admin, not its creator)")
+def approve_job(job_id: str) -> Response[dict[str, Any]]:
+    who = caller(Role.ADMIN)
+    return json_response(202, OperationJobs().approve(job_id, who))
+
+
+@app.post("/jobs/<job_id>/reject", tags=["jobs"],
+          summary="Turn down a job awaiting approval (its creator or an admin): CANCELLED")
+def reject_job(job_id: str) -> Response[dict[str, Any]]:
+    who = caller(Role.OPERATOR)
+    return json_response(200, Jobs().reject(job_id, who))
 
 
 # ---------------------------------------------------------------------- audit

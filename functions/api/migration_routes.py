@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
+from answers import answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
@@ -37,13 +38,8 @@ def router_for(
     @router.post("/migrations", tags=["migrations"],
                  summary="Move accounts with their mail to another Dovecot backend, then flip "
                          "their route on every director or proxy",
-                 responses={
-                     202: {"description": "started",
-                           "content": {"application/json": {"model": MigrationAccepted}}},
-                     200: {"description": "dry run: the plan, nothing contacted"},
-                     409: {"description": "an account is already in a running cutover or "
-                                          "migration"},
-                 })
+                 responses=answers({202: ("started", MigrationAccepted),
+                                    200: "dry run: the plan, nothing contacted"}, 409))
     def create_migration(
         body: MigrationRequest,
         idempotency_key: Annotated[
@@ -58,38 +54,36 @@ def router_for(
         return json_response(202, accepted)
 
     @router.get("/migrations/<migration_id>", tags=["migrations"],
+                responses=answers({200: "the migration"}, 404),
                 summary="A migration with each account's status, steps and mailbox counts")
     def get_migration(
         migration_id: str,
         accounts_limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
         next_token: NextToken = None,
     ) -> MigrationView:
-        caller(Role.VIEWER)
+        who = caller(Role.VIEWER)
         view = Migrations().view(migration_id, accounts_limit=accounts_limit,
-                                 next_token=next_token)
+                                 next_token=next_token, caller=who)
         return MigrationView.model_validate(view)
 
-    @router.get("/migrations", tags=["migrations"], summary="Recent migrations, newest first")
+    @router.get("/migrations", tags=["migrations"], responses=answers({200: "migrations"}),
+                summary="Recent migrations, newest first")
     def list_migrations(
         status: Annotated[CutoverStatus | None, Query()] = None,
         limit: Limit = 50,
         next_token: NextToken = None,
     ) -> MigrationList:
-        caller(Role.VIEWER)
+        who = caller(Role.VIEWER)
         migrations, token = Migrations().list(
-            status=status.value if status else None, limit=limit, next_token=next_token
+            status=status.value if status else None, limit=limit, next_token=next_token,
+            caller=who,
         )
         return MigrationList.model_validate({"migrations": migrations, "next_token": token})
 
     @router.post("/migrations/<migration_id>/rollback", tags=["migrations"],
                  summary="Per DONE account: copy back what arrived since the flip, then put "
                          "the route back",
-                 responses={
-                     202: {"description": "rollback started",
-                           "content": {"application/json": {"model": MigrationAccepted}}},
-                     409: {"description": "still running, nothing DONE, or an account is "
-                                          "in another running cutover or migration"},
-                 })
+                 responses=answers({202: ("rollback started", MigrationAccepted)}, 404, 409))
     def rollback_migration(migration_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
         return json_response(202, Migrations().rollback(migration_id, who))

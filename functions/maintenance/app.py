@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
 
 from mailfleet.config import settings
 from mailfleet.logic.appliance_ops import ApplianceOperations
@@ -96,5 +97,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         _runs.register_lambda_context(context)
         return _run_once(payload=event)
     if event.get("task") == "health-sweep" or event.get("detail-type") == "Scheduled Event":
+        if event.get("detail-type") == "Scheduled Event":
+            # Destructive jobs nobody approved within the hour end as CANCELLED.
+            try:
+                expired = Jobs().expire_approvals()
+            except ClientError:
+                # The sweep matters more; the next one (or any read of the job) expires it.
+                logger.warning("could not expire approvals this time")
+                expired = 0
+            if expired:
+                logger.info("approvals expired", extra={"jobs": expired})
         return _sweep(event.get("job_id"), event.get("kind"), event.get("tags"))
     raise ValueError("not a maintenance event: expected a Scheduled Event, a task or a step")

@@ -153,8 +153,10 @@ def test_a_schedule_whose_tags_match_nothing_is_refused_not_retried(local_api: A
 
 
 def run_operation(action: str, params: dict[str, Any], host_ids: list[str]) -> dict[str, Any]:
+    # Destructive actions (settings.set, reboot) are confirmed as the policy asks.
     request = JobRequest.model_validate({"action": action, "params": params,
-                                         "targets": {"hosts": host_ids}, "timeout_seconds": 30})
+                                         "targets": {"hosts": host_ids}, "timeout_seconds": 30,
+                                         "confirm": f"{action}@{len(host_ids)}"})
     answer, _ = OperationJobs().submit(request, Caller.system("test"))
     jobs = Jobs()
     assert jobs.wait(answer["job_id"], 60), "the state machine did not finish the job"

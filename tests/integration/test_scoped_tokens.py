@@ -214,3 +214,32 @@ def test_audit_shows_only_hosts_in_scope(fleet: Fleet) -> None:
     assert fleet.dc_in in targets and fleet.dc_out not in targets
     assert fleet.as_(fleet.admin, "GET", "/audit", params={"host": fleet.dc_out}).json()[
         "events"] == []
+
+
+def test_migrations(fleet: Fleet) -> None:
+    op = fleet.operator
+    second = f"{fleet.site}-dc2"
+    added = fleet.api.request("POST", "/hosts", json=host(second, "dovecot", fleet.site))
+    assert added.status_code == 201, added.text
+    routing = {"strategy": "proxy", "proxies": {"hosts": [fleet.px_in]}, "destination": "new"}
+    body = {"accounts": ["a@example.org"], "routing": routing, "dry_run": True}
+    for source, destination in ((fleet.dc_in, fleet.dc_out), (fleet.dc_out, fleet.dc_in)):
+        refused = fleet.as_(op, "POST", "/migrations",
+                            json=body | {"source": source, "destination": destination})
+        assert refused.status_code == 403, refused.text
+        assert fleet.dc_out in refused.json()["message"]
+    other_proxy = fleet.as_(op, "POST", "/migrations", json=body | {
+        "source": fleet.dc_in, "destination": second,
+        "routing": routing | {"proxies": {"hosts": [fleet.px_out]}}})
+    assert other_proxy.status_code == 403
+    ok = fleet.as_(op, "POST", "/migrations",
+                   json=body | {"source": fleet.dc_in, "destination": second})
+    assert ok.status_code == 200, ok.text
+    theirs = fleet.api.request("POST", "/migrations", json=body | {
+        "source": fleet.dc_in, "destination": fleet.dc_out}).json()["migration_id"]
+    assert fleet.as_(op, "GET", f"/migrations/{theirs}").status_code == 404
+    assert fleet.as_(op, "GET", f"/migrations/{ok.json()['migration_id']}").status_code == 200
+    listed = {m["migration_id"] for m in fleet.as_(op, "GET", "/migrations?limit=100").json()[
+        "migrations"]}
+    assert ok.json()["migration_id"] in listed and theirs not in listed
+    assert fleet.as_(op, "POST", f"/migrations/{theirs}/rollback").status_code == 403

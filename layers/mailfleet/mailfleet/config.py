@@ -55,6 +55,10 @@ class Settings(BaseModel):
     audit_signing_key: str | None = None
     audit_seal_period_seconds: int = 300
     audit_seal_grace_seconds: int = 300
+    # Destructive jobs on more hosts than this wait for a second principal's approval,
+    # for at most approval_expiry_seconds (then CANCELLED).
+    approval_threshold_hosts: int = 10
+    approval_expiry_seconds: int = 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -95,6 +99,8 @@ class Settings(BaseModel):
             audit_seal_period_seconds=int(get("AUDIT_SEAL_PERIOD_SECONDS", "300") or 300),
             audit_seal_grace_seconds=int(get("AUDIT_SEAL_GRACE_SECONDS", "300") or 300),
             appliance_poll_seconds=int(get("APPLIANCE_POLL_SECONDS", "10") or 10),
+            approval_threshold_hosts=int(get("APPROVAL_THRESHOLD_HOSTS", "10") or 0),
+            approval_expiry_seconds=int(get("APPROVAL_EXPIRY_SECONDS", "3600") or 3600),
         )
 
 

@@ -19,6 +19,9 @@ _MODULES: dict[HostKind, tuple[str, str]] = {
 }
 
 
+KINDS: tuple[HostKind, ...] = tuple(_MODULES)
+
+
 def driver_class(kind: HostKind | str) -> type[Driver]:
     module_name, class_name = _MODULES[HostKind(kind)]
     return getattr(importlib.import_module(module_name), class_name)

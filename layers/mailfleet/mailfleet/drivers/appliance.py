@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import requests
@@ -36,9 +37,11 @@ from mailfleet.drivers.base import (
     validate_params,
 )
 from mailfleet.drivers.http import CONNECT_TIMEOUT, session_for, transport_error
+from mailfleet.drivers.policy import Rule, change, destructive, read
 from mailfleet.errors import ErrorType, HostError, Unsupported
 from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
+from mailfleet.redact import REDACTED, redact
 
 PREFIX = "/api/v1/admin"
 OPTIONAL_ENDPOINTS = frozenset({"settings", "certs", "license", "storage", "backup"})
@@ -281,6 +284,81 @@ _ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in (
 )}
 
 
+# The action policy (drivers/policy.py): class and least role of every action.
+POLICY: dict[str, Rule] = {
+    "version": read("the system's version"),
+    "health": read("disk, memory and cpu"),
+    "services": read("the state of system services"),
+    "endpoints": read("the API endpoints enabled"),
+    "changelog": read("the changelog since the last update"),
+    "build": read("build information"),
+    "update.status": read("the update's status"),
+    "backup.status": read("the backup's status"),
+    "certs.status": read("the certificate change's status"),
+    "settings.get": read("network and application settings (application values masked "
+                         "unless known to be public)"),
+    "settings.status": read("whether settings exist, and them (masked as settings.get)"),
+    "storage.get": read("persistent storage settings (its password masked)"),
+    "storage.status": read("whether storage settings exist (masked as storage.get)"),
+    "license.get": read("the license details"),
+    # Archives go to the blob store (S3), never through the API: the job shows where.
+    "logs": read("the appliance's logs, to the blob store (the job shows its location)"),
+    "backup.download": read("the backup archive, to the blob store (its location and sha256)"),
+    "backup": change("makes a backup archive, downloaded to the blob store"),
+    "settings.set": destructive("replaces network and application settings: a wrong "
+                                "address takes the appliance off the network"),
+    "storage.set": destructive("replaces persistent storage (applied at the next reboot)"),
+    "certs.set": destructive("replaces the TLS certificate (and our pin)"),
+    "update": destructive("installs an update package: services restart"),
+    "reboot": destructive("reboots the appliance: it is unreachable for a while"),
+    "token.rotate": destructive("replaces the appliance's admin token (a credential)"),
+}
+# Settings documents the appliance returns: only these fields are known to be public; every
+# other value (free-form `app` keys such as `ldap_bind_pw`, `smtp.relay_auth`) is masked.
+PUBLIC_NETWORK = frozenset(NetworkSettings.model_fields) | {"mode"}
+PUBLIC_APP = frozenset({"name"})
+PUBLIC_STORAGE = frozenset(StorageSettings.model_fields) - {"password"}
+
+
+def _mask_unknown(document: Any, public: frozenset[str]) -> Any:
+    """Only `public` scalar fields in clear; any other value (nested ones too) masked."""
+    if not isinstance(document, dict):
+        return document if document is None else REDACTED
+    return {k: v if v is None or (k in public and not isinstance(v, dict | list))
+            else REDACTED for k, v in document.items()}
+
+
+def _mask_settings(value: Any) -> Any:
+    """Every settings document (a dict with `network` or `app`) within `value`, masked."""
+    if isinstance(value, list):
+        return [_mask_settings(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _mask_settings(v) for k, v in value.items() if k not in ("network", "app")}
+    if "network" in value:
+        out["network"] = _mask_unknown(value["network"], PUBLIC_NETWORK)
+    if "app" in value:
+        out["app"] = _mask_unknown(value["app"], PUBLIC_APP)
+    return out
+
+
+def _mask_storage(value: Any) -> Any:
+    """Every storage document (the dict under a `storage` key) within `value`, masked."""
+    if isinstance(value, list):
+        return [_mask_storage(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {k: _mask_unknown(v, PUBLIC_STORAGE)
+            if k == "storage" and isinstance(v, dict) and "storage" not in v
+            else _mask_storage(v) for k, v in value.items()}
+
+
+def redact_appliance(action: str, value: Any) -> Any:
+    """Outputs and parameters by schema: settings and storage documents keep only their
+    known public fields in clear (whatever the action: fail closed); then by field name."""
+    return redact(_mask_storage(_mask_settings(value)))
+
+
 class _Missing(HostError):
     """A 404 on an enabled endpoint: nothing exists there yet (reads turn it into output)."""
 
@@ -315,9 +393,24 @@ class ApplianceDriver(Driver):
         self._tls_host: Host | None = None  # the host re-pinned after our own POST /certs
         self._secrets: set[str] = set()  # every token this driver held: kept out of text
 
+    policy_rules = POLICY
+
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
-        return dict(_ACTIONS)
+        return {name: replace(spec, rule=POLICY.get(name)) for name, spec in _ACTIONS.items()}
+
+    @classmethod
+    def redact_params(cls, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = redact_appliance(action, params)
+        return out
+
+    @classmethod
+    def redact_output(cls, action: str, output: Any) -> Any:
+        return redact_appliance(action, output)
+
+    def credential_values(self) -> list[str]:
+        # Every token this driver held (a rotation's new one too).
+        return sorted({*super().credential_values(), *self._secrets})
 
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         spec = _ACTIONS.get(action)

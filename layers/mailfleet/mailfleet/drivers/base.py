@@ -15,9 +15,11 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mailfleet.drivers.policy import Decision, Rule, decide
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
 from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
+from mailfleet.redact import mask_values, redact
 
 
 class NoParams(Model):
@@ -34,15 +36,21 @@ class ActionSpec:
     mutating: bool = False
     # For hosts that describe their own commands (doveadm), a ready JSON schema.
     schema: dict[str, Any] | None = None
+    # The action policy's rule (class, least role, why); None: refused as unclassified.
+    rule: Rule | None = None
 
     def parameters_schema(self) -> dict[str, Any]:
         return self.schema if self.schema is not None else self.params.model_json_schema()
 
     def describe(self) -> dict[str, Any]:
+        rule = self.rule
         return {
             "name": self.name,
             "description": self.description,
             "mutating": self.mutating,
+            "class": rule.action_class.value if rule else "never",
+            "least_role": rule.least_role.value if rule and rule.least_role else None,
+            "policy": rule.reason if rule else "not in the action policy: refused",
             "parameters": self.parameters_schema(),
         }
 
@@ -131,6 +139,8 @@ class Driver(ABC):
     # True for drivers with `async def perform_async(action, params, deadline)`: the
     # fan-out then runs their hosts in one event loop instead of a thread each.
     has_async_perform: ClassVar[bool] = False
+    # The action policy: a rule for every action of this kind (drivers/policy.py).
+    policy_rules: ClassVar[dict[str, Rule]] = {}
 
     def __init__(
         self, host: Host, credentials: Credentials, context: DriverContext | None = None
@@ -160,6 +170,33 @@ class Driver(ABC):
     @abstractmethod
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         """Run one action; `params` were validated. Returns JSON-able output."""
+
+    # -- the security side: policy and redaction, all without contacting the host --------
+
+    @classmethod
+    def classify(cls, action: str, params: dict[str, Any] | None) -> Decision:
+        """The action's class and least role with these parameters (never: refused)."""
+        return decide(cls.kind, cls.policy_rules, action)
+
+    @classmethod
+    def redact_params(cls, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Parameters as they may be stored, audited and shown (secrets masked)."""
+        out: dict[str, Any] = redact(params)
+        return out
+
+    @classmethod
+    def redact_output(cls, action: str, output: Any) -> Any:
+        """An action's output as it may be stored: every field its schema says is a secret
+        masked. Kinds whose outputs carry secret fields override this."""
+        return redact(output)
+
+    def safe_output(self, action: str, output: Any) -> Any:
+        """The output by schema, then the second net: any value equal to (or holding) one
+        of this host's credentials is masked."""
+        return mask_values(self.redact_output(action, output), self.credential_values())
+
+    def credential_values(self) -> list[str]:
+        return list(self.credentials.reveal().values())
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the driver holds (sockets, event loops)."""

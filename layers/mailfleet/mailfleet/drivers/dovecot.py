@@ -26,15 +26,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 
+from mailfleet.drivers import dovecot_policy
 from mailfleet.drivers.base import ActionSpec, Deadline, Driver, require_secret
 from mailfleet.drivers.http import CONNECT_TIMEOUT, exchange, exchange_async, transport_error
+from mailfleet.drivers.policy import Decision
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
-from mailfleet.models.hosts import Host
+from mailfleet.models.hosts import Host, HostKind
 
 API_PATH = "/doveadm/v1"
+DSYNC_PORT = 2425  # the doveadm TCP listener migrations copy mail to, by default
 COMMANDS_TTL = 600.0  # seconds a host's command list is trusted in this process
 DEFAULT_LOOKUP_SECONDS = 10.0  # when actions() is asked without a deadline
 
@@ -251,6 +255,7 @@ def command_spec(command: Mapping[str, Any]) -> ActionSpec:
         description=description,
         mutating=name not in READ_ONLY,
         schema=command_schema(command),
+        rule=dovecot_policy.RULES.get(name),
     )
 
 
@@ -465,10 +470,15 @@ def _request(command: str, params: dict[str, Any]) -> tuple[str, bytes]:
 class DovecotDriver(Driver):
     kind: ClassVar[str] = "dovecot"
     has_async_perform: ClassVar[bool] = True
+    policy_rules = dovecot_policy.RULES
 
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
         return {}  # every host says what it offers (GET /doveadm/v1)
+
+    @classmethod
+    def classify(cls, action: str, params: dict[str, Any] | None) -> Decision:
+        return dovecot_policy.classify(action, params)
 
     # -- the host's command list ---------------------------------------------------------
 
@@ -504,6 +514,32 @@ class DovecotDriver(Driver):
     def validate(self, action: str, params: dict[str, Any], deadline: Deadline | None = None
                  ) -> dict[str, Any]:
         return validate_against(self.commands(deadline), action, params)
+
+    # -- mailbox copies for mailfleet's own migrations ------------------------------------
+
+    def dsync_to_host(self, user: str, destination: Host, deadline: Deadline, *,
+                      port: int = DSYNC_PORT, two_way: bool = False) -> Any:
+        """Copy one user's mail from this host to another inventory Dovecot over the
+        doveadm protocol (`backup`, or `sync` when `two_way`).
+
+        The only way `backup`/`sync` run: the action policy refuses them in public jobs
+        (a non-`tcp:` destination is run as a program, as root). Trusted logic (migrations)
+        passes the destination as an inventory Host; the `tcp:` address is built here from
+        its endpoint, so no caller-chosen string reaches dsync."""
+        if destination.kind != HostKind.DOVECOT:
+            raise InvalidParams("dsync: the destination must be a dovecot host of the "
+                                "inventory", field="destination")
+        if not re.fullmatch(r"[^\s*?%]{1,320}", user):
+            raise InvalidParams("dsync: one user name, no wildcards", field="user")
+        if not 0 < port < 65536:
+            raise InvalidParams("dsync: port out of range", field="port")
+        address = urlsplit(destination.endpoint).hostname
+        if not address:
+            raise InvalidParams("dsync: the destination has no address", field="destination")
+        if ":" in address:
+            address = f"[{address}]"
+        params = {"user": user, "destination": [f"tcp:{address}:{port}"]}
+        return self._run("sync" if two_way else "backup", params, deadline)
 
     # -- performing ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
@@ -28,9 +28,11 @@ from mailfleet.drivers.base import (
     require_secret,
 )
 from mailfleet.drivers.http import CONNECT_TIMEOUT, session_for, transport_error
+from mailfleet.drivers.policy import Rule, change, read, session
 from mailfleet.errors import ErrorType, HostError, Unsupported
 from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host
+from mailfleet.models.tokens import Role
 
 # Bodies of this API are a line or a small JSON document; anything bigger is not the proxy.
 MAX_BODY = 1 << 20
@@ -171,6 +173,22 @@ _ACTIONS: dict[str, ActionSpec] = {
     )
 }
 
+# The action policy (drivers/policy.py): class and least role of every action.
+POLICY: dict[str, Rule] = {
+    "health": read("liveness of the management listener"),
+    "stats": read("route-cache and connection counters"),
+    "destinations.list": read("destinations with their failure counts"),
+    "mapping.get": read("where an identifier goes"),
+    "destinations.reset": change("clears a destination's failure count and down state"),
+    "mapping.set": change("routes an identifier to another destination"),
+    "mapping.delete": change("sends an identifier back to the default destination"),
+    "mappings.reload": change("re-reads the mapping store"),
+    "cache.invalidate": session("drops cached routes (looked up again on next login)"),
+    "connections.kick": session("ends an identifier's live sessions"),
+    "connections.delay": session("holds an identifier's new logins back for a while"),
+    "config.reload": change("re-reads the proxy's configuration", Role.ADMIN),
+}
+
 # 500 bodies of writes that failed in the store: the request was sound, try again later.
 _TRANSIENT_500 = ("upsert failed", "remove failed", "reload failed")
 
@@ -184,9 +202,11 @@ class ProxyDriver(Driver):
         # Set once a 401 or 429 came back; from then on this instance sends nothing.
         self._refusal: HostError | None = None
 
+    policy_rules = POLICY
+
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
-        return dict(_ACTIONS)
+        return {name: replace(spec, rule=POLICY.get(name)) for name, spec in _ACTIONS.items()}
 
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         if self._refusal is not None:

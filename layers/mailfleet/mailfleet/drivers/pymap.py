@@ -26,6 +26,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -40,9 +41,20 @@ from mailfleet.drivers.base import (
     NoParams,
     require_secret,
 )
+from mailfleet.drivers.policy import (
+    ActionClass,
+    Decision,
+    Rule,
+    change,
+    decide,
+    destructive,
+    raise_to,
+    read,
+)
 from mailfleet.errors import ErrorType, HostError, Unsupported
 from mailfleet.models.common import Model
 from mailfleet.models.hosts import Credentials, Host, TlsOptions
+from mailfleet.models.tokens import Role
 
 if TYPE_CHECKING:
     from grpclib.client import Channel
@@ -138,6 +150,19 @@ _ACTIONS: dict[str, ActionSpec] = {
                    AppendParams, mutating=True),
     )
 }
+
+# The action policy (drivers/policy.py): class and least role of every action.
+POLICY: dict[str, Rule] = {
+    "ping": read("the host's versions"),
+    "check": read("the gRPC health check"),
+    "user.get": read("a user's roles and params (never the password hash)"),
+    "user.set": change("creates a user with a password (`overwrite: true` makes it "
+                       "destructive: it replaces an existing user's password)"),
+    "append": change("delivers a message into a user's mailbox"),
+    "user.delete": destructive("deletes a user and all its mail"),
+    "user.password": destructive("replaces a user's password (a credential)"),
+}
+_ACTIONS = {name: replace(spec, rule=POLICY.get(name)) for name, spec in _ACTIONS.items()}
 
 
 # --- the shared event loop ------------------------------------------------------------
@@ -345,9 +370,20 @@ class PymapDriver(Driver):
         self._channel: Channel | None = None
         self._connect_lock = asyncio.Lock()  # binds to the shared loop on first use
 
+    policy_rules = POLICY
+
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
         return _ACTIONS
+
+    @classmethod
+    def classify(cls, action: str, params: dict[str, Any] | None) -> Decision:
+        decision = decide(cls.kind, POLICY, action)
+        if action == "user.set" and (params or {}).get("overwrite") is True:
+            decision = raise_to(decision, ActionClass.DESTRUCTIVE, Role.ADMIN,
+                                "overwrite replaces an existing user's password",
+                                rule="pymap.user.set.overwrite", field="overwrite")
+        return decision
 
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         spec = _ACTIONS.get(action)

@@ -28,7 +28,9 @@ from mailfleet.logic.problems import Problem
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import HostKind
 from mailfleet.models.jobs import JobStatus, ResultStatus
+from mailfleet.redact import mask_values, redact
 from mailfleet.store.blobs import S3BlobStore
+from mailfleet.store.hosts import HostNotFound
 
 PATH = "appliance-operation"
 # One step call never waits longer than this on the appliance, whatever time is left.
@@ -210,6 +212,7 @@ class ApplianceOperations:
             result["started_at"] = op_state["started_at"]
             result["finished_at"] = now_iso()
             result["duration_ms"] = int((time.time() - float(op_state["started"])) * 1000)
+        result = self._without_secrets(host_id, op_state.get("action"), result)
         self.jobs.jobs.write_results(job_id, [result])
         if result["status"] == ResultStatus.SUCCEEDED.value and isinstance(result.get("output"),
                                                                           dict):
@@ -225,6 +228,26 @@ class ApplianceOperations:
         return self.jobs._close(job, Caller.system(PATH), stopped_by=stopped_by)
 
     # ------------------------------------------------------------------ helpers
+    def _without_secrets(self, host_id: str, action: str | None, result: dict[str, Any]
+                         ) -> dict[str, Any]:
+        """A result as it may be stored: the driver's schema redaction, then the host's
+        own credential values masked (as the fan-out worker does)."""
+        if result.get("output") is None and result.get("error") is None:
+            return result
+        try:
+            driver = self._driver(host_id)
+        except (HostError, HostNotFound):
+            return {**result, "output": redact(result.get("output"))}
+        try:
+            out = dict(result)
+            if out.get("output") is not None:
+                out["output"] = driver.safe_output(action or "", out["output"])
+            if isinstance(out.get("error"), dict):
+                out["error"] = mask_values(out["error"], driver.credential_values())
+            return out
+        finally:
+            driver.close()
+
     def _driver(self, host_id: str, pin: str | None = None) -> Driver:
         item = self.jobs.hosts.get_item(host_id)
         if pin:

@@ -22,8 +22,8 @@ from mailfleet.models.tokens import (
     TokenScope,
     TokenView,
 )
-from mailfleet.store.audit import AuditLog, ChangeRefused
-from mailfleet.store.tokens import TokenNotFound, TokenStore
+from mailfleet.store.audit import AuditLog
+from mailfleet.store.tokens import TokenStore
 
 TOKEN_PREFIX = "mft"  # noqa: S105 - a public prefix, not a secret
 BOOTSTRAP_PRINCIPAL = "bootstrap-admin"
@@ -36,7 +36,8 @@ def sha256_hex(text: str) -> str:
 
 
 def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None, *,
-         caller: Caller | None = None, audit: AuditLog | None = None) -> TokenCreated:
+         caller: Caller | None = None, audit: AuditLog | None = None,
+         created_by_token: str | None = None) -> TokenCreated:
     """A new token, stored with its audit event in one write."""
     token_id = secrets.token_hex(8)
     token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
@@ -53,6 +54,7 @@ def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None,
         created_by=created_by,
         scope=request.scope,
         expires_at=expires_at,
+        created_by_token=created_by_token,
     )
     item = dict(view.model_dump(mode="json", exclude_none=True),
                 token_sha256=sha256_hex(token))
@@ -69,26 +71,10 @@ def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None,
             "name": view.name,
             "scope": view.scope.model_dump(mode="json") if view.scope else None,
             "expires_at": view.expires_at,
+            "created_by_token": created_by_token,
         },
     )
     return TokenCreated(**view.model_dump(), token=token)
-
-
-def revoke(token_id: str, caller: Caller, store: TokenStore | None = None,
-           audit: AuditLog | None = None) -> None:
-    """Delete a token with its audit event; TokenNotFound if there is none."""
-    try:
-        (audit or AuditLog()).record(
-            (store or TokenStore()).delete_change(token_id),
-            actor=caller.principal,
-            source_ip=caller.source_ip,
-            request_id=caller.request_id,
-            action="token.revoke",
-            target=f"token:{token_id}",
-            outcome="ok",
-        )
-    except ChangeRefused:
-        raise TokenNotFound(token_id) from None
 
 
 @dataclass

@@ -17,6 +17,7 @@ class Caller:
     request_id: str | None = None
     # A scoped token sees and acts on only the hosts inside its scope.
     scope: TokenScope | None = None
+    token_id: str | None = None  # the bearer token's id (None: bootstrap or system)
 
     def sees(self, host: dict[str, Any]) -> bool:
         return self.scope is None or self.scope.admits(host)
@@ -32,6 +33,7 @@ class Caller:
             raise forbidden(f"{field}: {host_id!r} is outside this token's scope")
 
     @classmethod
-    def system(cls, name: str) -> Caller:
-        """Scheduled and internal work acts under its own name."""
-        return cls(principal=f"system:{name}", role=Role.ADMIN)
+    def system(cls, name: str, role: Role = Role.ADMIN) -> Caller:
+        """Scheduled and internal work acts under its own name (schedules: with the least
+        role their job needs)."""
+        return cls(principal=f"system:{name}", role=role)

@@ -392,6 +392,8 @@ class Cutovers:
             return True
         plan = cutover.get("plan", {})
         hosts = set(plan.get("proxies", [])) | set(plan.get("backends", []))
+        # A migration also acts on its destination backend.
+        hosts |= {plan[k] for k in ("source_host", "destination_host") if plan.get(k)}
         if self._scope_ids is None or self._scope_ids[0] != scope:
             kind = scope.kind.value if scope.kind else None
             items, _ = self.hosts.list(kind=kind, tags=scope.tags)

@@ -222,6 +222,8 @@ class DistributedJobs:
             return {"batch": index, "status": "UNKNOWN", "skipped": "no such job"}
         if JobStatus(job["status"]).final:
             return {"batch": index, "skipped": "the job is over"}
+        if job["status"] == JobStatus.AWAITING_APPROVAL:
+            return {"batch": index, "skipped": "the job awaits approval"}  # runs nothing
         todo = hosts
         if attempt:  # a rerun: hosts with a result are not run again
             done = {r["host"] for r in self.store.results(job_id)[0]}

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mailfleet.config import settings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.http import forget_sessions
 from mailfleet.errors import HostError
@@ -101,7 +102,10 @@ class Inventory:
     def register(self, body: HostCreate, caller: Caller) -> dict[str, Any]:
         caller.check_acts(body.model_dump(mode="json"), body.id)
         secret_name = body.credentials_secret
+        sharing = None
         if secret_name is not None:
+            secret_name, sharing = self.check_secret_binding(
+                body.id, secret_name, body.shares_credentials_with)
             self._check_external_secret(body.kind, secret_name, "credentials_secret")
         stamp = now_iso()
         host = Host(
@@ -128,12 +132,14 @@ class Inventory:
             # the record too (docs/audit.md: changes outside DynamoDB).
             self.audit.record(
                 self.hosts.create_change(host), action="host.create", outcome="ok",
-                params=_audit_params(host, credentials_given=body.credentials is not None),
+                params=_audit_params(host, credentials_given=body.credentials is not None,
+                                     sharing=sharing),
                 **event)
         except ChangeRefused:
             raise conflict(f"host {body.id!r} already exists") from None
         if body.credentials is not None:
             try:
+                self._check_managed_secret_free(body.id)
                 secrets.create_for_host(body.id, body.credentials)
             except Exception as exc:
                 self.audit.record(self.hosts.delete_change(body.id), action="host.delete",
@@ -157,14 +163,19 @@ class Inventory:
                 raise invalid("endpoint", str(exc)) from None
         if patch.credentials is not None and patch.credentials_secret is not None:
             raise invalid("credentials", "give either credentials or credentials_secret")
+        sharing = None
+        if patch.shares_credentials_with is not None and patch.credentials_secret is None:
+            raise invalid("shares_credentials_with", "goes with credentials_secret")
         if patch.credentials_secret is not None:
-            self._check_external_secret(host.kind, patch.credentials_secret, "credentials_secret")
-            host.credentials_secret = patch.credentials_secret
+            host.credentials_secret, sharing = self.check_secret_binding(
+                host_id, patch.credentials_secret, patch.shares_credentials_with)
+            self._check_external_secret(host.kind, host.credentials_secret, "credentials_secret")
         if patch.credentials is not None:
             try:
                 check_credentials(host.kind, patch.credentials)
             except ValueError as exc:
                 raise invalid("credentials", str(exc)) from None
+            self._check_managed_secret_free(host_id)
             # Written after the item and its event (below): a credentials change is
             # never made without its record.
             host.credentials_secret = secrets.managed_name(host_id)
@@ -191,7 +202,8 @@ class Inventory:
                 outcome="ok",
                 params={
                     "changed": changed,
-                    **_audit_params(host, credentials_given="credentials" in changes),
+                    **_audit_params(host, credentials_given="credentials" in changes,
+                                    sharing=sharing),
                 },
             )
         except ChangeRefused:
@@ -242,6 +254,51 @@ class Inventory:
             caller.check_reads(item, host_id)
         return item
 
+    def check_secret_binding(self, host_id: str, name: str, shares_with: str | None
+                             ) -> tuple[str, list[str] | None]:
+        """A credentials_secret stays bound to its host: it must be under this stack's host
+        prefix, and no other host may use it unless the request names the host it is
+        shared with. Returns the secret's own name and the hosts it is shared with."""
+        prefix = settings().host_secrets_prefix
+        if not secrets.secret_name(name).startswith(prefix):
+            # Checked before any call: this stack may not even read secrets elsewhere.
+            raise invalid("credentials_secret", f"must name a secret under this stack's host "
+                          f"prefix {prefix!r}")
+        try:
+            canonical = secrets.canonical_name(name)
+        except secrets.SecretProblem as exc:
+            raise invalid("credentials_secret", str(exc)) from None
+        if not canonical.startswith(prefix):
+            raise invalid("credentials_secret", f"must name a secret under this stack's host "
+                          f"prefix {prefix!r} (got {canonical!r})")
+        users = sorted(other for other, used in self.hosts.secret_users().items()
+                       if other != host_id and secrets.secret_name(used) == canonical)
+        if not users:
+            if shares_with is not None:
+                raise invalid("shares_credentials_with",
+                              f"no other host uses {canonical!r}: leave it out")
+            return canonical, None
+        if shares_with is None:
+            raise invalid("credentials_secret",
+                          f"{canonical!r} is the credentials of host(s) {', '.join(users[:10])}: "
+                          "a host's credentials are its own; to share them on purpose, name "
+                          "that host in shares_credentials_with")
+        if shares_with not in users or self.hosts.get_many([shares_with]) == {}:
+            raise invalid("shares_credentials_with",
+                          f"host {shares_with!r} does not use {canonical!r}")
+        return canonical, users
+
+    def _check_managed_secret_free(self, host_id: str) -> None:
+        """Writing a host's managed secret must not hand its credentials to another host
+        that names that secret (shared on purpose, or registered before this host)."""
+        name = secrets.managed_name(host_id)
+        users = sorted(other for other, used in self.hosts.secret_users().items()
+                       if other != host_id and secrets.secret_name(used) == name)
+        if users:
+            raise invalid("credentials", f"this host's secret {name!r} is used by host(s) "
+                          f"{', '.join(users[:10])}: give those hosts their own credentials "
+                          "first")
+
     @staticmethod
     def _check_external_secret(kind: HostKind, name: str, field: str) -> None:
         try:
@@ -260,8 +317,11 @@ def view(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _audit_params(host: Host, *, credentials_given: bool) -> dict[str, Any]:
+def _audit_params(host: Host, *, credentials_given: bool,
+                  sharing: list[str] | None = None) -> dict[str, Any]:
     return {
+        # The secret's name (never its value): who holds which credentials, and with whom.
+        "shares_credentials_with": sharing,
         "kind": host.kind.value,
         "endpoint": host.endpoint,
         "tls": {

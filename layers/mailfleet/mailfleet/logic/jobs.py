@@ -17,7 +17,8 @@ from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import Deadline, validate_params
-from mailfleet.errors import HostError, InvalidParams
+from mailfleet.drivers.policy import Decision
+from mailfleet.errors import ErrorType, HostError, InvalidParams
 from mailfleet.fanout import (
     CachedCheck,
     ErrorBudget,
@@ -28,11 +29,12 @@ from mailfleet.fanout import (
 )
 from mailfleet.logic import connect, distributed
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.problems import FieldError, Problem, forbidden, invalid, not_found
+from mailfleet.logic.problems import FieldError, Problem, conflict, forbidden, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import Host, HostKind
 from mailfleet.models.jobs import JobRequest, JobStatus, ResultStatus
-from mailfleet.redact import redact
+from mailfleet.models.tokens import Role
+from mailfleet.redact import mask_values
 from mailfleet.store import secrets
 from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.hosts import HostStore
@@ -68,6 +70,9 @@ class Jobs:
         """Create and start a job. Returns (answer, dry_run)."""
         items = self.resolve_targets(request, caller)
         kind = HostKind(items[0]["kind"])
+        # The policy first: nothing a host could be asked (not even its command list)
+        # before the action and its parameters are known to be allowed for this caller.
+        decision = self.check_policy(kind, request, caller, len(items))
         params = self.check_action(kind, request, items)
         self._check_timeout(kind, request, params)
         if len(json.dumps(params)) > MAX_PARAMS_BYTES:
@@ -75,6 +80,8 @@ class Jobs:
                           "inputs by reference (e.g. package_uri) instead")
         job_id = uuid.uuid4().hex
         total = len(items)
+        approval = self._approval(decision, total)
+        shown_params = redact_params(kind, request.action, params)
         path = distributed.choose_path(
             total,
             request.timeout_seconds,
@@ -84,11 +91,16 @@ class Jobs:
             "job_id": job_id,
             "action": request.action,
             "kind": kind.value,
-            "params": redact(params),
+            "params": shown_params,
             "run_params": json.dumps(params),
-            "status": JobStatus.SUCCEEDED.value if request.dry_run else JobStatus.PENDING.value,
+            "status": JobStatus.SUCCEEDED.value if request.dry_run
+            else JobStatus.AWAITING_APPROVAL.value if approval["required"]
+            else JobStatus.PENDING.value,
             "total": total,
             "created_by": caller.principal,
+            "created_by_token": caller.token_id,
+            "policy": decision.describe(),
+            "approval": approval if approval["required"] else None,
             "created_at": now_iso(),
             "max_concurrency": request.max_concurrency,
             "max_errors": request.max_errors,
@@ -114,20 +126,167 @@ class Jobs:
             outcome="ok",
             params={
                 "action": request.action,
-                "params": params,
+                "params": shown_params,
                 "kind": kind.value,
                 "total": total,
                 "schedule": request.schedule,
+                "class": decision.action_class.value,
+                "role": caller.role.value,
+                "approval_required": approval["required"],
             },
         )
-        answer: dict[str, Any] = {"job_id": job_id, "status": job["status"], "total": total}
+        answer: dict[str, Any] = {"job_id": job_id, "status": job["status"], "total": total,
+                                  "policy": decision.describe()}
         if request.dry_run:
             answer["dry_run"] = True
             answer["targets"] = [{"host": i["id"], "endpoint": i["endpoint"]} for i in items]
+            answer["approval"] = approval
             return answer, True
+        if approval["required"]:
+            answer["approval"] = approval
+            return answer, False  # started by POST /jobs/{id}/approve, or never
         answer["path"] = path
         self._start(job, [i["id"] for i in items], caller)
         return answer, False
+
+    @staticmethod
+    def check_policy(kind: HostKind, request: JobRequest, caller: Caller | None,
+                     total: int) -> Decision:
+        """The action policy (drivers/policy.py) for this action and its parameters: 422
+        when never allowed through a job, 403 when the caller's role is below the action's
+        least role, 422 when a destructive action lacks its confirmation. No host is
+        contacted; dry runs are checked the same way (without the confirmation)."""
+        driver = driver_class(kind)
+        static = driver.static_actions()
+        if static and request.action not in static:
+            known = ", ".join(sorted(static))
+            raise invalid("action", f"{kind} hosts have no action {request.action!r}; "
+                          f"known: {known}")
+        decision = driver.classify(request.action, request.params)
+        if not decision.allowed:
+            where = f"params.{decision.field}" if decision.field else "action"
+            reason = f"refused by policy rule {decision.rule}: {decision.reason}"
+            raise Problem(f"{where}: {reason}", 422, [FieldError(where, reason)],
+                          extra={"rule": decision.rule, "class": "never"})
+        if caller is not None and decision.least_role is not None and not caller.role.allows(
+            decision.least_role
+        ):
+            raise Problem(
+                f"{request.action} on {kind} hosts needs the {decision.least_role.value} role "
+                f"(policy rule {decision.rule}: {decision.action_class.value}, "
+                f"{decision.reason}); you have {caller.role.value}", 403,
+                extra={"rule": decision.rule, "class": decision.action_class.value,
+                       "least_role": decision.least_role.value})
+        if decision.destructive and not request.dry_run:
+            expected = f"{request.action}@{total}"
+            if request.confirm != expected:
+                reason = (f"{request.action} is destructive (policy rule {decision.rule}: "
+                          f"{decision.reason}): confirm with \"{expected}\" (the action and "
+                          "the number of targets it will hit)")
+                raise Problem(f"confirm: {reason}", 422, [FieldError("confirm", reason)],
+                              extra={"rule": decision.rule, "expected_confirm": expected})
+        return decision
+
+    @staticmethod
+    def _approval(decision: Decision, total: int) -> dict[str, Any]:
+        """Whether a second principal must approve the job, and until when."""
+        config = settings()
+        needed = decision.destructive and total > config.approval_threshold_hosts
+        out: dict[str, Any] = {"required": needed,
+                               "threshold_hosts": config.approval_threshold_hosts}
+        if decision.destructive:
+            out["confirm"] = f"{decision.action}@{total}"
+        if needed:
+            expires = time.time() + config.approval_expiry_seconds
+            out["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+            out["expires_epoch"] = int(expires)
+        return out
+
+    # ------------------------------------------------------------------ approvals
+    def approve(self, job_id: str, caller: Caller) -> dict[str, Any]:
+        """A second principal (admin, not the creator) lets an awaiting job start."""
+        job = self._awaiting(job_id)
+        if caller.principal == job.get("created_by") or (
+            caller.token_id and caller.token_id == job.get("created_by_token")
+        ):
+            raise forbidden("a job must be approved by another principal than its creator")
+        approval = dict(job.get("approval") or {}, approved_by=caller.principal,
+                        approved_at=now_iso())
+        try:
+            # The approval and its event in one write; the worker is started after.
+            self.audit.record(
+                self.jobs.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
+                                            JobStatus.PENDING.value, approval=approval),
+                actor=caller.principal, source_ip=caller.source_ip,
+                request_id=caller.request_id, action="job.approve",
+                target=f"job:{job_id}", job_id=job_id, outcome="ok",
+                params={"created_by": job.get("created_by"),
+                        "action": job["action"], "total": job["total"]})
+        except ChangeRefused:
+            raise conflict(f"job {job_id} is no longer awaiting approval",
+                           status=self.jobs.status(job_id)[0]) from None
+        job = dict(job, status=JobStatus.PENDING.value, approval=approval)
+        self._start(job, job["targets"], caller)
+        return {"job_id": job_id, "status": JobStatus.PENDING.value, "total": job["total"],
+                "path": job.get("path"), "approval": approval}
+
+    def reject(self, job_id: str, caller: Caller) -> dict[str, Any]:
+        """The creator or an admin turns an awaiting job down: CANCELLED, nothing ran."""
+        job = self._awaiting(job_id)
+        if caller.role is not Role.ADMIN and caller.principal != job.get("created_by"):
+            raise forbidden("only an admin or the job's creator may reject it")
+        if not self._cancel_awaiting(job, caller, "job.reject",
+                                     "rejected by " + caller.principal):
+            raise conflict(f"job {job_id} is no longer awaiting approval",
+                           status=self.jobs.status(job_id)[0])
+        return self.view(job_id)
+
+    def expire_approvals(self, *, limit: int = 100) -> int:
+        """End every awaiting job whose approval time is over (CANCELLED); returns how many."""
+        jobs, _ = self.jobs.list(status=JobStatus.AWAITING_APPROVAL.value, limit=limit,
+                                 next_token=None)
+        return sum(1 for job in jobs if self._expire_if_due(self.jobs.get(job["job_id"])))
+
+    def _awaiting(self, job_id: str) -> dict[str, Any]:
+        try:
+            job = self.jobs.get(job_id)
+        except JobNotFound:
+            raise not_found("job", job_id) from None
+        if self._expire_if_due(job):
+            raise conflict(f"job {job_id} was not approved within the hour: CANCELLED",
+                           status=JobStatus.CANCELLED.value)
+        if job["status"] != JobStatus.AWAITING_APPROVAL:
+            raise conflict(f"job {job_id} is not awaiting approval", status=job["status"])
+        return job
+
+    def _expire_if_due(self, job: dict[str, Any]) -> bool:
+        approval = job.get("approval") or {}
+        if job.get("status") != JobStatus.AWAITING_APPROVAL or time.time() < float(
+            approval.get("expires_epoch", float("inf"))
+        ):
+            return False
+        return self._cancel_awaiting(job, Caller.system("approvals"), "job.expire",
+                                     "not approved in time")
+
+    def _cancel_awaiting(self, job: dict[str, Any], caller: Caller, event: str,
+                         why: str) -> bool:
+        job_id = job["job_id"]
+        if "targets" not in job:  # a listed item (no target list): read it whole
+            job = self.jobs.get(job_id)
+        counts = {ResultStatus.SKIPPED.value: job["total"]}
+        try:
+            self.audit.record(
+                self.jobs.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
+                                            JobStatus.CANCELLED.value, counts=counts,
+                                            finished_at=now_iso(), note=why),
+                actor=caller.principal, source_ip=caller.source_ip,
+                request_id=caller.request_id, action=event, target=f"job:{job_id}",
+                job_id=job_id, outcome=JobStatus.CANCELLED.value,
+                params={"reason": why, "created_by": job.get("created_by")})
+        except ChangeRefused:
+            return False  # approved, rejected or expired meanwhile
+        self._skip_all(job_id, job["targets"], f"not run: {why}")
+        return True
 
     @staticmethod
     def _check_timeout(kind: HostKind, request: JobRequest, params: dict[str, Any]) -> None:
@@ -316,6 +475,8 @@ class Jobs:
             raise not_found("job", job_id) from None
         if caller is not None and not self.sees(job, caller):
             raise not_found("job", job_id)
+        if self._expire_if_due(job):
+            job = self.jobs.get(job_id)
         out = _public(job)
         if not results:
             return out
@@ -329,6 +490,9 @@ class Jobs:
                     "status": ResultStatus.SKIPPED.value,
                     "output": {"skipped": "dry run: not contacted"},
                 }
+            elif job["status"] == JobStatus.AWAITING_APPROVAL:
+                filler = {"status": ResultStatus.PENDING.value,
+                          "output": {"pending": "awaiting approval"}}
             elif job["status"] in (JobStatus.PENDING, JobStatus.RUNNING):
                 filler = {"status": ResultStatus.PENDING.value}
             else:
@@ -358,6 +522,8 @@ class Jobs:
         if caller is not None and caller.scope is not None:
             # A page may come back shorter: its jobs outside the scope are left out.
             jobs = [j for j in jobs if self.sees(j, caller)]
+        # An approval past its hour shows as what it is: CANCELLED.
+        jobs = [self.jobs.get(j["job_id"]) if self._expire_if_due(j) else j for j in jobs]
         return [_public(j) for j in jobs], token
 
     def sees(self, job: dict[str, Any], caller: Caller) -> bool:
@@ -401,6 +567,10 @@ class Jobs:
                 raise forbidden(f"job {job_id!r} acts on hosts outside this token's scope")
         try:
             status = self.jobs.status(job_id)[0]
+            if status == JobStatus.AWAITING_APPROVAL:
+                # Nothing runs yet: cancelling it is turning it down.
+                view = self.reject(job_id, caller)
+                return {"job_id": job_id, "status": view["status"], "cancel_requested": True}
         except JobNotFound:
             raise not_found("job", job_id) from None
         event = {"actor": caller.principal, "source_ip": caller.source_ip,
@@ -435,6 +605,9 @@ class Jobs:
             return {"job_id": job_id, "status": "UNKNOWN", "skipped": "no such job"}
         if JobStatus(job["status"]).final:
             return {"job_id": job_id, "status": job["status"], "skipped": "already final"}
+        if job["status"] == JobStatus.AWAITING_APPROVAL:
+            # Only an approval starts it (a stray or early invocation runs nothing).
+            return {"job_id": job_id, "status": job["status"], "skipped": "awaiting approval"}
         system = Caller.system("fanout-worker")
         targets: list[str] = job["targets"]
         previous = self.jobs.results(job_id)[0]  # a resumed job's hosts already done
@@ -504,18 +677,26 @@ class Jobs:
                 ],
             )
         params = json.loads(job.get("run_params") or "{}")
-        sink = BatchedResults(self.jobs, job_id, interval=flush_interval)
         action = job["action"]
+        refused = self._refused_at_run(job, params)
+        sink = BatchedResults(self.jobs, job_id, interval=flush_interval)
 
         def perform(host: Any, deadline: Deadline) -> Any:
+            if refused is not None:
+                raise refused
             driver = connect.driver_for(items[host.id], host=host)
             try:
                 checked = driver.validate(action, params, deadline)
                 output = driver.perform(action, checked, deadline)
+                self._follow_host_changes(items[host.id], output, job_id)
+                # Stored outputs never carry secrets: the driver's schema, then its host's
+                # own credential values.
+                return driver.safe_output(action, output)
+            except HostError as exc:
+                exc.message = mask_values(exc.message, driver.credential_values())
+                raise
             finally:
                 driver.close()
-            self._follow_host_changes(items[host.id], output, job_id)
-            return output
 
         # The async path (doveadm): per-host work is kept to the request itself. A secret
         # is read once per job, and the parameters checked once per distinct command list
@@ -526,6 +707,8 @@ class Jobs:
         checked_for: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
         async def perform_async(host: Any, deadline: Deadline) -> Any:
+            if refused is not None:
+                raise refused
             item = items[host.id]
             name = item.get("credentials_secret")
             creds = None
@@ -545,10 +728,14 @@ class Jobs:
                             _in_thread(driver.validate, action, params, deadline))
                     checked = await asyncio.shield(checked_for[id(seeded)])
                 output = await driver.perform_async(action, checked, deadline)
+            except HostError as exc:
+                exc.message = mask_values(exc.message, driver.credential_values())
+                raise
             finally:
                 driver.close()
             self._follow_host_changes(item, output, job_id)
-            return output
+            # Stored outputs never carry secrets (as in perform above).
+            return driver.safe_output(action, output)
 
         hosts = [Host.model_validate(items[h]) for h in todo if h in items]
         secrets.prefetch(i["credentials_secret"] for i in items.values()
@@ -570,6 +757,19 @@ class Jobs:
         if gone:
             summary.counts[ResultStatus.FAILED.value] += len(gone)
         return summary
+
+    @staticmethod
+    def _refused_at_run(job: dict[str, Any], params: dict[str, Any]) -> HostError | None:
+        """The policy again, worker side (both job paths): a job item that reached a worker
+        without passing it (or written before this policy) runs nowhere."""
+        kind = job.get("kind")
+        if not kind:
+            return None
+        decision = driver_class(kind).classify(job["action"], params)
+        if decision.allowed:
+            return None
+        return HostError(ErrorType.INVALID_PARAMS, f"refused by policy rule {decision.rule}: "
+                         f"{decision.reason}", code=decision.rule)
 
     def _follow_host_changes(self, item: dict[str, Any], output: Any, job_id: str) -> None:
         """Keep the inventory true to what an action changed on the host: a new
@@ -695,6 +895,19 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
            if k not in ("run_params", "targets", "error_count") and not k.startswith(RAN_PREFIX)}
     out.setdefault("counts", {})
     out.setdefault("finished_at", None)
+    return out
+
+
+def redact_params(kind: HostKind | str | None, action: str, params: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """Parameters as stored, audited and shown: the kind's driver masks what its schema
+    says is secret (every driver's rules when the kind is not known yet)."""
+    from mailfleet.drivers import KINDS
+
+    kinds = [HostKind(kind)] if kind else list(KINDS)
+    out = params
+    for each in kinds:
+        out = driver_class(each).redact_params(action, out)
     return out
 
 

@@ -38,8 +38,8 @@ class Migrations(Cutovers):
 
     def submit(self, request: MigrationRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a migration. Returns (answer, dry_run)."""
-        source = self._backend(request.source, "source")
-        destination = self._backend(request.destination, "destination")
+        source = self._backend(request.source, "source", caller)
+        destination = self._backend(request.destination, "destination", caller)
         to_destination = _dsync_target(destination, request.dsync_endpoint, DSYNC_PORT,
                                        "dsync_endpoint")
         to_source = _dsync_target(source, request.source_dsync_endpoint, to_destination.port,
@@ -51,7 +51,7 @@ class Migrations(Cutovers):
         else:
             selection, field, kind = routing.proxies, "routing.proxies", HostKind.PROXY
             route_to = routing.destination
-        routers, left_out = self._resolve(selection, kind, field)
+        routers, left_out = self._resolve(selection, kind, field, caller)
         clash = {request.source, request.destination} & {r["id"] for r in routers}
         if clash:
             raise invalid(field, "the routing layer cannot include the source or destination "
@@ -130,10 +130,11 @@ class Migrations(Cutovers):
         answer["status"] = self._start(migration, list(range(total)), keys, caller)
         return answer, False
 
-    def _backend(self, host_id: str, field: str) -> dict[str, Any]:
+    def _backend(self, host_id: str, field: str, caller: Caller) -> dict[str, Any]:
         host = self.hosts.get_many([host_id]).get(host_id)
         if host is None:
             raise invalid(field, f"unknown host id {host_id}")
+        caller.check_acts(host, host_id, field)  # a scoped token: 403 outside its scope
         if host["kind"] != HostKind.DOVECOT:
             raise invalid(field, f"must be a dovecot backend; {host_id} is a {host['kind']} host")
         return host

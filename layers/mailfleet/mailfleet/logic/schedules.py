@@ -19,9 +19,10 @@ from botocore.exceptions import ClientError
 
 from mailfleet import aws
 from mailfleet.config import settings
+from mailfleet.drivers import driver_class
 from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.jobs import Jobs
+from mailfleet.logic.jobs import Jobs, redact_params
 from mailfleet.logic.problems import (
     FieldError,
     Problem,
@@ -34,6 +35,7 @@ from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import HostKind
 from mailfleet.models.jobs import JobRequest
 from mailfleet.models.schedules import ScheduleCreate, ScheduleView
+from mailfleet.models.tokens import Role
 from mailfleet.redact import redact
 from mailfleet.schedule_expressions import next_run
 from mailfleet.store.audit import AuditLog
@@ -65,7 +67,7 @@ class Schedules:
     def create(self, body: ScheduleCreate, caller: Caller) -> dict[str, Any]:
         if caller.scope is not None:
             body = body.model_copy(update={"job": self._within_scope(body.job, caller)})
-        self._check_job(body.job)
+        kind = self._check_job(body.job, caller)
         config = settings()
         if not (config.maintenance_function_arn and config.scheduler_role_arn):
             raise Problem("schedules are not configured (MAINTENANCE_FUNCTION_ARN, "
@@ -73,7 +75,8 @@ class Schedules:
         payload = {"task": TASK, "schedule": body.name,
                    "job": body.job.model_dump(mode="json", exclude_none=True,
                                               exclude={"schedule"}),
-                   "created_by": caller.principal, "created_at": now_iso(), **RUN_CONTEXT}
+                   "created_by": caller.principal, "created_by_token": caller.token_id,
+                   "created_at": now_iso(), **RUN_CONTEXT}
         text = json.dumps(payload, separators=(",", ":"))
         if len(text) > MAX_INPUT_CHARS:
             raise invalid("job", f"too large for a schedule ({len(text)} of {MAX_INPUT_CHARS} "
@@ -96,7 +99,8 @@ class Schedules:
         if self._exists(body.name):
             raise conflict(f"schedule {body.name!r} already exists")
         params = {"expression": body.expression, "timezone": body.timezone,
-                  "paused": body.paused, "job": payload["job"]}
+                  "paused": body.paused, "job": _shown_job(payload["job"], kind),
+                  "run_as": _run_as(body.name, body.job, kind).principal}
         with self._recorded(caller, "schedule.create", body.name, params):
             try:
                 self._client().create_schedule(**kwargs)
@@ -217,10 +221,12 @@ class Schedules:
     def run(self, payload: dict[str, Any]) -> dict[str, Any]:
         """One run, as Scheduler delivers it to the maintenance function."""
         name = str(payload.get("schedule") or "")
-        caller = Caller.system(f"schedule:{name}")
+        caller = Caller.system(f"schedule:{name}", role=Role.VIEWER)
         try:
             request = JobRequest.model_validate({**(payload.get("job") or {}),
                                                  "schedule": name})
+            # Its own principal, with the least role its job needs (never its creator's).
+            caller = _run_as(name, request, _kind_of(request))
             answer, _ = OperationJobs().submit(request, caller)
         except (Problem, ValueError) as exc:
             reason = exc.message if isinstance(exc, Problem) else str(exc)[:500]
@@ -233,9 +239,10 @@ class Schedules:
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _check_job(job: JobRequest) -> None:
-        """The job as POST /jobs would check it, without contacting any host. A tag
-        selection that matches nothing yet is fine: it is resolved at each run."""
+    def _check_job(job: JobRequest, caller: Caller) -> HostKind:
+        """The job as POST /jobs would check it (its policy for the creator's role too),
+        without contacting any host. A tag selection that matches nothing yet is fine: it
+        is resolved at each run. Returns the job's host kind."""
         jobs = Jobs()
         probe = job.model_copy(update={"dry_run": True})
         try:
@@ -247,11 +254,14 @@ class Schedules:
                 items = []
             kind = HostKind(items[0]["kind"]) if items else job.targets.kind
             assert kind is not None  # Targets: hosts, or a kind
+            jobs.check_policy(kind, probe, caller, len(items))
             jobs.check_action(kind, probe, items)
         except Problem as exc:
             errors = [FieldError(f"job.{e.field}", e.reason) for e in exc.errors] or [
                 FieldError("job", exc.message)]
-            raise Problem(f"{errors[0].field}: {errors[0].reason}", 422, errors) from None
+            raise Problem(f"{errors[0].field}: {errors[0].reason}", exc.status
+                          if exc.status == 403 else 422, errors, extra=exc.extra) from None
+        return kind
 
     def _exists(self, name: str) -> bool:
         try:
@@ -299,7 +309,36 @@ def _view(schedule: dict[str, Any]) -> dict[str, Any]:
     return ScheduleView(
         name=schedule["Name"], expression=schedule["ScheduleExpression"], timezone=timezone,
         description=schedule.get("Description"), state=state, paused=state == "DISABLED",
-        job=redact(payload.get("job") or {}), created_by=payload.get("created_by"),
+        job=_shown_job(payload.get("job") or {}, None), created_by=payload.get("created_by"),
+        created_by_token=payload.get("created_by_token"),
+        run_as=f"system:schedule:{schedule['Name']}" if payload.get("managed_by", "api") == "api"
+        else None,
         created_at=payload.get("created_at"), managed_by=payload.get("managed_by", "api"),
         next_run=next_at, arn=schedule["Arn"],
     ).model_dump(mode="json")
+
+
+def _kind_of(job: JobRequest) -> HostKind | None:
+    if job.targets.kind is not None:
+        return job.targets.kind
+    found = Jobs().hosts.get_many((job.targets.hosts or [])[:1])
+    return HostKind(next(iter(found.values()))["kind"]) if found else None
+
+
+def _run_as(name: str, job: JobRequest, kind: HostKind | None) -> Caller:
+    """A schedule's runs act as `system:schedule:<name>` with the least role its job needs
+    (operator when the kind is unknown yet: the run is then checked as any job)."""
+    role = Role.OPERATOR
+    if kind is not None:
+        needed = driver_class(kind).classify(job.action, job.params).least_role
+        role = needed or Role.OPERATOR
+    return Caller.system(f"schedule:{name}", role=role)
+
+
+def _shown_job(job: dict[str, Any], kind: HostKind | None) -> dict[str, Any]:
+    """A schedule's job as shown and audited: parameters masked by the driver's schema."""
+    out = dict(job)
+    if isinstance(out.get("params"), dict):
+        kind = kind or (job.get("targets") or {}).get("kind")
+        out["params"] = redact_params(kind, str(job.get("action", "")), out["params"])
+    return redact(out)

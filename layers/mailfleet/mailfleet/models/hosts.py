@@ -130,6 +130,8 @@ class HostCreate(Model):
     endpoint: str = Field(max_length=1024)
     credentials: Credentials | None = None
     credentials_secret: str | None = Field(default=None, min_length=1, max_length=2048)
+    # A credentials_secret another host already uses: that host's id, said on purpose.
+    shares_credentials_with: HostId | None = None
     tls: TlsOptions = Field(default_factory=TlsOptions)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
     max_concurrency: int = Field(default=4, ge=1, le=256, strict=True)
@@ -143,6 +145,8 @@ class HostCreate(Model):
             raise ValueError("give either credentials or credentials_secret, not both")
         if self.credentials is None and self.credentials_secret is None:
             raise ValueError("credentials or credentials_secret is required")
+        if self.shares_credentials_with is not None and self.credentials_secret is None:
+            raise ValueError("shares_credentials_with goes with credentials_secret")
         if self.credentials is not None:
             check_credentials(self.kind, self.credentials)
         return self
@@ -154,6 +158,7 @@ class HostPatch(Model):
     endpoint: str | None = Field(default=None, max_length=1024)
     credentials: Credentials | None = None
     credentials_secret: str | None = Field(default=None, min_length=1, max_length=2048)
+    shares_credentials_with: HostId | None = None
     tls: TlsOptions | None = None
     tags: dict[TagKey, TagValue] | None = Field(default=None, max_length=50)
     max_concurrency: int | None = Field(default=None, ge=1, le=256, strict=True)

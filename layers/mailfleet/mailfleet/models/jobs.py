@@ -12,6 +12,7 @@ from mailfleet.models.hosts import HostId, HostKind, TagKey, TagValue
 
 
 class JobStatus(StrEnum):
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"  # destructive, above the approval threshold
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -21,7 +22,7 @@ class JobStatus(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self not in (JobStatus.PENDING, JobStatus.RUNNING)
+        return self not in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.AWAITING_APPROVAL)
 
 
 class ResultStatus(StrEnum):
@@ -67,6 +68,8 @@ class JobRequest(Model):
     dry_run: bool = False
     # Set by the scheduler for scheduled runs; shown on the job.
     schedule: str | None = Field(default=None, max_length=64)
+    # Destructive actions: "<action>@<number of targets>", e.g. "stop@12".
+    confirm: str | None = Field(default=None, max_length=200)
 
 
 class JobAccepted(Model):
@@ -76,6 +79,8 @@ class JobAccepted(Model):
     path: str | None = None
     dry_run: bool = False
     targets: list[dict[str, Any]] | None = None
+    policy: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
 
 
 class HostErrorView(Model):
@@ -114,5 +119,7 @@ class JobView(Model):
     path: str = "inprocess"
     schedule: str | None = None
     cancel_requested: bool = False
+    policy: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
     results: list[HostResult] | None = None
     next_token: str | None = None

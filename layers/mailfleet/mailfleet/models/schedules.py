@@ -63,6 +63,8 @@ class ScheduleView(Model):
     paused: bool
     job: dict[str, Any]  # as given, secrets redacted
     created_by: str | None = None
+    created_by_token: str | None = None  # the token that made it (revoking it can pause it)
+    run_as: str | None = None  # the principal and role its runs act as
     created_at: str | None = None
     managed_by: str = "api"  # "template" for the stack's own default schedules
     next_run: str | None = None

@@ -79,6 +79,8 @@ class TokenView(Model):
     created_by: str
     scope: TokenScope | None = None
     expires_at: str | None = None
+    # The token that minted this one (None: the bootstrap admin): revoking it can cascade.
+    created_by_token: str | None = None
 
 
 class TokenCreated(TokenView):

@@ -122,6 +122,20 @@ class HostStore:
             if not start:
                 return items, None
 
+    def secret_users(self) -> dict[str, str]:
+        """Every host's credentials_secret, by host id (a projection scan: ids and names)."""
+        kwargs: dict[str, Any] = {"ConsistentRead": True,
+                                  "ProjectionExpression": "id, credentials_secret"}
+        out: dict[str, str] = {}
+        while True:
+            page = self._table.scan(**kwargs)
+            for item in page.get("Items", []):
+                if item.get("credentials_secret"):
+                    out[str(item["id"])] = str(item["credentials_secret"])
+            if not page.get("LastEvaluatedKey"):
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
 
 def _plain(key: str) -> bool:
     return key.replace("_", "").isalnum()

@@ -89,6 +89,18 @@ class JobStore:
             condition="attribute_exists(pk) AND #s IN (:p, :r)",
             names={"#s": "status"}, values={":t": True, ":p": "PENDING", ":r": "RUNNING"})
 
+    def transition_change(self, job_id: str, old: str, new: str, **fields: Any) -> Change:
+        """Move a job from status `old` to `new` (with `fields`) only if it is still in
+        `old`: an approval, a rejection and an expiry can race; one of them wins (the
+        others are refused: ChangeRefused)."""
+        names = {"#st": "status", **{f"#fld{i}": k for i, k in enumerate(fields)}}
+        values = {":old": old, ":new": new,
+                  **{f":val{i}": v for i, v in enumerate(fields.values())}}
+        sets = ", ".join(["#st = :new", "status_pk = :new",
+                          *(f"#fld{i} = :val{i}" for i in range(len(fields)))])
+        return Change.update(self._table.name, {"pk": job_id, "sk": JOB_SK}, f"SET {sets}",
+                             condition="#st = :old", names=names, values=values)
+
     def create(self, job: dict[str, Any], targets: list[str]) -> None:
         change = self.create_change(job, targets)
         self._table.put_item(Item=to_dynamo(change.request["Item"]),

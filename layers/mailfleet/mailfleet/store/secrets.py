@@ -4,6 +4,7 @@ utility (cached briefly) and never leave this module except as `Credentials`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +28,22 @@ class SecretProblem(ValueError):
 
 def managed_name(host_id: str) -> str:
     return f"{settings().host_secrets_prefix}{host_id}"
+
+
+def secret_name(name_or_arn: str) -> str:
+    """The secret's name, from its name or ARN (an ARN ends in "-" and 6 random characters)."""
+    if name_or_arn.startswith("arn:") and ":secret:" in name_or_arn:
+        tail = name_or_arn.split(":secret:", 1)[1]
+        return re.sub(r"-[A-Za-z0-9]{6}$", "", tail)
+    return name_or_arn
+
+
+def canonical_name(name_or_arn: str) -> str:
+    """The secret's own name as Secrets Manager knows it; SecretProblem if it is missing."""
+    try:
+        return str(aws.client("secretsmanager").describe_secret(SecretId=name_or_arn)["Name"])
+    except ClientError:
+        raise SecretProblem("secret not found or not readable") from None
 
 
 def create_for_host(host_id: str, credentials: Credentials) -> str:
