@@ -234,7 +234,8 @@ def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, A
 
 @app.delete(
     "/tokens/<token_id>",
-    responses=answers({204: "revoked"}, 404),
+    responses=answers({204: "revoked", 200: "revoked, with what it created (?cascade=...)"},
+                      404),
     tags=["tokens"],
     summary="Revoke a token at once (?cascade=none|pause|revoke: what it created)",
 )
@@ -412,6 +413,7 @@ def cancel_job(job_id: str) -> Response[dict[str, Any]]:
 
 
 @app.post("/jobs/<job_id>/approve", tags=["jobs"],
+          responses=answers({202: "approved: the job starts"}, 404, 409),
           summary="Let a destructive job awaiting approval start (admin, not its creator)")
 def approve_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
@@ -419,6 +421,7 @@ def approve_job(job_id: str) -> Response[dict[str, Any]]:
 
 
 @app.post("/jobs/<job_id>/reject", tags=["jobs"],
+          responses=answers({200: "rejected: CANCELLED"}, 404, 409),
           summary="Turn down a job awaiting approval (its creator or an admin): CANCELLED")
 def reject_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)

@@ -141,3 +141,32 @@ def test_import_limits_and_roles(local_api: LocalApi) -> None:
                                json={"hosts": [dovecot("by-viewer")]})
     assert answer.status_code == 403
     assert local_api.request("GET", "/hosts/by-viewer").status_code == 404
+
+
+def test_imported_hosts_keep_credentials_bound_to_their_host(
+    local_api: LocalApi, prefix: str
+) -> None:
+    """As for POST /hosts: another host's secret only when the sharing is named, and never a
+    secret outside this stack's host prefix."""
+    owner = local_api.request("POST", "/inventory/import", json={
+        "hosts": [dovecot(f"{prefix}-owner")]}).json()
+    assert owner["created"] == [f"{prefix}-owner"]
+    theirs = local_api.request("GET", f"/hosts/{prefix}-owner").json()["credentials_secret"]
+
+    def naming(host_id: str, secret: str, **extra: Any) -> dict[str, Any]:
+        body = dovecot(host_id, credentials_secret=secret, **extra)
+        body.pop("credentials")
+        return body
+
+    answer = local_api.request("POST", "/inventory/import", json={"hosts": [
+        naming(f"{prefix}-harvest", theirs),
+        naming(f"{prefix}-elsewhere", "some-other-app/credentials"),
+        naming(f"{prefix}-shared", theirs, shares_credentials_with=f"{prefix}-owner"),
+    ]}).json()
+    assert answer["created"] == [f"{prefix}-shared"], answer
+    failed = {f["id"]: f for f in answer["failed"]}
+    assert failed[f"{prefix}-harvest"]["field"] == "credentials_secret"
+    assert f"{prefix}-owner" in failed[f"{prefix}-harvest"]["reason"]
+    assert failed[f"{prefix}-elsewhere"]["field"] == "credentials_secret"
+    assert "prefix" in failed[f"{prefix}-elsewhere"]["reason"]
+    assert local_api.request("GET", f"/hosts/{prefix}-harvest").status_code == 404

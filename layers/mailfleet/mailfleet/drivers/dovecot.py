@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import requests
 
@@ -35,7 +34,7 @@ from mailfleet.drivers.base import ActionSpec, Deadline, Driver, require_secret
 from mailfleet.drivers.http import CONNECT_TIMEOUT, exchange, exchange_async, transport_error
 from mailfleet.drivers.policy import Decision
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
-from mailfleet.models.hosts import Host, HostKind
+from mailfleet.models.hosts import Host
 
 API_PATH = "/doveadm/v1"
 DSYNC_PORT = 2425  # the doveadm TCP listener migrations copy mail to, by default
@@ -514,32 +513,6 @@ class DovecotDriver(Driver):
     def validate(self, action: str, params: dict[str, Any], deadline: Deadline | None = None
                  ) -> dict[str, Any]:
         return validate_against(self.commands(deadline), action, params)
-
-    # -- mailbox copies for mailfleet's own migrations ------------------------------------
-
-    def dsync_to_host(self, user: str, destination: Host, deadline: Deadline, *,
-                      port: int = DSYNC_PORT, two_way: bool = False) -> Any:
-        """Copy one user's mail from this host to another inventory Dovecot over the
-        doveadm protocol (`backup`, or `sync` when `two_way`).
-
-        The only way `backup`/`sync` run: the action policy refuses them in public jobs
-        (a non-`tcp:` destination is run as a program, as root). Trusted logic (migrations)
-        passes the destination as an inventory Host; the `tcp:` address is built here from
-        its endpoint, so no caller-chosen string reaches dsync."""
-        if destination.kind != HostKind.DOVECOT:
-            raise InvalidParams("dsync: the destination must be a dovecot host of the "
-                                "inventory", field="destination")
-        if not re.fullmatch(r"[^\s*?%]{1,320}", user):
-            raise InvalidParams("dsync: one user name, no wildcards", field="user")
-        if not 0 < port < 65536:
-            raise InvalidParams("dsync: port out of range", field="port")
-        address = urlsplit(destination.endpoint).hostname
-        if not address:
-            raise InvalidParams("dsync: the destination has no address", field="destination")
-        if ":" in address:
-            address = f"[{address}]"
-        params = {"user": user, "destination": [f"tcp:{address}:{port}"]}
-        return self._run("sync" if two_way else "backup", params, deadline)
 
     # -- performing ----------------------------------------------------------------------
 

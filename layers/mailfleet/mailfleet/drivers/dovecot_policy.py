@@ -4,7 +4,7 @@ lists them) with its class, least role and reason, and the parameter rules on to
 doveadm runs as root on the backend. A command or parameter that runs a program or
 reaches a file, URI or socket the caller names is never run through a job: dsync
 `backup`/`sync` run a non-`tcp:` destination as a program (mailbox copies are built by
-mailfleet's own migrations from the inventory: `DovecotDriver.dsync_to_host`), `fs*`
+mailfleet's own migrations from the inventory: `DovecotDriver.dsync_backup`), `fs*`
 read and delete any file through the posix driver, `dict*` open any `file:` URI,
 `socketPath` connects to any UNIX socket, `userFile`/`usersFile` read any file,
 `rawlog` writes any path. docs/security.md shows this table (generated from it).

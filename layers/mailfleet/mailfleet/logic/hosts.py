@@ -254,11 +254,13 @@ class Inventory:
             caller.check_reads(item, host_id)
         return item
 
-    def check_secret_binding(self, host_id: str, name: str, shares_with: str | None
+    def check_secret_binding(self, host_id: str, name: str, shares_with: str | None,
+                             secret_users: dict[str, str] | None = None
                              ) -> tuple[str, list[str] | None]:
         """A credentials_secret stays bound to its host: it must be under this stack's host
         prefix, and no other host may use it unless the request names the host it is
-        shared with. Returns the secret's own name and the hosts it is shared with."""
+        shared with. Returns the secret's own name and the hosts it is shared with.
+        `secret_users` (host id -> secret) spares a bulk import one table scan per host."""
         prefix = settings().host_secrets_prefix
         if not secrets.secret_name(name).startswith(prefix):
             # Checked before any call: this stack may not even read secrets elsewhere.
@@ -271,7 +273,9 @@ class Inventory:
         if not canonical.startswith(prefix):
             raise invalid("credentials_secret", f"must name a secret under this stack's host "
                           f"prefix {prefix!r} (got {canonical!r})")
-        users = sorted(other for other, used in self.hosts.secret_users().items()
+        if secret_users is None:
+            secret_users = self.hosts.secret_users()
+        users = sorted(other for other, used in secret_users.items()
                        if other != host_id and secrets.secret_name(used) == canonical)
         if not users:
             if shares_with is not None:
@@ -283,7 +287,7 @@ class Inventory:
                           f"{canonical!r} is the credentials of host(s) {', '.join(users[:10])}: "
                           "a host's credentials are its own; to share them on purpose, name "
                           "that host in shares_credentials_with")
-        if shares_with not in users or self.hosts.get_many([shares_with]) == {}:
+        if shares_with not in users:
             raise invalid("shares_credentials_with",
                           f"host {shares_with!r} does not use {canonical!r}")
         return canonical, users

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from mailfleet.drivers.http import forget_sessions
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.hosts import _audit_params
+from mailfleet.logic.hosts import Inventory, _audit_params
+from mailfleet.logic.problems import Problem
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import (
     Host,
@@ -115,12 +116,30 @@ class BulkImport:
             entries.append(_Entry(index, body))
         return entries
 
-    @staticmethod
-    def _check_secrets(entries: list[_Entry], fail: Any) -> list[_Entry]:
-        """Hosts naming an existing secret: it must hold the fields their kind needs."""
+    def _check_secrets(self, entries: list[_Entry], fail: Any) -> list[_Entry]:
+        """Hosts naming an existing secret: it stays bound to its host (as for POST /hosts)
+        and must hold the fields their kind needs."""
         external = [e for e in entries if e.body.credentials_secret is not None]
         if not external:
             return entries
+        inventory, users = Inventory(hosts=self.hosts), self.hosts.secret_users()
+        bound = []
+        for entry in external:
+            try:
+                name, _ = inventory.check_secret_binding(
+                    entry.body.id, entry.body.credentials_secret or "",
+                    entry.body.shares_credentials_with, users)
+            except Problem as problem:
+                error = problem.errors[0] if problem.errors else None
+                fail(entry.index, entry.body.id, error.field if error else "credentials_secret",
+                     error.reason if error else problem.message)
+                continue
+            entry.body.credentials_secret = name
+            users[entry.body.id] = name  # a second host of this import naming it shares it
+            bound.append(entry)
+        refused = {id(e) for e in external} - {id(e) for e in bound}
+        entries = [e for e in entries if id(e) not in refused]
+        external = bound
 
         def check(entry: _Entry) -> str | None:
             try:
