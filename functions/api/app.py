@@ -520,7 +520,9 @@ def _instant(field: str, value: str | None) -> str | None:
     except ValueError:
         raise invalid(field, reason) from None
     try:
-        return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # isoformat pads the year to 4 digits (strftime's %Y gives "132" for year 132).
+        utc = parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+        return utc.isoformat(timespec="microseconds") + "Z"
     except OverflowError:
         raise invalid(field, "is out of range") from None
 

@@ -79,7 +79,7 @@ def seq_at(instant: str) -> int:
         parsed = parsed.replace(tzinfo=datetime.UTC)
     delta = parsed - _EPOCH
     micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return micros * 1000
+    return max(micros * 1000, 0)  # no event is older than 1970
 
 
 def time_of(seq: int) -> str:
