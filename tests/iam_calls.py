@@ -139,6 +139,9 @@ def actions_for(prefix: str, op: str, params: dict[str, Any], region: str,
         return [Need(f"ssm:{op}", f"{arn}:parameter/{str(n).lstrip('/')}") for n in names]
     if prefix == "sqs" and "QueueUrl" in params:
         return [Need(f"sqs:{op}", f"{arn}:{params['QueueUrl'].rstrip('/').rsplit('/', 1)[-1]}")]
+    if prefix == "kms" and "KeyId" in params:  # the audit sealer's Sign, the API's GetPublicKey
+        key = str(params["KeyId"])
+        return [Need(f"kms:{op}", key if key.startswith("arn:") else f"{arn}:key/{key}")]
     if prefix == "sns" and "TopicArn" in params:
         return [Need(f"sns:{op}", params["TopicArn"])]
     return [Need(f"{prefix}:{op}", "*")]

@@ -214,22 +214,8 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
     if who.scope is not None:
         raise forbidden("a token with a scope cannot mint tokens")
-    created: TokenCreated = mint(body, who.principal, created_by_token=who.token_id)
-    AuditLog().append(
-        actor=who.principal,
-        source_ip=who.source_ip,
-        request_id=who.request_id,
-        action="token.create",
-        target=f"token:{created.token_id}",
-        outcome="ok",
-        params={
-            "role": created.role.value,
-            "name": created.name,
-            "scope": created.scope.model_dump(mode="json") if created.scope else None,
-            "expires_at": created.expires_at,
-            "created_by_token": who.token_id,
-        },
-    )
+    created: TokenCreated = mint(body, who.principal, caller=who,
+                                 created_by_token=who.token_id)
     return json_response(201, created.model_dump(mode="json"))
 
 
@@ -495,11 +481,14 @@ def audit(
     "/audit/verify",
     responses=answers({200: "the verification"}),
     tags=["audit"],
-    summary="Check the hash chain",
+    summary="Check the events against the signed digests (paged: follow next_token)",
 )
-def audit_verify(since: DateTime = None, until: DateTime = None) -> AuditVerification:
+def audit_verify(
+    since: DateTime = None, until: DateTime = None, next_token: NextToken = None
+) -> AuditVerification:
     caller(Role.VIEWER)
-    return AuditLog().verify(since=_instant("since", since), until=_instant("until", until))
+    return AuditLog().verify(since=_instant("since", since), until=_instant("until", until),
+                             next_token=next_token)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -531,7 +520,9 @@ def _instant(field: str, value: str | None) -> str | None:
     except ValueError:
         raise invalid(field, reason) from None
     try:
-        return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # isoformat pads the year to 4 digits (strftime's %Y gives "132" for year 132).
+        utc = parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+        return utc.isoformat(timespec="microseconds") + "Z"
     except OverflowError:
         raise invalid(field, "is out of range") from None
 

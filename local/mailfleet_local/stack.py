@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailfleet_local import lambda_bridge
+from mailfleet_local import lambda_bridge, moto_transactions
 
 # Not under `mailfleet`: Powertools' Logger(service=mailfleet) owns that one and would
 # stamp these lines with whichever function's keys it holds.
@@ -242,6 +242,8 @@ class LocalAws:
         self._server = ThreadedMotoServer(
             ip_address="127.0.0.1", port=self._requested_port, verbose=False
         )
+        # Transactions as DynamoDB runs them (every audited change is one): see the module.
+        moto_transactions.install()
         self._server.start()
         self.port = int(self._server.get_host_and_port()[1])
         # moto's ASL interpreter takes over a second to import: let it load meanwhile.
@@ -918,6 +920,7 @@ class _Deployer:
             "AWS::Events::Rule": self._events_rule,
             "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::SQS::Queue": self._queue,
+            "AWS::KMS::Key": self._kms_key,
         }
         rtype = resource["Type"]
         creator = creators.get(rtype)
@@ -1093,6 +1096,21 @@ class _Deployer:
             "Attributes"]["QueueArn"]
         return Resource(logical_id, "AWS::SQS::Queue", url, name, arn,
                         {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
+    def _kms_key(self, logical_id: str, raw: dict[str, Any]) -> Resource:
+        # moto signs and verifies with asymmetric keys (the audit sealer's ECC_NIST_P256).
+        props = self.r.resolve(raw)
+        kwargs: dict[str, Any] = {
+            "KeySpec": props.get("KeySpec", "SYMMETRIC_DEFAULT"),
+            "KeyUsage": props.get("KeyUsage", "ENCRYPT_DECRYPT"),
+        }
+        if props.get("Description"):
+            kwargs["Description"] = props["Description"]
+        if props.get("KeyPolicy"):
+            kwargs["Policy"] = json.dumps(props["KeyPolicy"])
+        meta = self.client("kms").create_key(**kwargs)["KeyMetadata"]
+        return Resource(logical_id, "AWS::KMS::Key", meta["KeyId"], meta["KeyId"], meta["Arn"],
+                        {"Arn": meta["Arn"], "KeyId": meta["KeyId"]})
 
     def _ssm_parameter(self, logical_id: str, raw: dict[str, Any]) -> Resource:
         props = self.r.resolve(raw)

@@ -91,7 +91,8 @@ def test_a_host_whose_secret_cannot_be_stored_is_put_back(
     local_api: LocalApi, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Secrets Manager failure (injected) for two hosts: the new one is removed again,
-    the replaced one gets its previous item back, neither is audited; the rest go on."""
+    the replaced one gets its previous item back, each undo with its own event; the rest
+    go on."""
     from mailfleet.store import secrets
 
     created = local_api.request("POST", "/inventory/import", json={
@@ -119,8 +120,12 @@ def test_a_host_whose_secret_cannot_be_stored_is_put_back(
     assert "injected" not in json.dumps(answer)
     assert local_api.request("GET", f"/hosts/{prefix}-new").status_code == 404
     assert local_api.request("GET", f"/hosts/{prefix}-old").json()["tags"] == {"site": "imp"}
-    assert audit_of(local_api, f"{prefix}-new") == []
-    assert [e["action"] for e in audit_of(local_api, f"{prefix}-old")] == ["host.create"]
+    # Each item was written with its event, then put back on the record (docs/audit.md).
+    assert [(e["action"], e["outcome"]) for e in audit_of(local_api, f"{prefix}-new")] == [
+        ("host.delete", "rolled_back"), ("host.create", "ok")]
+    assert [(e["action"], e["outcome"]) for e in audit_of(local_api, f"{prefix}-old")] == [
+        ("host.replace", "rolled_back"), ("host.replace", "ok"), ("host.create", "ok")]
+    assert "injected" not in json.dumps(audit_of(local_api, f"{prefix}-old"))
 
 
 def test_import_limits_and_roles(local_api: LocalApi) -> None:

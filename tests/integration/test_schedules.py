@@ -182,6 +182,9 @@ def test_the_ticker_fires_the_templates_sweep_rule_on_its_rate(
     fired = ticker.tick(now + dt.timedelta(minutes=5, seconds=1))
     rule = next(s.name for s in api.deployment.schedules
                 if s.logical_id == "MaintenanceFunctionHealthSweep")
+    seal = next(s.name for s in api.deployment.schedules
+                if s.logical_id == "AuditSealerFunctionAuditSeal")
+    fired = [f for f in fired if f.timer.name != seal]  # same rate; see test_audit_chain
     assert [f.timer.name for f in fired] == [rule]  # the nightly backup is not due
     assert fired[0].payload["detail-type"] == "Scheduled Event"
     assert fired[0].result == {"status_code": 202}
@@ -193,3 +196,37 @@ def test_the_ticker_fires_the_templates_sweep_rule_on_its_rate(
         time.sleep(0.2)
     assert health and health["status"] == "up"
     assert lambda_bridge.drain(60)  # the sweep goes on in the background: let it end here
+
+
+def test_a_scheduler_failure_is_on_the_record_after_its_request(
+        api: Any, proxy_site: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """EventBridge Scheduler is outside any DynamoDB transaction: the event comes first
+    (requested), so no schedule changes without one; a failed call gets its own event."""
+    from botocore.exceptions import ClientError
+
+    from mailfleet.logic.caller import Caller
+    from mailfleet.logic.schedules import Schedules
+    from mailfleet.models.schedules import ScheduleCreate
+    from mailfleet.models.tokens import Role
+
+    real = Schedules._client()
+
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def create_schedule(self, **_: Any) -> Any:
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}},
+                              "CreateSchedule")
+
+    monkeypatch.setattr(Schedules, "_client", staticmethod(lambda: Broken()))
+    name = uid("broken")
+    body = ScheduleCreate.model_validate(schedule_body(name, proxy_site["site"]))
+    with pytest.raises(ClientError):
+        Schedules().create(body, Caller(principal="tester", role=Role.ADMIN))
+    monkeypatch.undo()
+    events = api.request("GET", "/audit", params={"host": f"schedule:{name}",
+                                                  "order": "asc"}).json()["events"]
+    assert [(e["action"], e["outcome"]) for e in events] == [
+        ("schedule.create", "requested"), ("schedule.create", "failed")]
+    assert api.request("GET", f"/schedules/{name}").status_code == 404

@@ -49,6 +49,50 @@ def test_tables_are_on_demand_and_the_audit_trail_is_append_only() -> None:
     assert audit_actions <= {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}
 
 
+def _audit_statements() -> dict[str, list[dict]]:
+    """Each function's policy statements that name the audit table or its signing key."""
+    resources = cfn_yaml.load(str(TEMPLATE))["Resources"]
+    found: dict[str, list[dict]] = {}
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                if any(k in str(statement.get("Resource")) for k in ("AuditTable",
+                                                                     "AuditSigningKey")):
+                    found.setdefault(name, []).append(statement)
+    return found
+
+
+def _actions(statement: dict) -> set[str]:
+    actions = statement["Action"]
+    return set([actions] if isinstance(actions, str) else actions)
+
+
+def test_audit_writes_are_puts_alone() -> None:
+    """Whoever may write the audit table may only put: no update, no delete."""
+    for name, statements in _audit_statements().items():
+        for statement in statements:
+            if "dynamodb:PutItem" in _actions(statement):
+                assert _actions(statement) == {"dynamodb:PutItem"}, name
+
+
+def test_only_the_sealer_may_sign_and_the_key_is_asymmetric() -> None:
+    resources = cfn_yaml.load(str(TEMPLATE))["Resources"]
+    key = resources["AuditSigningKey"]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    kms = {name: set().union(*(_actions(s) for s in statements if any(
+        a.startswith("kms:") for a in _actions(s))))
+        for name, statements in _audit_statements().items()}
+    signers = [name for name, actions in kms.items() if "kms:Sign" in actions]
+    assert signers == ["AuditSealerFunction"]
+    assert kms["ApiFunction"] == {"kms:GetPublicKey"}  # verification: the public key only
+    assert all(a in ("kms:Sign", "kms:GetPublicKey") for acts in kms.values() for a in acts)
+    sealer = resources["AuditSealerFunction"]["Properties"]
+    assert sealer["Events"]["AuditSeal"]["Type"] == "Schedule"
+    assert "dynamodb:DeleteItem" not in str(sealer["Policies"])
+
+
 def test_runtime_is_python312_everywhere() -> None:
     template = cfn_yaml.load(str(TEMPLATE))
     assert template["Globals"]["Function"]["Runtime"] == "python3.12"

@@ -69,10 +69,18 @@ def verify(since: Since = None, until: Until = None, output: Output = None) -> N
     """Check the hash chain; exit 1 if it is broken (first_bad names where)."""
     params = {k: v for k, v in {"since": since, "until": until}.items() if v}
     answer = STATE.client().get("/audit/verify", params=params)
+    # Long histories come in pages; each carries the running ok/checked/first_bad.
+    for _ in range(100_000):
+        if not answer.get("next_token"):
+            break
+        answer = STATE.client().get("/audit/verify",
+                                    params={**params, "next_token": answer["next_token"]})
 
     def render(data: dict[str, Any]) -> None:
         verdict = "[green]intact[/]" if data.get("ok") else "[red]BROKEN[/]"
         out.print(f"audit chain {verdict}: {data.get('checked')} event(s) checked")
+        if data.get("unsealed"):
+            out.print(f"{data['unsealed']} newest event(s) not sealed yet")
         if not data.get("ok"):
             out.print(details(data))
 

@@ -49,6 +49,12 @@ class Settings(BaseModel):
     health_probe_timeout: float = 5.0
     # Seconds between status polls of a long appliance operation.
     appliance_poll_seconds: int = 10
+    # The audit trail's sealer: the KMS key it signs digests with (verification needs only
+    # its public key), how often it runs and how far behind now it seals (longer than any
+    # audited write can take between its stamp and its commit).
+    audit_signing_key: str | None = None
+    audit_seal_period_seconds: int = 300
+    audit_seal_grace_seconds: int = 300
     # Destructive jobs on more hosts than this wait for a second principal's approval,
     # for at most approval_expiry_seconds (then CANCELLED).
     approval_threshold_hosts: int = 10
@@ -89,6 +95,9 @@ class Settings(BaseModel):
             backups_bucket=get("BACKUPS_BUCKET"),
             health_sweep_concurrency=int(get("HEALTH_SWEEP_CONCURRENCY", "64") or 64),
             health_probe_timeout=float(get("HEALTH_PROBE_TIMEOUT", "5") or 5),
+            audit_signing_key=get("AUDIT_SIGNING_KEY") or None,
+            audit_seal_period_seconds=int(get("AUDIT_SEAL_PERIOD_SECONDS", "300") or 300),
+            audit_seal_grace_seconds=int(get("AUDIT_SEAL_GRACE_SECONDS", "300") or 300),
             appliance_poll_seconds=int(get("APPLIANCE_POLL_SECONDS", "10") or 10),
             approval_threshold_hosts=int(get("APPROVAL_THRESHOLD_HOSTS", "10") or 0),
             approval_expiry_seconds=int(get("APPROVAL_EXPIRY_SECONDS", "3600") or 3600),

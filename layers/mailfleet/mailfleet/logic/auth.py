@@ -12,6 +12,7 @@ from typing import Any
 from aws_lambda_powertools.utilities import parameters
 
 from mailfleet.config import settings
+from mailfleet.logic.caller import Caller
 from mailfleet.models.common import now_iso
 from mailfleet.models.tokens import (
     Principal,
@@ -21,6 +22,7 @@ from mailfleet.models.tokens import (
     TokenScope,
     TokenView,
 )
+from mailfleet.store.audit import AuditLog
 from mailfleet.store.tokens import TokenStore
 
 TOKEN_PREFIX = "mft"  # noqa: S105 - a public prefix, not a secret
@@ -33,8 +35,10 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None,
+def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None, *,
+         caller: Caller | None = None, audit: AuditLog | None = None,
          created_by_token: str | None = None) -> TokenCreated:
+    """A new token, stored with its audit event in one write."""
     token_id = secrets.token_hex(8)
     token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
     expires_at = None
@@ -52,8 +56,24 @@ def mint(request: TokenCreate, created_by: str, store: TokenStore | None = None,
         expires_at=expires_at,
         created_by_token=created_by_token,
     )
-    item = view.model_dump(mode="json", exclude_none=True)
-    (store or TokenStore()).put(dict(item, token_sha256=sha256_hex(token)))
+    item = dict(view.model_dump(mode="json", exclude_none=True),
+                token_sha256=sha256_hex(token))
+    (audit or AuditLog()).record(
+        (store or TokenStore()).put_change(item),
+        actor=created_by,
+        source_ip=caller.source_ip if caller else None,
+        request_id=caller.request_id if caller else None,
+        action="token.create",
+        target=f"token:{token_id}",
+        outcome="ok",
+        params={
+            "role": view.role.value,
+            "name": view.name,
+            "scope": view.scope.model_dump(mode="json") if view.scope else None,
+            "expires_at": view.expires_at,
+            "created_by_token": created_by_token,
+        },
+    )
     return TokenCreated(**view.model_dump(), token=token)
 
 

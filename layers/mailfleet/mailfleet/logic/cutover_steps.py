@@ -26,7 +26,7 @@ from mailfleet.logic.cutovers import SYSTEM, Cutovers
 from mailfleet.models.common import now_iso
 from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, account_key
 from mailfleet.models.hosts import HostKind
-from mailfleet.store.audit import AuditLog
+from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.cutovers import CutoverStore
 from mailfleet.store.hosts import HostStore
 
@@ -261,7 +261,7 @@ class CutoverSteps:
             return {"resolves_to": now}
 
         self._step(item, step, item["plan"]["proxies"], check,
-                   then=lambda: self._settle(item, AccountStatus.DONE, error=None, audit=False))
+                   settle=(AccountStatus.DONE, None))
         return {}
 
     # ------------------------------------------------------------------ rollback
@@ -284,8 +284,7 @@ class CutoverSteps:
 
         cause = None if item["mode"] == "rollback" else _cause(item, record)
         self._step(item, step, hosts, restore,
-                   then=lambda: self._settle(item, AccountStatus.ROLLED_BACK, error=cause,
-                                             audit=False))
+                   settle=(AccountStatus.ROLLED_BACK, cause))
         return {}
 
     def rollback_failed(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -308,27 +307,40 @@ class CutoverSteps:
         *,
         error: dict[str, Any] | None,
         from_statuses: list[str] | None = None,
-        audit: bool = True,
     ) -> dict[str, Any]:
-        """An account's final status, its count, its lock released, and an audit event
-        unless the step that settles it writes its own (returns what to add to it)."""
+        """An account's final status and its audit event (one write), then its count and
+        its lock released."""
         cutover_id, n, account = item["cutover_id"], item["n"], item["account"]
-        before = self.store.settle_account(
-            cutover_id, n, from_statuses or [AccountStatus.IN_PROGRESS.value],
-            status=status.value, finished_at=now_iso(), error=error,
-        )
+        for _ in range(3):
+            before = self._settleable(item, from_statuses)
+            if before is None:
+                break  # already settled (e.g. by the reconciliation of a stopped execution)
+            try:
+                self.audit.record(
+                    self.store.account_change(cutover_id, n, status_is=[before],
+                                              **_final_fields(status, error)),
+                    actor=self.actor, action=f"{self.noun}.account.{status.value.lower()}",
+                    target=f"account:{account}", cutover_id=cutover_id, outcome=status.value,
+                    params={"n": n, "error": error} if error else {"n": n},
+                )
+            except ChangeRefused:
+                continue  # its status moved meanwhile: look again
+            self._settled(item, before, status)
+            return {"account_status": status.value}
         self.store.release_lock(cutover_id, account_key(account))
-        if before is None:
-            # Already settled (e.g. by the reconciliation of a stopped execution).
-            return {"account_status": "unchanged"}
-        self.store.move_count(cutover_id, before, status.value)
-        if audit:
-            self.audit.append(
-                actor=self.actor, action=f"{self.noun}.account.{status.value.lower()}",
-                target=f"account:{account}", cutover_id=cutover_id, outcome=status.value,
-                params={"n": n, "error": error} if error else {"n": n},
-            )
-        return {"account_status": status.value}
+        return {"account_status": "unchanged"}
+
+    def _settleable(self, item: dict[str, Any], from_statuses: list[str] | None) -> str | None:
+        """The account's status if it may be settled from it, else None."""
+        current = self.store.account(item["cutover_id"], item["n"]).get("status")
+        return current if current in (from_statuses or [AccountStatus.IN_PROGRESS.value]) \
+            else None
+
+    def _settled(self, item: dict[str, Any], before: str, status: AccountStatus) -> None:
+        """After a settle is written: the running count and the lock (both recoverable:
+        counts are recounted at the end, a finished cutover's locks are stale)."""
+        self.store.release_lock(item["cutover_id"], account_key(item["account"]))
+        self.store.move_count(item["cutover_id"], before, status.value)
 
     # ------------------------------------------------------------------ whole cutover
     def drain(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -400,13 +412,14 @@ class CutoverSteps:
         action: Callable[[dict[str, Any], Driver], Any],
         *,
         account_item: bool = True,
-        then: Callable[[], dict[str, Any]] | None = None,
+        settle: tuple[AccountStatus, dict[str, Any] | None] | None = None,
         details: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Run `action` on every host at once; record the outcome; raise on failure. On
-        success `then` runs before the step's audit event, which includes its answer.
-        `details` (given the hosts' outputs) adds fields to the record and the event,
-        success or not: a migration's per-mailbox counts, a copy still running."""
+        success `settle` (status, error) gives the account its final status in the same
+        write as the step's record and event. `details` (given the hosts' outputs) adds
+        fields to the record and the event, success or not: a migration's per-mailbox
+        counts, a copy still running."""
         started = time.monotonic()
         outputs, errors = self._on_hosts(host_ids, action)
         record: dict[str, Any] = {
@@ -423,18 +436,38 @@ class CutoverSteps:
         if failure is not None:
             record["outcome"] = "retrying" if failure.retryable else "failed"
             self._halt_if_hopeless(item["cutover_id"], errors)
-        if account_item:
-            extra = {"last_error": failure.to_dict()} if failure is not None else {}
-            self.store.update_account(item["cutover_id"], item["n"], step=record, **extra)
         params = {k: v for k, v in record.items() if k not in ("step", "outcome", "at")}
-        if failure is None and then is not None:
-            params.update(then())
         target = (f"account:{item['account']}" if account_item
                   else f"{self.noun}:{item['cutover_id']}")
-        self.audit.append(
-            actor=self.actor, action=f"{self.noun}.{step}", target=target,
-            cutover_id=item["cutover_id"], outcome=record["outcome"], params=params,
-        )
+        event = {"actor": self.actor, "action": f"{self.noun}.{step}", "target": target,
+                 "cutover_id": item["cutover_id"], "outcome": record["outcome"]}
+        if not account_item:
+            self.audit.append(params=params, **event)
+        else:
+            # The step's record, the account's final status if this step settles it, and
+            # the event: one write.
+            fields: dict[str, Any] = {"last_error": failure.to_dict()} if failure else {}
+            for _ in range(3):
+                before = None
+                if failure is None and settle is not None:
+                    before = self._settleable(item, None)
+                    params["account_status"] = settle[0].value if before else "unchanged"
+                settling = _final_fields(*settle) if before and settle else {}
+                try:
+                    self.audit.record(
+                        self.store.account_change(item["cutover_id"], item["n"], step=record,
+                                                  status_is=[before] if before else None,
+                                                  **fields, **settling),
+                        params=params, **event)
+                except ChangeRefused:
+                    continue  # its status moved meanwhile: look again
+                if before and settle:
+                    self._settled(item, before, settle[0])
+                elif settle and failure is None:
+                    self.store.release_lock(item["cutover_id"], account_key(item["account"]))
+                break
+            else:
+                self.audit.append(params=params, **event)  # the account item is gone
         if failure is not None:
             raise failure.to_exception()
         return outputs
@@ -499,6 +532,10 @@ def _driver(host: dict[str, Any]) -> Driver:
     with _cache_lock:
         _drivers[key] = (now, driver)
     return driver
+
+
+def _final_fields(status: AccountStatus, error: dict[str, Any] | None) -> dict[str, Any]:
+    return {"status": status.value, "finished_at": now_iso(), "error": error}
 
 
 def _audit_log() -> AuditLog:

@@ -8,6 +8,7 @@ The per-account steps run in mailfleet.logic.cutover_steps.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import time
@@ -29,7 +30,7 @@ from mailfleet.models.cutovers import (
     account_key,
 )
 from mailfleet.models.hosts import HostKind
-from mailfleet.store.audit import AuditLog
+from mailfleet.store.audit import AuditLog, Change, ChangeRefused
 from mailfleet.store.cutovers import CutoverNotFound, CutoverStore, LockLost
 from mailfleet.store.hosts import HostStore
 
@@ -115,8 +116,7 @@ class Cutovers:
                 counts={AccountStatus.SKIPPED.value: total},
                 finished_at=cutover["created_at"],
             )
-            self.store.create(cutover)
-            self._audit_submit(cutover, caller, request)
+            self._audit_submit(cutover, caller, request, self.store.create_change(cutover))
             answer.update(
                 status=cutover["status"],
                 dry_run=True,
@@ -134,7 +134,11 @@ class Cutovers:
             busy, _ = self._conflicts(keys)
             raise _busy(busy) from None
         self.store.write_accounts(cutover_id, request.accounts)
-        self._audit_submit(cutover, caller, request)
+        # The item so far was a reservation (its locks are not stale while it is PENDING):
+        # it becomes a submitted cutover with its event, before anything runs.
+        self._audit_submit(cutover, caller, request, self.store.transition_change(
+            cutover_id, [CutoverStatus.PENDING.value], CutoverStatus.PENDING.value,
+            submitted_at=now_iso()))
         answer["status"] = self._start(cutover, list(range(total)), keys, caller)
         return answer, False
 
@@ -235,18 +239,15 @@ class Cutovers:
         except Exception as exc:
             reason = f"could not start the {self.noun}'s state machine: {type(exc).__name__}"
             self.store.release_locks(cutover_id, keys)
-            self.store.finish(
-                cutover_id,
-                CutoverStatus.FAILED.value,
-                finished_at=now_iso(),
-                error={"type": "start", "message": reason},
-            )
-            self.audit.append(
-                actor=caller.principal, action=f"{self.noun}.end",
-                target=f"{self.noun}:{cutover_id}",
-                cutover_id=cutover_id, outcome=CutoverStatus.FAILED.value,
-                params={"reason": reason},
-            )
+            with contextlib.suppress(ChangeRefused):  # already final: recorded then
+                self.audit.record(
+                    self.store.finish_change(cutover_id, CutoverStatus.FAILED.value,
+                                             finished_at=now_iso(),
+                                             error={"type": "start", "message": reason}),
+                    actor=caller.principal, action=f"{self.noun}.end",
+                    target=f"{self.noun}:{cutover_id}", cutover_id=cutover_id,
+                    outcome=CutoverStatus.FAILED.value, params={"reason": reason},
+                )
             raise Problem(
                 f"the {self.noun} was recorded but could not be started; it is marked FAILED",
                 503,
@@ -261,8 +262,11 @@ class Cutovers:
         )
         return CutoverStatus.RUNNING.value
 
-    def _audit_submit(self, cutover: dict[str, Any], caller: Caller, request: Any) -> None:
-        self.audit.append(
+    def _audit_submit(
+        self, cutover: dict[str, Any], caller: Caller, request: Any, change: Change
+    ) -> None:
+        self.audit.record(
+            change,
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
@@ -323,7 +327,10 @@ class Cutovers:
             )
             busy, _ = self._conflicts(keys, own=cutover_id)
             raise _busy(busy) from None
-        self.audit.append(
+        # With its locks held the rollback is on: on the record with that fact.
+        self.audit.record(
+            self.store.transition_change(cutover_id, [CutoverStatus.RUNNING.value],
+                                         CutoverStatus.RUNNING.value, rollback_locked_at=now_iso()),
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
@@ -490,8 +497,9 @@ class Cutovers:
         fields: dict[str, Any] = {"counts": counts, "finished_at": now_iso()}
         if error is not None:
             fields["error"] = error
-        if self.store.finish(cutover_id, status.value, **fields):
-            self.audit.append(
+        with contextlib.suppress(ChangeRefused):  # already final: recorded then
+            self.audit.record(
+                self.store.finish_change(cutover_id, status.value, **fields),
                 actor=Caller.system(self.noun).principal,
                 action=f"{self.noun}.end",
                 target=f"{self.noun}:{cutover_id}",

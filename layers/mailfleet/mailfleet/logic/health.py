@@ -289,8 +289,10 @@ class FleetHealth:
             "timeout_seconds": config.health_probe_timeout, "dry_run": False,
             "path": "maintenance",
         }
-        self.jobs.jobs.create(job, targets)
-        self.jobs.audit.append(
+        # The job and its event together; the sweep is started after (a failed start
+        # closes the job, with its own event).
+        self.jobs.audit.record(
+            self.jobs.jobs.create_change(job, targets),
             actor=caller.principal, source_ip=caller.source_ip, request_id=caller.request_id,
             action="job.start", target=f"job:{job_id}", job_id=job_id, outcome="ok",
             params={"action": SWEEP_ACTION, "total": len(targets), "kind": kind,

@@ -23,8 +23,8 @@ from mailfleet.models.hosts import (
     check_endpoint,
 )
 from mailfleet.store import secrets
-from mailfleet.store.audit import AuditLog
-from mailfleet.store.hosts import HostExists, HostNotFound, HostStore
+from mailfleet.store.audit import AuditLog, ChangeRefused
+from mailfleet.store.hosts import HostNotFound, HostStore
 
 # Inventory items keep internal caches the API does not show.
 _INTERNAL = ("doveadm_commands",)
@@ -120,28 +120,33 @@ class Inventory:
             created_at=stamp,
             updated_at=stamp,
         )
+        event = {
+            "actor": caller.principal,
+            "source_ip": caller.source_ip,
+            "request_id": caller.request_id,
+            "target": body.id,
+        }
         try:
-            # The item first: a conflicting id must never overwrite another host's secret.
-            self.hosts.create(host)
-        except HostExists:
+            # The item and its event first: a conflicting id must never overwrite another
+            # host's secret. Then the secret; should that fail, the host goes again, on
+            # the record too (docs/audit.md: changes outside DynamoDB).
+            self.audit.record(
+                self.hosts.create_change(host), action="host.create", outcome="ok",
+                params=_audit_params(host, credentials_given=body.credentials is not None,
+                                     sharing=sharing),
+                **event)
+        except ChangeRefused:
             raise conflict(f"host {body.id!r} already exists") from None
         if body.credentials is not None:
             try:
                 self._check_managed_secret_free(body.id)
                 secrets.create_for_host(body.id, body.credentials)
-            except Exception:
-                self.hosts.delete(body.id)
+            except Exception as exc:
+                self.audit.record(self.hosts.delete_change(body.id), action="host.delete",
+                                  outcome="rolled_back",
+                                  params={"reason": f"credentials not stored: "
+                                          f"{type(exc).__name__}"}, **event)
                 raise
-        self.audit.append(
-            actor=caller.principal,
-            source_ip=caller.source_ip,
-            request_id=caller.request_id,
-            action="host.create",
-            target=body.id,
-            outcome="ok",
-            params=_audit_params(host, credentials_given=body.credentials is not None,
-                                 sharing=sharing),
-        )
         return view(host.model_dump(mode="json", exclude_none=True))
 
     def update(self, host_id: str, patch: HostPatch, caller: Caller) -> dict[str, Any]:
@@ -171,7 +176,9 @@ class Inventory:
             except ValueError as exc:
                 raise invalid("credentials", str(exc)) from None
             self._check_managed_secret_free(host_id)
-            host.credentials_secret = secrets.create_for_host(host_id, patch.credentials)
+            # Written after the item and its event (below): a credentials change is
+            # never made without its record.
+            host.credentials_secret = secrets.managed_name(host_id)
         for name in ("tls", "tags", "max_concurrency", "maintenance"):
             value = getattr(patch, name)
             if value is not None:
@@ -183,46 +190,59 @@ class Inventory:
         keep = {}
         if patch.endpoint is None and patch.tls is None and "doveadm_commands" in item:
             keep["doveadm_commands"] = item["doveadm_commands"]
-        try:
-            self.hosts.replace(host, **keep)
-        except HostNotFound:
-            raise not_found("host", host_id) from None
-        forget_sessions(host_id)
         changed = sorted(changes)
-        self.audit.append(
-            actor=caller.principal,
-            source_ip=caller.source_ip,
-            request_id=caller.request_id,
-            action="host.update",
-            target=host_id,
-            outcome="ok",
-            params={
-                "changed": changed,
-                **_audit_params(host, credentials_given="credentials" in changes,
-                                sharing=sharing),
-            },
-        )
+        try:
+            self.audit.record(
+                self.hosts.replace_change(host, **keep),
+                actor=caller.principal,
+                source_ip=caller.source_ip,
+                request_id=caller.request_id,
+                action="host.update",
+                target=host_id,
+                outcome="ok",
+                params={
+                    "changed": changed,
+                    **_audit_params(host, credentials_given="credentials" in changes,
+                                    sharing=sharing),
+                },
+            )
+        except ChangeRefused:
+            raise not_found("host", host_id) from None
+        if patch.credentials is not None:
+            try:
+                secrets.create_for_host(host_id, patch.credentials)
+            except Exception as exc:
+                self.audit.append(actor=caller.principal, source_ip=caller.source_ip,
+                                  request_id=caller.request_id, action="host.update",
+                                  target=host_id, outcome="failed",
+                                  params={"reason": "credentials not stored: "
+                                          f"{type(exc).__name__}"})
+                raise
+        forget_sessions(host_id)
         return view(host.model_dump(mode="json", exclude_none=True))
 
     def delete(self, host_id: str, caller: Caller) -> None:
+        old = self._item(host_id)
         if caller.scope is not None:
-            caller.check_acts(self._item(host_id), host_id)
+            caller.check_acts(old, host_id)
         try:
-            old = self.hosts.delete(host_id)
-        except HostNotFound:
+            self.audit.record(
+                self.hosts.delete_change(host_id),
+                actor=caller.principal,
+                source_ip=caller.source_ip,
+                request_id=caller.request_id,
+                action="host.delete",
+                target=host_id,
+                outcome="ok",
+                params={"kind": old.get("kind"), "endpoint": old.get("endpoint")},
+            )
+        except ChangeRefused:
             raise not_found("host", host_id) from None
+        # After the record: a secret left behind by a failure here is harmless (nothing
+        # refers to it) and is deleted with the next host of that id.
         if old.get("credentials_secret") == secrets.managed_name(host_id):
             secrets.delete_managed(host_id)
         forget_sessions(host_id)
-        self.audit.append(
-            actor=caller.principal,
-            source_ip=caller.source_ip,
-            request_id=caller.request_id,
-            action="host.delete",
-            target=host_id,
-            outcome="ok",
-            params={"kind": old.get("kind"), "endpoint": old.get("endpoint")},
-        )
 
     # ------------------------------------------------------------------ helpers
     def _item(self, host_id: str, caller: Caller | None = None) -> dict[str, Any]:

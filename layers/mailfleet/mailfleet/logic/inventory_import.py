@@ -1,8 +1,9 @@
 """Bulk inventory (POST /inventory/import): up to 1,000 hosts from a CMDB or a spreadsheet.
 
-Each host is taken or refused on its own. Existing ids are read in batches of 100, the
-items written in batches of 25, credentials go to Secrets Manager from a bounded pool of
-threads, and each host changed gets its one audit event, as POST /hosts would write it.
+Each host is taken or refused on its own. Existing ids are read in batches of 100, each
+item is written with its one audit event (as POST /hosts would write it) in shared
+transactions (AuditLog.record_each), and credentials go to Secrets Manager from a bounded
+pool of threads.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from mailfleet.models.hosts import (
     check_credentials,
 )
 from mailfleet.store import secrets
-from mailfleet.store.audit import AuditLog
+from mailfleet.store.audit import AuditLog, Change, ChangeRefused
 from mailfleet.store.hosts import HostStore
 
 # Secrets Manager calls in flight at once (its API allows far more a second; this bounds
 # our threads and connections).
 SECRET_WORKERS = 8
-# Audit events written at once (an append that serialises just waits its turn).
-AUDIT_WORKERS = 8
 
 
 class _Entry:
@@ -83,11 +82,10 @@ class BulkImport:
             else:
                 fail(entry.index, entry.body.id, "id",
                      "a host with this id already exists (on_conflict is fail)")
-        written = self._write(creates + replaces, fail)
+        written = self._write(creates + replaces, fail, caller)
         for entry in written:
             if entry.old is not None:
                 forget_sessions(entry.body.id)
-        self._audit(written, caller)
         outcome.created = [e.body.id for e in written if e.old is None]
         outcome.replaced = [e.body.id for e in written if e.old is not None]
         outcome.failed.sort(key=lambda f: f.index)
@@ -163,37 +161,58 @@ class BulkImport:
                 kept.append(entry)
         return kept
 
-    def _write(self, entries: list[_Entry], fail: Any) -> list[_Entry]:
-        """The host items in BatchWriteItem requests of 25, then each managed secret from a
-        bounded pool. A host whose secret could not be stored is put back as it was
-        (removed, or its previous item restored) and listed as failed.
+    def _write(self, entries: list[_Entry], fail: Any, caller: Caller) -> list[_Entry]:
+        """Each host item with its own audit event (AuditLog.record_each: entries share
+        transactions, each all-or-nothing), then each managed secret from a bounded pool.
 
-        BatchWriteItem carries no condition: an id registered by another request between
-        the read of existing ids and this write is overwritten (both writes are audited).
-        Conditional puts one by one would close that window at several times the cost,
-        and a transaction fails whole for one taken id (and moto copies the table for
-        each of its items)."""
-        self.hosts.put_many(
-            [(e.host, _kept_caches(e.body, e.old) if e.old else {}) for e in entries if e.host]
-        )
+        A create is conditional on the id being free and a replace on the host still
+        existing: a host registered or removed by another request since the read of
+        existing ids is refused here, never overwritten. A host whose secret could not
+        be stored is put back as it was (removed, or its previous item restored), on the
+        record too (docs/audit.md: changes outside DynamoDB), and listed as failed."""
+        entries = [e for e in entries if e.host is not None]
+        event = {"actor": caller.principal, "source_ip": caller.source_ip,
+                 "request_id": caller.request_id}
+        results = self.audit.record_each([
+            ([self._change(e)], dict(
+                event, action="host.create" if e.old is None else "host.replace",
+                target=e.body.id, outcome="ok",
+                params={"via": "inventory.import", **_audit_params(
+                    e.host, credentials_given=e.body.credentials is not None)}))
+            for e in entries if e.host is not None
+        ])
+        recorded = []
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, ChangeRefused):
+                fail(entry.index, entry.body.id, "id",
+                     "a host with this id was registered meanwhile" if entry.old is None
+                     else "the host was removed meanwhile")
+            else:
+                recorded.append(entry)
 
         def store(entry: _Entry) -> bool:
             if entry.body.credentials is None:
                 return True
             try:
                 secrets.create_for_host(entry.body.id, entry.body.credentials)
-            except Exception:
-                if entry.old is None:
-                    self.hosts.delete(entry.body.id)
-                else:
-                    self.hosts.restore(entry.old)
+            except Exception as exc:
+                undo = (self.hosts.delete_change(entry.body.id) if entry.old is None
+                        else self.hosts.restore_change(entry.old))
+                try:
+                    self.audit.record(
+                        undo, **event, target=entry.body.id, outcome="rolled_back",
+                        action="host.delete" if entry.old is None else "host.replace",
+                        params={"via": "inventory.import",
+                                "reason": f"credentials not stored: {type(exc).__name__}"})
+                except ChangeRefused:
+                    pass  # removed by another request meanwhile: nothing left to undo
                 return False
             return True
 
         with ThreadPoolExecutor(SECRET_WORKERS) as pool:
-            stored = list(pool.map(store, entries))
+            stored = list(pool.map(store, recorded))
         written = []
-        for entry, ok in zip(entries, stored, strict=True):
+        for entry, ok in zip(recorded, stored, strict=True):
             if ok:
                 written.append(entry)
             else:
@@ -201,22 +220,11 @@ class BulkImport:
                      "could not be stored in Secrets Manager; the host was left as it was")
         return written
 
-    def _audit(self, written: list[_Entry], caller: Caller) -> None:
-        def append(entry: _Entry) -> None:
-            assert entry.host is not None
-            params = _audit_params(entry.host, credentials_given=entry.body.credentials is not None)
-            self.audit.append(
-                actor=caller.principal,
-                source_ip=caller.source_ip,
-                request_id=caller.request_id,
-                action="host.create" if entry.old is None else "host.replace",
-                target=entry.body.id,
-                outcome="ok",
-                params={"via": "inventory.import", **params},
-            )
-
-        with ThreadPoolExecutor(AUDIT_WORKERS) as pool:
-            list(pool.map(append, written))
+    def _change(self, entry: _Entry) -> Change:
+        assert entry.host is not None
+        if entry.old is None:
+            return self.hosts.create_change(entry.host)
+        return self.hosts.replace_change(entry.host, **_kept_caches(entry.body, entry.old))
 
 
 def _host(body: HostCreate, created_at: str, updated_at: str) -> Host:

@@ -36,7 +36,7 @@ from mailfleet.models.jobs import JobRequest, JobStatus, ResultStatus
 from mailfleet.models.tokens import Role
 from mailfleet.redact import mask_values
 from mailfleet.store import secrets
-from mailfleet.store.audit import AuditLog
+from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.hosts import HostStore
 from mailfleet.store.jobs import RAN_PREFIX, BatchedResults, JobNotFound, JobStore
 
@@ -113,8 +113,10 @@ class Jobs:
             job.pop("run_params")
             job["finished_at"] = job["created_at"]
             job["counts"] = {ResultStatus.SKIPPED.value: total}
-        self.jobs.create({k: v for k, v in job.items() if v is not None}, [i["id"] for i in items])
-        self.audit.append(
+        # The job and its event together; its worker is started after (see _start).
+        self.audit.record(
+            self.jobs.create_change({k: v for k, v in job.items() if v is not None},
+                                    [i["id"] for i in items]),
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
@@ -210,15 +212,19 @@ class Jobs:
             raise forbidden("a job must be approved by another principal than its creator")
         approval = dict(job.get("approval") or {}, approved_by=caller.principal,
                         approved_at=now_iso())
-        if not self.jobs.transition(job_id, JobStatus.AWAITING_APPROVAL.value,
-                                    JobStatus.PENDING.value, approval=approval):
+        try:
+            # The approval and its event in one write; the worker is started after.
+            self.audit.record(
+                self.jobs.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
+                                            JobStatus.PENDING.value, approval=approval),
+                actor=caller.principal, source_ip=caller.source_ip,
+                request_id=caller.request_id, action="job.approve",
+                target=f"job:{job_id}", job_id=job_id, outcome="ok",
+                params={"created_by": job.get("created_by"),
+                        "action": job["action"], "total": job["total"]})
+        except ChangeRefused:
             raise conflict(f"job {job_id} is no longer awaiting approval",
-                           status=self.jobs.status(job_id)[0])
-        self.audit.append(actor=caller.principal, source_ip=caller.source_ip,
-                          request_id=caller.request_id, action="job.approve",
-                          target=f"job:{job_id}", job_id=job_id, outcome="ok",
-                          params={"created_by": job.get("created_by"),
-                                  "action": job["action"], "total": job["total"]})
+                           status=self.jobs.status(job_id)[0]) from None
         job = dict(job, status=JobStatus.PENDING.value, approval=approval)
         self._start(job, job["targets"], caller)
         return {"job_id": job_id, "status": JobStatus.PENDING.value, "total": job["total"],
@@ -268,15 +274,18 @@ class Jobs:
         if "targets" not in job:  # a listed item (no target list): read it whole
             job = self.jobs.get(job_id)
         counts = {ResultStatus.SKIPPED.value: job["total"]}
-        if not self.jobs.transition(job_id, JobStatus.AWAITING_APPROVAL.value,
-                                    JobStatus.CANCELLED.value, counts=counts,
-                                    finished_at=now_iso(), note=why):
+        try:
+            self.audit.record(
+                self.jobs.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
+                                            JobStatus.CANCELLED.value, counts=counts,
+                                            finished_at=now_iso(), note=why),
+                actor=caller.principal, source_ip=caller.source_ip,
+                request_id=caller.request_id, action=event, target=f"job:{job_id}",
+                job_id=job_id, outcome=JobStatus.CANCELLED.value,
+                params={"reason": why, "created_by": job.get("created_by")})
+        except ChangeRefused:
             return False  # approved, rejected or expired meanwhile
         self._skip_all(job_id, job["targets"], f"not run: {why}")
-        self.audit.append(actor=caller.principal, source_ip=caller.source_ip,
-                          request_id=caller.request_id, action=event, target=f"job:{job_id}",
-                          job_id=job_id, outcome=JobStatus.CANCELLED.value,
-                          params={"reason": why, "created_by": job.get("created_by")})
         return True
 
     @staticmethod
@@ -435,21 +444,20 @@ class Jobs:
                 for h in job["targets"]
             ],
         )
-        self.jobs.finish(
-            job_id,
-            JobStatus.FAILED.value,
-            {ResultStatus.SKIPPED.value: job["total"]},
-            now_iso(),
-            note=reason,
-        )
-        self.audit.append(
-            actor=caller.principal,
-            action="job.end",
-            target=f"job:{job_id}",
-            job_id=job_id,
-            outcome="FAILED",
-            params={"reason": reason},
-        )
+        try:
+            self.audit.record(
+                self.jobs.finish_change(job_id, JobStatus.FAILED.value,
+                                        {ResultStatus.SKIPPED.value: job["total"]}, now_iso(),
+                                        note=reason),
+                actor=caller.principal,
+                action="job.end",
+                target=f"job:{job_id}",
+                job_id=job_id,
+                outcome="FAILED",
+                params={"reason": reason},
+            )
+        except ChangeRefused:
+            pass  # already final (and recorded as such by whoever closed it)
 
     # ------------------------------------------------------------------ reads
     def view(
@@ -558,27 +566,27 @@ class Jobs:
             if not self.sees(job, caller):
                 raise forbidden(f"job {job_id!r} acts on hosts outside this token's scope")
         try:
-            if self.jobs.status(job_id)[0] == JobStatus.AWAITING_APPROVAL:
+            status = self.jobs.status(job_id)[0]
+            if status == JobStatus.AWAITING_APPROVAL:
                 # Nothing runs yet: cancelling it is turning it down.
                 view = self.reject(job_id, caller)
                 return {"job_id": job_id, "status": view["status"], "cancel_requested": True}
-            status = self.jobs.request_cancel(job_id)
         except JobNotFound:
             raise not_found("job", job_id) from None
-        if not JobStatus(status).final and self.jobs.get(job_id).get("path") == (
-            distributed.DISTRIBUTED
-        ):
-            distributed.DistributedJobs(self).stop(job_id)
-        self.audit.append(
-            actor=caller.principal,
-            source_ip=caller.source_ip,
-            request_id=caller.request_id,
-            action="job.cancel",
-            target=f"job:{job_id}",
-            job_id=job_id,
-            outcome="requested" if not JobStatus(status).final else "already_final",
-        )
-        return {"job_id": job_id, "status": status, "cancel_requested": not JobStatus(status).final}
+        event = {"actor": caller.principal, "source_ip": caller.source_ip,
+                 "request_id": caller.request_id, "action": "job.cancel",
+                 "target": f"job:{job_id}", "job_id": job_id}
+        if not JobStatus(status).final:
+            try:
+                self.audit.record(self.jobs.cancel_change(job_id), outcome="requested", **event)
+            except ChangeRefused:  # it ended meanwhile
+                status = self.jobs.status(job_id)[0]
+            else:
+                if self.jobs.get(job_id).get("path") == distributed.DISTRIBUTED:
+                    distributed.DistributedJobs(self).stop(job_id)
+                return {"job_id": job_id, "status": status, "cancel_requested": True}
+        self.audit.append(outcome="already_final", **event)
+        return {"job_id": job_id, "status": status, "cancel_requested": False}
 
     # ------------------------------------------------------------------ worker side
     def execute(
@@ -769,10 +777,13 @@ class Jobs:
         if not (isinstance(output, dict) and output.get("repin_required")):
             return
         tls = dict(item.get("tls") or {}, pin_sha256=output["pin_sha256"])
-        self.hosts.set_fields(item["id"], tls=tls)
-        self.audit.append(actor=Caller.system("fanout-worker").principal, action="host.repin",
-                          target=item["id"], job_id=job_id, outcome="ok",
-                          params={"pin_sha256": output["pin_sha256"]})
+        try:
+            self.audit.record(self.hosts.set_fields_change(item["id"], tls=tls),
+                              actor=Caller.system("fanout-worker").principal,
+                              action="host.repin", target=item["id"], job_id=job_id,
+                              outcome="ok", params={"pin_sha256": output["pin_sha256"]})
+        except ChangeRefused:
+            pass  # the host was deleted meanwhile: nothing to pin
 
     def _skip_all(self, job_id: str, hosts: list[str], why: str) -> None:
         self.jobs.write_results(
@@ -808,23 +819,19 @@ class Jobs:
                 results, _ = self.jobs.results(job_id)
             counts = dict(Counter(r["status"] for r in results))
         status = final_status(counts, cancelled=stopped_by == "cancelled")
-        finished = self.jobs.finish(
-            job_id,
-            status.value,
-            counts,
-            now_iso(),
-            note=f"stopped: {stopped_by}" if stopped_by else None,
-        )
-        if not finished:  # someone else closed it first (a Map's close and a cancel)
+        try:
+            self.audit.record(
+                self.jobs.finish_change(job_id, status.value, counts, now_iso(),
+                                        note=f"stopped: {stopped_by}" if stopped_by else None),
+                actor=caller.principal,
+                action="job.end",
+                target=f"job:{job_id}",
+                job_id=job_id,
+                outcome=status.value,
+                params={"counts": counts, "stopped_by": stopped_by},
+            )
+        except ChangeRefused:  # someone else closed it first (a Map's close and a cancel)
             return {"job_id": job_id, "status": self.jobs.status(job_id)[0], "counts": counts}
-        self.audit.append(
-            actor=caller.principal,
-            action="job.end",
-            target=f"job:{job_id}",
-            job_id=job_id,
-            outcome=status.value,
-            params={"counts": counts, "stopped_by": stopped_by},
-        )
         return {"job_id": job_id, "status": status.value, "counts": counts}
 
     def fail_job(self, job_id: str, reason: str) -> bool:

@@ -22,6 +22,7 @@ from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, account_key
 from mailfleet.models.hosts import HostKind
 from mailfleet.models.migrations import DSYNC_PORT, DirectorRouting, MigrationRequest
+from mailfleet.store.audit import Change
 from mailfleet.store.cutovers import LockLost, MigrationStore
 
 
@@ -99,8 +100,7 @@ class Migrations(Cutovers):
             migration.update(status=CutoverStatus.SUCCEEDED.value,
                              counts={AccountStatus.SKIPPED.value: total},
                              finished_at=migration["created_at"])
-            self.store.create(migration)
-            self._audit_submit(migration, caller, request)
+            self._audit_submit(migration, caller, request, self.store.create_change(migration))
             view = self.public(migration)
             answer.update(
                 status=migration["status"], dry_run=True,
@@ -122,7 +122,11 @@ class Migrations(Cutovers):
             busy, _ = self._conflicts(keys)
             raise _busy(busy) from None
         self.store.write_accounts(migration_id, request.accounts)
-        self._audit_submit(migration, caller, request)
+        # The item so far was a reservation (its locks are not stale while it is PENDING):
+        # it becomes a submitted migration with its event, before anything runs.
+        self._audit_submit(migration, caller, request, self.store.transition_change(
+            migration_id, [CutoverStatus.PENDING.value], CutoverStatus.PENDING.value,
+            submitted_at=now_iso()))
         answer["status"] = self._start(migration, list(range(total)), keys, caller)
         return answer, False
 
@@ -162,9 +166,12 @@ class Migrations(Cutovers):
         out.setdefault("error", None)
         return out
 
-    def _audit_submit(self, cutover: dict[str, Any], caller: Caller, request: Any) -> None:
+    def _audit_submit(
+        self, cutover: dict[str, Any], caller: Caller, request: Any, change: Change
+    ) -> None:
         view = self.public(cutover)
-        self.audit.append(
+        self.audit.record(
+            change,
             actor=caller.principal, source_ip=caller.source_ip, request_id=caller.request_id,
             action=f"{self.noun}.dry_run" if request.dry_run else f"{self.noun}.start",
             target=f"{self.noun}:{cutover['cutover_id']}", cutover_id=cutover["cutover_id"],

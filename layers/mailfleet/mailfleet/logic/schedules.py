@@ -9,8 +9,10 @@ more, say) is audited as refused and not retried: Scheduler would retry it for a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -94,16 +96,18 @@ class Schedules:
             kwargs["ScheduleExpressionTimezone"] = body.timezone
         if body.description:
             kwargs["Description"] = body.description
-        try:
-            self._client().create_schedule(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConflictException":
-                raise conflict(f"schedule {body.name!r} already exists") from None
-            raise
-        self._audit(caller, "schedule.create", body.name, {
-            "expression": body.expression, "timezone": body.timezone,
-            "paused": body.paused, "job": _shown_job(payload["job"], kind),
-            "run_as": _run_as(body.name, body.job, kind).principal})
+        if self._exists(body.name):
+            raise conflict(f"schedule {body.name!r} already exists")
+        params = {"expression": body.expression, "timezone": body.timezone,
+                  "paused": body.paused, "job": _shown_job(payload["job"], kind),
+                  "run_as": _run_as(body.name, body.job, kind).principal}
+        with self._recorded(caller, "schedule.create", body.name, params):
+            try:
+                self._client().create_schedule(**kwargs)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConflictException":
+                    raise conflict(f"schedule {body.name!r} already exists") from None
+                raise
         return self.get(body.name)
 
     def delete(self, name: str, caller: Caller) -> None:
@@ -112,13 +116,13 @@ class Schedules:
         if view["managed_by"] == "template":
             raise conflict(f"schedule {name!r} belongs to the deployed template: pause it, "
                            "or change the template")
-        try:
-            self._client().delete_schedule(Name=name, GroupName=settings().schedule_group)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-                raise not_found("schedule", name) from None
-            raise
-        self._audit(caller, "schedule.delete", name, None)
+        with self._recorded(caller, "schedule.delete", name, None):
+            try:
+                self._client().delete_schedule(Name=name, GroupName=settings().schedule_group)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                    raise not_found("schedule", name) from None
+                raise
 
     def set_paused(self, name: str, paused: bool, caller: Caller) -> dict[str, Any]:
         current = self._describe(name)
@@ -130,8 +134,9 @@ class Schedules:
                 kwargs[key] = current[key]
         kwargs["State"] = "DISABLED" if paused else "ENABLED"
         if current.get("State") != kwargs["State"]:
-            self._client().update_schedule(**kwargs)
-            self._audit(caller, "schedule.pause" if paused else "schedule.resume", name, None)
+            with self._recorded(caller, "schedule.pause" if paused else "schedule.resume",
+                                name, None):
+                self._client().update_schedule(**kwargs)
         return self.get(name)
 
     # ------------------------------------------------------------------ reads
@@ -258,14 +263,33 @@ class Schedules:
                           if exc.status == 403 else 422, errors, extra=exc.extra) from None
         return kind
 
-    def _audit(self, caller: Caller, action: str, name: str,
-               params: dict[str, Any] | None) -> None:
+    def _exists(self, name: str) -> bool:
+        try:
+            self._describe(name)
+        except Problem:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _recorded(self, caller: Caller, action: str, name: str,
+                  params: dict[str, Any] | None) -> Iterator[None]:
+        """A schedule lives in EventBridge Scheduler, outside any DynamoDB transaction:
+        its event is written first (outcome "requested"), so no schedule changes without
+        one; should the change then fail, a second event says so (docs/audit.md)."""
         # In the form DynamoDB gives back (30.0 reads back as 30): the event's hash is
         # recomputed from what is read.
         stored = from_dynamo(to_dynamo(params)) if params else None
-        self.audit.append(actor=caller.principal, source_ip=caller.source_ip,
-                          request_id=caller.request_id, action=action,
-                          target=f"schedule:{name}", outcome="ok", params=stored)
+        event = {"actor": caller.principal, "source_ip": caller.source_ip,
+                 "request_id": caller.request_id, "action": action,
+                 "target": f"schedule:{name}"}
+        self.audit.append(outcome="requested", params=stored, **event)
+        try:
+            yield
+        except BaseException as exc:
+            self.audit.append(outcome="failed", params={"reason": type(exc).__name__
+                                                        if not isinstance(exc, Problem)
+                                                        else exc.message}, **event)
+            raise
 
 
 def _view(schedule: dict[str, Any]) -> dict[str, Any]:

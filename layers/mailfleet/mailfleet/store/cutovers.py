@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.models.common import now_iso
+from mailfleet.store.audit import Change
 from mailfleet.store.base import (
     batch_get,
     decode_page,
@@ -79,6 +80,58 @@ class CutoverStore:
         """The `by_status` index key: a status, prefixed for any kind but cutovers."""
         return status if self.kind == "cutover" else f"{self.list_pk}#{status}"
 
+    # ------------------------------------------------------------------ changes
+    # Written with their audit event (AuditLog.record); ChangeRefused when the
+    # condition fails, as the plain writes below return False.
+    def create_change(self, cutover: dict[str, Any]) -> Change:
+        item = dict(cutover, pk=cutover["cutover_id"], sk=CUTOVER_SK, kind=self.kind,
+                    list_pk=self.list_pk, status_pk=self.status_key(cutover["status"]))
+        return Change.put(self._table.name, item, condition="attribute_not_exists(pk)")
+
+    def transition_change(self, cutover_id: str, from_statuses: list[str], to_status: str,
+                          **fields: Any) -> Change:
+        allowed = {f":from{i}": s for i, s in enumerate(from_statuses)}
+        return self._update_change(cutover_id, dict(fields, status=to_status,
+                                                     status_pk=self.status_key(to_status)),
+                                   f"#u_status IN ({', '.join(allowed)})", allowed)
+
+    def finish_change(self, cutover_id: str, status: str, **fields: Any) -> Change:
+        finals = {f":final{i}": s for i, s in enumerate(FINAL_STATUSES)}
+        return self._update_change(cutover_id, dict(fields, status=status,
+                                                     status_pk=self.status_key(status)),
+                                   f"attribute_exists(pk) AND NOT (#u_status IN "
+                                   f"({', '.join(finals)}))", finals)
+
+    def account_change(self, cutover_id: str, n: int, *, step: dict[str, Any] | None = None,
+                       status_is: list[str] | None = None, **fields: Any) -> Change:
+        """Set an account's fields and append a step record in one update; with
+        `status_is`, only while the account is in one of those statuses."""
+        fields["updated_at"] = now_iso()
+        names = {f"#u{i}": k for i, k in enumerate(fields)}
+        values: dict[str, Any] = {f":u{i}": v for i, v in enumerate(fields.values())}
+        sets = [f"#u{i} = :u{i}" for i in range(len(fields))]
+        if step is not None:
+            names["#steps"] = "steps"
+            values.update({":step": [step], ":none": []})
+            sets.append("#steps = list_append(if_not_exists(#steps, :none), :step)")
+        condition = "attribute_exists(pk)"
+        if status_is:
+            names["#u_status"] = "status"
+            allowed = {f":is{i}": s for i, s in enumerate(status_is)}
+            values.update(allowed)
+            condition += f" AND #u_status IN ({', '.join(allowed)})"
+        return Change.update(self._table.name, {"pk": cutover_id, "sk": account_sk(n)},
+                             "SET " + ", ".join(sets), condition=condition, names=names,
+                             values=values)
+
+    def _update_change(self, cutover_id: str, fields: dict[str, Any], condition: str,
+                       condition_values: dict[str, Any]) -> Change:
+        names = {f"#u{i}": k for i, k in enumerate(fields)} | {"#u_status": "status"}
+        values = {f":u{i}": v for i, v in enumerate(fields.values())} | condition_values
+        sets = ", ".join(f"#u{i} = :u{i}" for i in range(len(fields)))
+        return Change.update(self._table.name, {"pk": cutover_id, "sk": CUTOVER_SK},
+                             f"SET {sets}", condition=condition, names=names, values=values)
+
     # ------------------------------------------------------------------ cutover item
     def create(self, cutover: dict[str, Any]) -> None:
         item = dict(
@@ -120,20 +173,6 @@ class CutoverStore:
                     CUTOVER_SK,
                     dict(fields, status=to_status, status_pk=self.status_key(to_status)),
                     condition=Attr("status").is_in(from_statuses),
-                )
-            )
-            is not None
-        )
-
-    def finish(self, cutover_id: str, status: str, **fields: Any) -> bool:
-        """Write the final status once; false when it was already final."""
-        return (
-            _conditionally(
-                lambda: self._update(
-                    cutover_id,
-                    CUTOVER_SK,
-                    dict(fields, status=status, status_pk=self.status_key(status)),
-                    condition=Attr("pk").exists() & ~Attr("status").is_in(FINAL_STATUSES),
                 )
             )
             is not None
@@ -255,23 +294,6 @@ class CutoverStore:
             )
             is not None
         )
-
-    def settle_account(
-        self, cutover_id: str, n: int, from_statuses: list[str], **fields: Any
-    ) -> str | None:
-        """Set an account's final fields if it is in one of `from_statuses`; returns the
-        status it had, or None when it was in none of them."""
-        fields["updated_at"] = now_iso()
-        answer = _conditionally(
-            lambda: self._update(
-                cutover_id,
-                account_sk(n),
-                fields,
-                condition=Attr("status").is_in(from_statuses),
-                returns="UPDATED_OLD",
-            )
-        )
-        return None if answer is None else answer.get("Attributes", {}).get("status")
 
     def remember(self, cutover_id: str, n: int, previous: dict[str, Any]) -> None:
         """Keep the first mapping seen per host: a retried or resumed step must not

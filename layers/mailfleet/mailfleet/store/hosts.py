@@ -10,18 +10,8 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.models.hosts import Host
-from mailfleet.store.base import (
-    batch_get,
-    batch_put,
-    decode_page,
-    encode_page,
-    from_dynamo,
-    to_dynamo,
-)
-
-
-class HostExists(Exception):
-    pass
+from mailfleet.store.audit import Change
+from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
 
 
 class HostNotFound(Exception):
@@ -32,16 +22,30 @@ class HostStore:
     def __init__(self, table_name: str | None = None) -> None:
         self._table = aws.table(table_name or settings().hosts_table)
 
-    def create(self, host: Host) -> None:
-        try:
-            self._table.put_item(
-                Item=to_dynamo(host.model_dump(mode="json", exclude_none=True)),
-                ConditionExpression="attribute_not_exists(id)",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise HostExists(host.id) from None
-            raise
+    # Changes to write with their audit event (AuditLog.record); a refused condition
+    # means: create - the id exists; replace, set, delete - the host is gone.
+    def create_change(self, host: Host) -> Change:
+        return Change.put(self._table.name, host.model_dump(mode="json", exclude_none=True),
+                          condition="attribute_not_exists(id)")
+
+    def replace_change(self, host: Host, **internal: Any) -> Change:
+        item = dict(host.model_dump(mode="json", exclude_none=True), **internal)
+        return Change.put(self._table.name, item, condition="attribute_exists(id)")
+
+    def set_fields_change(self, host_id: str, **fields: Any) -> Change:
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":v{i}": v for i, v in enumerate(fields.values())}
+        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        return Change.update(self._table.name, {"id": host_id}, f"SET {sets}",
+                             condition="attribute_exists(id)", names=names, values=values)
+
+    def restore_change(self, item: dict[str, Any]) -> Change:
+        """Put a host item back exactly as it was read (undoing a replace)."""
+        return Change.put(self._table.name, item)
+
+    def delete_change(self, host_id: str) -> Change:
+        return Change.delete(self._table.name, {"id": host_id},
+                             condition="attribute_exists(id)")
 
     def get(self, host_id: str) -> Host:
         item = self.get_item(host_id)
@@ -57,29 +61,6 @@ class HostStore:
         """Items by id (missing ids are absent), 100 keys per BatchGetItem."""
         items = batch_get(self._table, [{"id": h} for h in host_ids])
         return {item["id"]: item for item in items}
-
-    def replace(self, host: Host, **internal: Any) -> None:
-        """Overwrite an existing host; `internal` fields (caches the API does not show,
-        e.g. doveadm_commands) are kept in the same write."""
-        item = dict(host.model_dump(mode="json", exclude_none=True), **internal)
-        try:
-            self._table.put_item(Item=to_dynamo(item), ConditionExpression="attribute_exists(id)")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise HostNotFound(host.id) from None
-            raise
-
-    def put_many(self, hosts: list[tuple[Host, dict[str, Any]]]) -> None:
-        """Write hosts (each with its kept internal fields), 25 per BatchWriteItem; no
-        condition: the caller has checked which ids exist."""
-        batch_put(self._table, [
-            dict(host.model_dump(mode="json", exclude_none=True), **internal)
-            for host, internal in hosts
-        ])
-
-    def restore(self, item: dict[str, Any]) -> None:
-        """Put a host item back exactly as it was read (undoing a replace)."""
-        self._table.put_item(Item=to_dynamo(item))
 
     def set_fields(self, host_id: str, **fields: Any) -> None:
         """Update a few attributes of an existing host (health, cached command lists)."""
@@ -98,19 +79,6 @@ class HostStore:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise HostNotFound(host_id) from None
             raise
-
-    def delete(self, host_id: str) -> dict[str, Any]:
-        try:
-            old = self._table.delete_item(
-                Key={"id": host_id},
-                ConditionExpression="attribute_exists(id)",
-                ReturnValues="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise HostNotFound(host_id) from None
-            raise
-        return from_dynamo(old.get("Attributes", {}))
 
     def list(
         self,

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from mailfleet import aws
 from mailfleet.config import settings
+from mailfleet.store.audit import Change
 from mailfleet.store.base import (
     batch_put,
     decode_page,
@@ -60,11 +61,50 @@ class JobStore:
         self._table = aws.table(table_name or settings().jobs_table)
 
     # ------------------------------------------------------------------ job item
-    def create(self, job: dict[str, Any], targets: list[str]) -> None:
+    # Changes to write with their audit event (AuditLog.record).
+    def create_change(self, job: dict[str, Any], targets: list[str]) -> Change:
         item = dict(job, pk=job["job_id"], sk=JOB_SK, list_pk=LIST_PK, status_pk=job["status"])
         item["targets_gz"] = gzip.compress(json.dumps(targets).encode())
         item["expires_at"] = int(time.time()) + settings().job_retention_days * 86400
-        self._table.put_item(Item=to_dynamo(item), ConditionExpression=Attr("pk").not_exists())
+        return Change.put(self._table.name, item, condition="attribute_not_exists(pk)")
+
+    def finish_change(self, job_id: str, status: str, counts: dict[str, int],
+                      finished_at: str, note: str | None = None) -> Change:
+        """The final state, once: refused (ChangeRefused) if the job is already final."""
+        values: dict[str, Any] = {":s": status, ":c": counts, ":f": finished_at}
+        sets = "#s = :s, status_pk = :s, #c = :c, finished_at = :f"
+        if note:
+            sets += ", note = :n"
+            values[":n"] = note
+        finals = {f":final{i}": s for i, s in enumerate(FINAL_STATUSES)}
+        return Change.update(
+            self._table.name, {"pk": job_id, "sk": JOB_SK}, f"SET {sets} REMOVE run_params",
+            condition=f"NOT (#s IN ({', '.join(finals)}))",
+            names={"#s": "status", "#c": "counts"}, values=values | finals)
+
+    def cancel_change(self, job_id: str) -> Change:
+        """Flag a PENDING or RUNNING job for cancellation (refused otherwise)."""
+        return Change.update(
+            self._table.name, {"pk": job_id, "sk": JOB_SK}, "SET cancel_requested = :t",
+            condition="attribute_exists(pk) AND #s IN (:p, :r)",
+            names={"#s": "status"}, values={":t": True, ":p": "PENDING", ":r": "RUNNING"})
+
+    def transition_change(self, job_id: str, old: str, new: str, **fields: Any) -> Change:
+        """Move a job from status `old` to `new` (with `fields`) only if it is still in
+        `old`: an approval, a rejection and an expiry can race; one of them wins (the
+        others are refused: ChangeRefused)."""
+        names = {"#st": "status", **{f"#fld{i}": k for i, k in enumerate(fields)}}
+        values = {":old": old, ":new": new,
+                  **{f":val{i}": v for i, v in enumerate(fields.values())}}
+        sets = ", ".join(["#st = :new", "status_pk = :new",
+                          *(f"#fld{i} = :val{i}" for i in range(len(fields)))])
+        return Change.update(self._table.name, {"pk": job_id, "sk": JOB_SK}, f"SET {sets}",
+                             condition="#st = :old", names=names, values=values)
+
+    def create(self, job: dict[str, Any], targets: list[str]) -> None:
+        change = self.create_change(job, targets)
+        self._table.put_item(Item=to_dynamo(change.request["Item"]),
+                             ConditionExpression=Attr("pk").not_exists())
 
     def get(self, job_id: str, *, consistent: bool = True) -> dict[str, Any]:
         item = self._table.get_item(
@@ -116,74 +156,6 @@ class JobStore:
                 return False
             raise
         return True
-
-    def finish(
-        self,
-        job_id: str,
-        status: str,
-        counts: dict[str, int],
-        finished_at: str,
-        note: str | None = None,
-    ) -> bool:
-        """Write the final state once; the full (unredacted) run parameters are dropped."""
-        values: dict[str, Any] = {":s": status, ":c": counts, ":f": finished_at}
-        sets = "#s = :s, status_pk = :s, #c = :c, finished_at = :f"
-        if note:
-            sets += ", note = :n"
-            values[":n"] = note
-        try:
-            self._table.update_item(
-                Key={"pk": job_id, "sk": JOB_SK},
-                UpdateExpression=f"SET {sets} REMOVE run_params",
-                ConditionExpression=~Attr("status").is_in(FINAL_STATUSES),
-                ExpressionAttributeNames={"#s": "status", "#c": "counts"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
-    def transition(self, job_id: str, old: str, new: str, **fields: Any) -> bool:
-        """Move a job from status `old` to `new` (with `fields`) only if it is still in
-        `old`: an approval, a rejection and an expiry can race; one of them wins."""
-        # Placeholders of our own: boto3's condition builder uses #n0 and :v0.
-        names = {"#st": "status", **{f"#fld{i}": k for i, k in enumerate(fields)}}
-        values = {":new": new,
-                  **{f":val{i}": to_dynamo(v) for i, v in enumerate(fields.values())}}
-        sets = ", ".join(["#st = :new", "status_pk = :new",
-                          *(f"#fld{i} = :val{i}" for i in range(len(fields)))])
-        try:
-            self._table.update_item(
-                Key={"pk": job_id, "sk": JOB_SK},
-                UpdateExpression=f"SET {sets}",
-                ConditionExpression=Attr("status").eq(old),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
-    def request_cancel(self, job_id: str) -> str:
-        """Flag a job for cancellation; returns its status (final jobs are left alone)."""
-        try:
-            answer = self._table.update_item(
-                Key={"pk": job_id, "sk": JOB_SK},
-                UpdateExpression="SET cancel_requested = :t",
-                ConditionExpression=Attr("pk").exists()
-                & Attr("status").is_in(["PENDING", "RUNNING"]),
-                ExpressionAttributeValues={":t": True},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return self.get(job_id)["status"]  # raises JobNotFound for unknown ids
-            raise
-        return answer["Attributes"]["status"]
 
     def set_fields(self, job_id: str, **fields: Any) -> None:
         names = {f"#f{i}": k for i, k in enumerate(fields)}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from mailfleet import aws
 from mailfleet.config import settings
+from mailfleet.store.audit import Change
 from mailfleet.store.base import decode_page, encode_page, from_dynamo
 
 
@@ -19,25 +18,18 @@ class TokenStore:
     def __init__(self, table_name: str | None = None) -> None:
         self._table = aws.table(table_name or settings().tokens_table)
 
-    def put(self, item: dict[str, Any]) -> None:
-        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(token_id)")
+    # Changes to write with their audit event (AuditLog.record).
+    def put_change(self, item: dict[str, Any]) -> Change:
+        return Change.put(self._table.name, item, condition="attribute_not_exists(token_id)")
+
+    def delete_change(self, token_id: str) -> Change:
+        """Refused (ChangeRefused) when there is no such token."""
+        return Change.delete(self._table.name, {"token_id": token_id},
+                             condition="attribute_exists(token_id)")
 
     def get(self, token_id: str) -> dict[str, Any] | None:
         item = self._table.get_item(Key={"token_id": token_id}, ConsistentRead=True).get("Item")
         return from_dynamo(item) if item else None
-
-    def delete(self, token_id: str) -> dict[str, Any]:
-        try:
-            old = self._table.delete_item(
-                Key={"token_id": token_id},
-                ConditionExpression="attribute_exists(token_id)",
-                ReturnValues="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise TokenNotFound(token_id) from None
-            raise
-        return from_dynamo(old["Attributes"])
 
     def list(self, limit: int, next_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {"Limit": limit}
