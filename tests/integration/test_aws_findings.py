@@ -105,7 +105,7 @@ def test_the_fanout_worker_keeps_a_new_pin_after_certs_set(
     host_id = register(api, appliance_body(double, uid("pin-ap")))
     new = make_self_signed(tmp_path, "replacement")
     job = api.request("POST", "/jobs?wait=20", json={
-        "action": "certs.set", "targets": {"hosts": [host_id]},
+        "action": "certs.set", "targets": {"hosts": [host_id]}, "confirm": "certs.set@1",
         "params": {"public": new.cert_pem, "private": new.key_pem, "wait": False}})
     assert job.status_code == 200 and job.json()["status"] == "SUCCEEDED", job.text
     stored = aws.table(settings().hosts_table).get_item(Key={"id": host_id})["Item"]

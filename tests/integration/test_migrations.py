@@ -303,6 +303,9 @@ def test_rollback_brings_mail_received_after_the_flip_back(
     assert api.request("POST", f"/migrations/{migration_id}/rollback").status_code == 409
 
 
+MESSAGES = 500
+
+
 def test_a_copy_that_outlasts_its_call_goes_on_and_is_polled(
         api: LocalApi, backends: Backends, monkeypatch: pytest.MonkeyPatch) -> None:
     """The copy call hangs up at once; doveadm goes on with the copy, the next rounds find
@@ -312,10 +315,11 @@ def test_a_copy_that_outlasts_its_call_goes_on_and_is_polled(
     user = "user9"
     backends.director.call("directorMove", {"user": user, "host": SOURCE_IP})
     conn = imap_to(SOURCE_IP, backends.source.imap_port, user)
-    for i in range(200):
+    for i in range(MESSAGES):
         append(conn, f"big-{i}")
     conn.logout()
-    monkeypatch.setattr(migration_steps, "COPY_CALL_SECONDS", 0.3)
+    # Short enough that the first copy cannot finish within its call, even on a fast run.
+    monkeypatch.setattr(migration_steps, "COPY_CALL_SECONDS", 0.05)
     view = wait_final(api, start(api, backends.body([user]))["migration_id"])
     assert view["status"] == "SUCCEEDED", view
     copies = [s for s in view["accounts"][0]["steps"] if s["step"] == "pre_copy"]
@@ -323,9 +327,9 @@ def test_a_copy_that_outlasts_its_call_goes_on_and_is_polled(
     assert copies[-1]["outcome"] == "ok"
     assert all(s["outcome"] == "running" for s in copies[:-1])
     # Each round shows how far the copy got on both sides.
-    assert copies[0]["mailboxes"]["INBOX"]["source"] == 200
-    assert copies[-1]["mailboxes"]["INBOX"] == {"source": 200, "destination": 200}
-    assert subjects(backends.destination, user) == sorted(f"big-{i}" for i in range(200))
+    assert copies[0]["mailboxes"]["INBOX"]["source"] == MESSAGES
+    assert copies[-1]["mailboxes"]["INBOX"] == {"source": MESSAGES, "destination": MESSAGES}
+    assert subjects(backends.destination, user) == sorted(f"big-{i}" for i in range(MESSAGES))
 
 
 def test_a_verify_mismatch_stops_the_account_before_the_flip(
