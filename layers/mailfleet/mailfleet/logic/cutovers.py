@@ -126,21 +126,28 @@ class Cutovers:
                 left_out_in_maintenance=left_out,
             )
             return answer, True
-        self.store.create(cutover)
+        answer["status"] = self._reserve_and_start(cutover, keys, stale, request, caller)
+        return answer, False
+
+    def _reserve_and_start(self, item: dict[str, Any], keys: dict[str, str],
+                           stale: Any, request: Any, caller: Caller) -> str:
+        """Record the item, lock its accounts, write them, submit it with its event, and
+        start its state machine (shared by cutovers and migrations). Returns the status."""
+        item_id = item["cutover_id"]
+        self.store.create(item)
         try:
-            self.store.take_locks(cutover_id, keys, stale)
+            self.store.take_locks(item_id, keys, stale)
         except LockLost:
-            self.store.delete(cutover_id)
+            self.store.delete(item_id)
             busy, _ = self._conflicts(keys)
             raise _busy(busy) from None
-        self.store.write_accounts(cutover_id, request.accounts)
+        self.store.write_accounts(item_id, request.accounts)
         # The item so far was a reservation (its locks are not stale while it is PENDING):
-        # it becomes a submitted cutover with its event, before anything runs.
-        self._audit_submit(cutover, caller, request, self.store.transition_change(
-            cutover_id, [CutoverStatus.PENDING.value], CutoverStatus.PENDING.value,
+        # it becomes submitted with its event, before anything runs.
+        self._audit_submit(item, caller, request, self.store.transition_change(
+            item_id, [CutoverStatus.PENDING.value], CutoverStatus.PENDING.value,
             submitted_at=now_iso()))
-        answer["status"] = self._start(cutover, list(range(total)), keys, caller)
-        return answer, False
+        return self._start(item, list(range(len(request.accounts))), keys, caller)
 
     def _resolve(
         self, selection: HostSelection, kind: HostKind, field: str, caller: Caller | None = None

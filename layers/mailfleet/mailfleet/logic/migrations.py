@@ -23,7 +23,7 @@ from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, ac
 from mailfleet.models.hosts import HostKind
 from mailfleet.models.migrations import DSYNC_PORT, DirectorRouting, MigrationRequest
 from mailfleet.store.audit import Change
-from mailfleet.store.cutovers import LockLost, MigrationStore
+from mailfleet.store.cutovers import MigrationStore
 
 
 class Migrations(Cutovers):
@@ -114,20 +114,7 @@ class Migrations(Cutovers):
                 left_out_in_maintenance=left_out,
             )
             return answer, True
-        self.store.create(migration)
-        try:
-            self.store.take_locks(migration_id, keys, stale)
-        except LockLost:
-            self.store.delete(migration_id)
-            busy, _ = self._conflicts(keys)
-            raise _busy(busy) from None
-        self.store.write_accounts(migration_id, request.accounts)
-        # The item so far was a reservation (its locks are not stale while it is PENDING):
-        # it becomes a submitted migration with its event, before anything runs.
-        self._audit_submit(migration, caller, request, self.store.transition_change(
-            migration_id, [CutoverStatus.PENDING.value], CutoverStatus.PENDING.value,
-            submitted_at=now_iso()))
-        answer["status"] = self._start(migration, list(range(total)), keys, caller)
+        answer["status"] = self._reserve_and_start(migration, keys, stale, request, caller)
         return answer, False
 
     def _backend(self, host_id: str, field: str, caller: Caller) -> dict[str, Any]:
