@@ -135,7 +135,7 @@ def run_batch(request: RunBatch, context: LambdaContext) -> dict[str, Any]:
 def close_job(request: CloseJob, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=request.job_id)
     error = request.close.get("error") or None
-    outcome = DistributedJobs(Jobs()).close(
+    outcome = DistributedJobs(Jobs()).close_execution(
         request.job_id,
         reason=request.close.get("reason"),
         error=error if isinstance(error, dict) else None,

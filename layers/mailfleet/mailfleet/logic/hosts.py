@@ -132,7 +132,7 @@ class Inventory:
             # the record too (docs/audit.md: changes outside DynamoDB).
             self.audit.record(
                 self.hosts.create_change(host), action="host.create", outcome="ok",
-                params=_audit_params(host, credentials_given=body.credentials is not None,
+                params=audit_params(host, credentials_given=body.credentials is not None,
                                      sharing=sharing),
                 **event)
         except ChangeRefused:
@@ -202,7 +202,7 @@ class Inventory:
                 outcome="ok",
                 params={
                     "changed": changed,
-                    **_audit_params(host, credentials_given="credentials" in changes,
+                    **audit_params(host, credentials_given="credentials" in changes,
                                     sharing=sharing),
                 },
             )
@@ -321,7 +321,7 @@ def view(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _audit_params(host: Host, *, credentials_given: bool,
+def audit_params(host: Host, *, credentials_given: bool,
                   sharing: list[str] | None = None) -> dict[str, Any]:
     return {
         # The secret's name (never its value): who holds which credentials, and with whom.
