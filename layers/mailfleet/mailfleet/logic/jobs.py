@@ -639,7 +639,7 @@ class Jobs:
         params = json.loads(job.get("run_params") or "{}")
         action = job["action"]
         refused = self._refused_at_run(job, params)
-        sink = BatchedResults(self.jobs, job_id, interval=flush_interval)
+        sink = BatchedResults(self.store, job_id, interval=flush_interval)
 
         def perform(host: Any, deadline: Deadline) -> Any:
             if refused is not None:
