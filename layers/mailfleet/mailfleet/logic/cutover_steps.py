@@ -355,7 +355,7 @@ class CutoverSteps:
                 if host["id"] not in before:
                     return {"skipped": "not drained by this cutover"}
                 perform(driver, "directorUpdate",
-                         {"host": backend, "vhostCount": str(before[host["id"]])})
+                        {"host": backend, "vhostCount": str(before[host["id"]])})
                 return {"vhosts": before[host["id"]]}
             status = perform(driver, "directorStatus", {})
             rows = [r for r in status if r.get("mail server ip") == backend]
@@ -612,7 +612,7 @@ def _proxy_restore(driver: Driver, account: str, before: dict[str, Any]) -> Any:
             "destination"]
         if not same:
             perform(driver, "mapping.set",
-                     {"identifier": account, "destination": before["destination"]})
+                    {"identifier": account, "destination": before["destination"]})
         out: dict[str, Any] = {"restored": before["destination"], "unchanged": same}
     else:
         same = bool(now.get("routed_to_default"))

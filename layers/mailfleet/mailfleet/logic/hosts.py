@@ -133,7 +133,7 @@ class Inventory:
             self.audit.record(
                 self.hosts.create_change(host), action="host.create", outcome="ok",
                 params=audit_params(host, credentials_given=body.credentials is not None,
-                                     sharing=sharing),
+                                    sharing=sharing),
                 **event)
         except ChangeRefused:
             raise conflict(f"host {body.id!r} already exists") from None
@@ -203,7 +203,7 @@ class Inventory:
                 params={
                     "changed": changed,
                     **audit_params(host, credentials_given="credentials" in changes,
-                                    sharing=sharing),
+                                   sharing=sharing),
                 },
             )
         except ChangeRefused:
@@ -322,7 +322,7 @@ def view(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def audit_params(host: Host, *, credentials_given: bool,
-                  sharing: list[str] | None = None) -> dict[str, Any]:
+                 sharing: list[str] | None = None) -> dict[str, Any]:
     return {
         # The secret's name (never its value): who holds which credentials, and with whom.
         "shares_credentials_with": sharing,

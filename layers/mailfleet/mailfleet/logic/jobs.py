@@ -126,7 +126,7 @@ class Jobs:
         # The job and its event together; its runner is started after (path_for).
         self.audit.record(
             self.store.create_change({k: v for k, v in job.items() if v is not None},
-                                    [i["id"] for i in items]),
+                                     [i["id"] for i in items]),
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
@@ -226,7 +226,7 @@ class Jobs:
             # The approval and its event in one write; the worker is started after.
             self.audit.record(
                 self.store.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
-                                            JobStatus.PENDING.value, approval=approval),
+                                             JobStatus.PENDING.value, approval=approval),
                 actor=caller.principal, source_ip=caller.source_ip,
                 request_id=caller.request_id, action="job.approve",
                 target=f"job:{job_id}", job_id=job_id, outcome="ok",
@@ -254,7 +254,7 @@ class Jobs:
     def expire_approvals(self, *, limit: int = 100) -> int:
         """End every awaiting job whose approval time is over (CANCELLED); returns how many."""
         jobs, _ = self.store.list(status=JobStatus.AWAITING_APPROVAL.value, limit=limit,
-                                 next_token=None)
+                                  next_token=None)
         return sum(1 for job in jobs if self._expire_if_due(self.store.get(job["job_id"])))
 
     def _awaiting(self, job_id: str) -> dict[str, Any]:
@@ -287,8 +287,8 @@ class Jobs:
         try:
             self.audit.record(
                 self.store.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
-                                            JobStatus.CANCELLED.value, counts=counts,
-                                            finished_at=now_iso(), note=why),
+                                             JobStatus.CANCELLED.value, counts=counts,
+                                             finished_at=now_iso(), note=why),
                 actor=caller.principal, source_ip=caller.source_ip,
                 request_id=caller.request_id, action=event, target=f"job:{job_id}",
                 job_id=job_id, outcome=JobStatus.CANCELLED.value,
