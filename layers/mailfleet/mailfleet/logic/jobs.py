@@ -741,10 +741,6 @@ class Jobs:
         self.records.close(job, Caller.system("fanout-worker"), stopped_by=None)
         return True
 
-    def fail_hosts(self, job_id: str, hosts: list[str], reason: str) -> None:
-        """Record FAILED for each of `hosts` without a result (the worker running them broke)."""
-        self.records.fail(job_id, hosts, reason)
-
 
 class InProcessPath(JobPath):
     """One fan-out worker invocation runs every host (Jobs.execute), handing the rest over
