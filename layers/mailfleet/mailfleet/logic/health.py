@@ -242,7 +242,8 @@ class FleetHealth:
               timeout_seconds: float | None = None) -> SweepReport:
         """Probe the hosts not in maintenance (all, or of `kind` and `tags`), or the
         targets of sweep job `job_id`."""
-        job, store = None, self.path.records.store if job_id is not None else None
+        job = None
+        store = self.path.records.store if job_id is not None else None  # a recorded sweep
         if store is not None and job_id is not None:
             job = store.get(job_id)
             if JobStatus(job["status"]).final:
