@@ -19,6 +19,7 @@ Counted as private use, in a module other than the one defining the name:
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,22 +88,28 @@ class Findings:
     private_uses: list[str]
 
 
+@functools.cache
 def _read() -> Findings:
+    """Every module read once, in one walk of its tree."""
     modules = _modules()
-    for module in modules.values():
-        module.defines = _defined_private_names(module.tree)
+    attributes: dict[str, list[ast.Attribute]] = {}
+    bound: dict[str, dict[str, str]] = {}
     private_uses: list[str] = []
     for module in modules.values():
         # Local names bound to a mailfleet module, or to a class/function of one.
-        bound: dict[str, str] = {}
+        names = bound[module.name] = {}
+        found = attributes[module.name] = []
         for node in _runtime_nodes(module.tree):
-            if isinstance(node, ast.Import):
+            _note_private_definition(node, module.defines)
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                found.append(node)
+            elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.split(".")[0] != PACKAGE:
                         continue
                     _add_import(module, alias.name, node.lineno, modules)
                     if alias.asname:
-                        bound[alias.asname] = alias.name
+                        names[alias.asname] = alias.name
             elif isinstance(node, ast.ImportFrom):
                 source = _absolute(module, node)
                 if source.split(".")[0] != PACKAGE:
@@ -111,12 +118,14 @@ def _read() -> Findings:
                     child = f"{source}.{alias.name}"
                     target = child if child in modules else source
                     _add_import(module, target, node.lineno, modules)
-                    bound[alias.asname or alias.name] = target
+                    names[alias.asname or alias.name] = target
                     if _private(alias.name) and target != module.name:
                         private_uses.append(
                             f"{module.name}:{node.lineno} imports {alias.name} from {source}"
                         )
-        private_uses.extend(_attribute_uses(module, bound, modules))
+    for module in modules.values():
+        private_uses.extend(_attribute_uses(module, attributes[module.name],
+                                            bound[module.name], modules))
     return Findings(modules, private_uses)
 
 
@@ -130,32 +139,30 @@ def _add_import(module: Module, target: str, line: int, modules: dict[str, Modul
             module.imports.setdefault(name, line)
 
 
-def _defined_private_names(tree: ast.Module) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-            names.add(node.attr)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, ast.keyword) and node.arg:
-            names.add(node.arg)  # a dataclass/model built with _field=... is its own
-    return {n for n in names if _private(n)}
+def _note_private_definition(node: ast.AST, defines: set[str]) -> None:
+    name = None
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        name = node.name
+    elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+        name = node.id
+    elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+        name = node.attr
+    elif isinstance(node, ast.arg):
+        name = node.arg
+    elif isinstance(node, ast.keyword):
+        name = node.arg  # a dataclass/model built with _field=... is its own
+    if name and _private(name):
+        defines.add(name)
 
 
-def _attribute_uses(module: Module, bound: dict[str, str], modules: dict[str, Module]
-                    ) -> Iterator[str]:
+def _attribute_uses(module: Module, attributes: list[ast.Attribute], bound: dict[str, str],
+                    modules: dict[str, Module]) -> Iterator[str]:
     defined_elsewhere: dict[str, str] = {}
     for other in modules.values():
         if other.name != module.name:
             for name in other.defines:
                 defined_elsewhere.setdefault(name, other.name)
-    for node in _runtime_nodes(module.tree):
-        if not (isinstance(node, ast.Attribute) and _private(node.attr)):
-            continue
+    for node in attributes:
         owner = node.value
         if isinstance(owner, ast.Name) and owner.id in bound:
             if bound[owner.id] != module.name:
@@ -235,9 +242,14 @@ def test_the_reader_sees_a_cycle_and_a_private_use(tmp_path: Path) -> None:
     modules["mailfleet.a"].imports = {"mailfleet.b": 1}
     modules["mailfleet.b"].imports = {"mailfleet.a": 2}
     assert import_cycles(modules) == [["mailfleet.a", "mailfleet.b"]]
+    attributes: dict[str, list[ast.Attribute]] = {}
     for module in modules.values():
-        module.defines = _defined_private_names(module.tree)
-    uses = list(_attribute_uses(modules["mailfleet.a"], {}, modules))
+        attributes[module.name] = []
+        for node in _runtime_nodes(module.tree):
+            _note_private_definition(node, module.defines)
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                attributes[module.name].append(node)
+    uses = list(_attribute_uses(modules["mailfleet.a"], attributes["mailfleet.a"], {}, modules))
     assert uses == ["mailfleet.a:2 uses ._hidden (defined in mailfleet.c)"]
     nodes = list(_runtime_nodes(tree_c))
     assert not any(isinstance(n, ast.ImportFrom) and n.module == "mailfleet.a" for n in nodes)
