@@ -58,7 +58,7 @@ def run_with_results_elsewhere(job_id: str) -> dict[str, Any]:
     from mailfleet.store.jobs import JobStore
 
     jobs = Jobs()
-    job = jobs.jobs.get(job_id)
+    job = jobs.store.get(job_id)
     original = JobStore.write_results
     JobStore.write_results = results_elsewhere  # type: ignore[method-assign]
     try:

@@ -26,19 +26,29 @@ from once import Once
 from pydantic import StringConstraints
 
 from mailfleet import aws
-from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
 from mailfleet.logic.inventory_import import BulkImport
 from mailfleet.logic.jobs import Jobs
-from mailfleet.logic.problems import Problem, forbidden, invalid
+from mailfleet.logic.problems import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Problem,
+    Unauthenticated,
+    Unavailable,
+    forbidden,
+    invalid,
+)
 from mailfleet.logic.revocation import Cascade, Revocation
 from mailfleet.models.audit import AuditVerification
 from mailfleet.models.hosts import HostCreate, HostKind, HostPatch, ImportOutcome, InventoryImport
 from mailfleet.models.jobs import JobAccepted, JobRequest, JobStatus
 from mailfleet.models.tokens import Role, TokenCreate, TokenCreated, TokenScope
 from mailfleet.store.audit import AuditLog
+from mailfleet.store.audit_digests import Verifier
 from mailfleet.store.base import BadPageToken
 from mailfleet.store.tokens import TokenStore
 
@@ -89,7 +99,7 @@ def caller(needed: Role) -> Caller:
     role = authorizer.get("role")
     principal = authorizer.get("principal") or authorizer.get("principalId")
     if not role or not principal:
-        raise Problem("missing or unknown bearer token", 401)
+        raise Unauthenticated("missing or unknown bearer token")
     scope = authorizer.get("scope")
     who = Caller(
         principal=principal,
@@ -108,9 +118,25 @@ def json_response(status: int, body: Any) -> Response[Any]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
+# The one place where the logic layer's refusals (mailfleet.logic.problems) become HTTP
+# answers: the status by kind, the body as the problem gives it.
+HTTP_STATUS: dict[type[Problem], int] = {
+    Invalid: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
+
+
+def http_status(problem: Problem) -> int:
+    return next((code for kind, code in HTTP_STATUS.items() if isinstance(problem, kind)), 400)
+
+
 @app.exception_handler(Problem)
 def _problem(exc: Problem) -> Response[Any]:
-    return json_response(exc.status, exc.body())
+    return json_response(http_status(exc), exc.body())
 
 
 @app.exception_handler(BadPageToken)
@@ -167,7 +193,7 @@ app.include_router(fleet_routes.router_for(caller, json_response))
 
 
 # Long appliance operations run as their own state machine; other jobs as Jobs starts them.
-_submit_job = Once(lambda job, who: OperationJobs().submit(job, who))
+_submit_job = Once(lambda job, who: Jobs().submit(job, who))
 
 
 # ---------------------------------------------------------------------- meta
@@ -417,7 +443,7 @@ def cancel_job(job_id: str) -> Response[dict[str, Any]]:
           summary="Let a destructive job awaiting approval start (admin, not its creator)")
 def approve_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
-    return json_response(202, OperationJobs().approve(job_id, who))
+    return json_response(202, Jobs().approve(job_id, who))
 
 
 @app.post("/jobs/<job_id>/reject", tags=["jobs"],
@@ -487,8 +513,8 @@ def audit_verify(
     since: DateTime = None, until: DateTime = None, next_token: NextToken = None
 ) -> AuditVerification:
     caller(Role.VIEWER)
-    return AuditLog().verify(since=_instant("since", since), until=_instant("until", until),
-                             next_token=next_token)
+    return Verifier(AuditLog()).run(since=_instant("since", since),
+                                    until=_instant("until", until), next_token=next_token)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -561,21 +587,23 @@ def _gate(event: dict[str, Any]) -> dict[str, Any] | None:
         role = None
     if role is not None and not role.allows(needed):
         problem = forbidden(f"this needs the {needed.value} role; you have {role.value}")
-        return _proxy_answer(problem)
+        return _proxy_answer(http_status(problem), problem.body())
     body = event.get("body")
     if not body:
         return None
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-        return _proxy_answer(Problem("Content-Type: bodies are application/json", 415))
+        return _proxy_answer(415, {"message": "Content-Type: bodies are application/json"})
     try:
         text = base64.b64decode(body).decode() if event.get("isBase64Encoded") else body
         document = json.loads(text)
     except (ValueError, RecursionError):
-        return _proxy_answer(invalid("body", "is not a JSON document (UTF-8)"))
+        problem = invalid("body", "is not a JSON document (UTF-8)")
+        return _proxy_answer(http_status(problem), problem.body())
     if _depth(document) > MAX_BODY_DEPTH:
-        return _proxy_answer(invalid("body", f"nests deeper than {MAX_BODY_DEPTH} levels"))
+        problem = invalid("body", f"nests deeper than {MAX_BODY_DEPTH} levels")
+        return _proxy_answer(http_status(problem), problem.body())
     return None
 
 
@@ -594,11 +622,11 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _proxy_answer(problem: Problem) -> dict[str, Any]:
+def _proxy_answer(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return {
-        "statusCode": problem.status,
+        "statusCode": status,
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
-        "body": json.dumps(problem.body()),
+        "body": json.dumps(body),
         "isBase64Encoded": False,
     }
 

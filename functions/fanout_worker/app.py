@@ -127,15 +127,15 @@ def run_batch(request: RunBatch, context: LambdaContext) -> dict[str, Any]:
     except Exception as exc:
         # Every host of the batch must end with a result, even when we break.
         logger.exception("batch failed; recording its hosts as failed")
-        jobs.fail_hosts(request.job_id, request.batch.hosts,
-                        f"the batch worker failed: {type(exc).__name__}")
+        jobs.records.fail(request.job_id, request.batch.hosts,
+                          f"the batch worker failed: {type(exc).__name__}")
         return {"batch": request.batch.index, "failed": type(exc).__name__}
 
 
 def close_job(request: CloseJob, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=request.job_id)
     error = request.close.get("error") or None
-    outcome = DistributedJobs(Jobs()).close(
+    outcome = DistributedJobs(Jobs()).close_execution(
         request.job_id,
         reason=request.close.get("reason"),
         error=error if isinstance(error, dict) else None,

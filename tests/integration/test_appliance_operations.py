@@ -13,7 +13,7 @@ import pytest
 
 from mailfleet import aws
 from mailfleet.config import settings
-from mailfleet.logic.appliance_ops import OperationJobs, is_long_operation
+from mailfleet.logic.appliance_ops import is_long_operation
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.jobs import Jobs
 from mailfleet.models.jobs import JobRequest
@@ -33,7 +33,7 @@ def instant_waits(local_api: Any) -> Iterator[None]:
 def run_backup(host_ids: list[str], timeout_seconds: float = 30) -> dict[str, Any]:
     request = JobRequest.model_validate({"action": "backup", "targets": {"hosts": host_ids},
                                          "timeout_seconds": timeout_seconds})
-    answer, _ = OperationJobs().submit(request, Caller.system("test"))
+    answer, _ = Jobs().submit(request, Caller.system("test"))
     jobs = Jobs()
     assert jobs.wait(answer["job_id"], 60), "the state machine did not finish the job"
     return jobs.view(answer["job_id"])
@@ -157,7 +157,7 @@ def run_operation(action: str, params: dict[str, Any], host_ids: list[str]) -> d
     request = JobRequest.model_validate({"action": action, "params": params,
                                          "targets": {"hosts": host_ids}, "timeout_seconds": 30,
                                          "confirm": f"{action}@{len(host_ids)}"})
-    answer, _ = OperationJobs().submit(request, Caller.system("test"))
+    answer, _ = Jobs().submit(request, Caller.system("test"))
     jobs = Jobs()
     assert jobs.wait(answer["job_id"], 60), "the state machine did not finish the job"
     return jobs.view(answer["job_id"])

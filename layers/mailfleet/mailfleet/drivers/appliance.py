@@ -1037,6 +1037,9 @@ def _contains(have: Any, want: Any) -> bool:
     return bool(have == want)
 
 
+contains = _contains  # public: the logic layer's read-back follows settings with it too
+
+
 def _summary(body: Mapping[str, Any] | None) -> dict[str, Any]:
     """A status body as output: the log tail as lines, error fields with plain names."""
     if not body:

@@ -18,13 +18,12 @@ from typing import Any
 
 from mailfleet import aws
 from mailfleet.config import settings
-from mailfleet.drivers.appliance import UPDATE_ERRORS, ApplianceDriver, _contains, is_stale
+from mailfleet.drivers.appliance import UPDATE_ERRORS, ApplianceDriver, contains, is_stale
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.logic import connect
-from mailfleet.logic.caller import Caller
-from mailfleet.logic.jobs import Jobs
-from mailfleet.logic.problems import Problem
+from mailfleet.logic.job_paths import JobPath
+from mailfleet.logic.job_records import JobRecords, count_failures
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import HostKind
 from mailfleet.models.jobs import JobStatus, ResultStatus
@@ -72,35 +71,25 @@ def is_long_operation(kind: str | None, action: str, params: dict[str, Any]) -> 
     return kind == HostKind.APPLIANCE and action in OPERATIONS and params.get("wait") is not False
 
 
-class OperationJobs(Jobs):
-    """Jobs whose long appliance operations start the state machine instead of the fan-out
-    worker; every other job starts as Jobs starts it."""
+class ApplianceOperations(JobPath):
+    """The job path of long appliance operations: its start, and the state machine's
+    steps (called through the maintenance function), the last of which closes the job."""
 
-    def _start(self, job: dict[str, Any], targets: list[str], caller: Caller) -> None:
-        params = json.loads(job.get("run_params") or "{}")
-        if not is_long_operation(job.get("kind"), job["action"], params):
-            super()._start(job, targets, caller)
-            return
-        try:
-            ApplianceOperations(self).start_execution({**job, "targets": targets})
-        except Exception as exc:
-            self._fail_unstarted(job["job_id"], "could not start the appliance operation: "
-                                 f"{type(exc).__name__}", caller)
-            raise Problem("the job was recorded but its state machine could not be started; "
-                          "it is marked FAILED", 503, extra={"job_id": job["job_id"]}) from None
+    system = PATH
+    unstarted_reason = "could not start the appliance operation"
+    unstarted_message = ("the job was recorded but its state machine could not be started; "
+                         "it is marked FAILED")
 
+    def __init__(self, records: JobRecords | None = None) -> None:
+        super().__init__(records)
+        self.store = self.records.store
+        self.hosts = self.records.hosts
 
-class ApplianceOperations:
-    """The state machine's steps (called through the maintenance function) and its start."""
-
-    def __init__(self, jobs: Jobs | None = None) -> None:
-        self.jobs = jobs or Jobs()
-
-    def start_execution(self, job: dict[str, Any]) -> str:
+    def start(self, job: dict[str, Any], targets: list[str]) -> None:
+        """One execution for the job (named after it), one child per host."""
         config = settings()
         if not config.appliance_operation_state_machine_arn:
             raise RuntimeError("APPLIANCE_OPERATION_STATE_MACHINE_ARN is not configured")
-        targets: list[str] = job["targets"]
         op = OPERATIONS[job["action"]]
         execution = {
             "job_id": job["job_id"],
@@ -111,20 +100,20 @@ class ApplianceOperations:
         arn = aws.client("stepfunctions").start_execution(
             stateMachineArn=config.appliance_operation_state_machine_arn,
             name=job["job_id"], input=json.dumps(execution))["executionArn"]
-        self.jobs.jobs.mark_running(job["job_id"], now_iso(), PATH)
-        self.jobs.jobs.set_fields(job["job_id"], execution_arn=arn)
-        return arn
+        self.store.mark_running(job["job_id"], now_iso(), PATH)
+        self.store.set_fields(job["job_id"], execution_arn=arn)
 
     def step(self, name: str, state: dict[str, Any]) -> Any:
-        handlers = {"start": self.start, "poll": self.poll, "download": self.download,
+        handlers = {"start": self.start_host, "poll": self.poll, "download": self.download,
                     "record": self.record, "finish": self.finish}
         if name not in handlers:
             raise ValueError(f"unknown step {name!r}")
         return handlers[name](state)
 
     # ------------------------------------------------------------------ steps
-    def start(self, state: dict[str, Any]) -> dict[str, Any]:
-        job = self.jobs.jobs.get(state["job_id"])
+    def start_host(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Start the operation on one host (`wait: false`), its status read before."""
+        job = self.store.get(state["job_id"])
         op = OPERATIONS[job["action"]]
         now = time.time()
         out: dict[str, Any] = {"action": op.action, "started": now, "started_at": now_iso(),
@@ -213,19 +202,19 @@ class ApplianceOperations:
             result["finished_at"] = now_iso()
             result["duration_ms"] = int((time.time() - float(op_state["started"])) * 1000)
         result = self._without_secrets(host_id, op_state.get("action"), result)
-        self.jobs.jobs.write_results(job_id, [result])
+        self.store.write_results(job_id, [result])
         if result["status"] == ResultStatus.SUCCEEDED.value and isinstance(result.get("output"),
                                                                           dict):
-            item = self.jobs.hosts.get_item(host_id)
-            self.jobs._follow_host_changes(item, result["output"], job_id)
+            item = self.hosts.get_item(host_id)
+            self.records.follow_host_changes(item, result["output"], job_id)
         return {"host": host_id, "status": result["status"]}
 
     def finish(self, state: dict[str, Any]) -> dict[str, Any]:
-        job = self.jobs.jobs.get(state["job_id"])
+        job = self.store.get(state["job_id"])
         if JobStatus(job["status"]).final:
             return {"job_id": job["job_id"], "status": job["status"]}
         stopped_by = "cancelled" if job.get("cancel_requested") else None
-        return self.jobs._close(job, Caller.system(PATH), stopped_by=stopped_by)
+        return self.close(job, stopped_by=stopped_by)
 
     # ------------------------------------------------------------------ helpers
     def _without_secrets(self, host_id: str, action: str | None, result: dict[str, Any]
@@ -249,7 +238,7 @@ class ApplianceOperations:
             driver.close()
 
     def _driver(self, host_id: str, pin: str | None = None) -> Driver:
-        item = self.jobs.hosts.get_item(host_id)
+        item = self.hosts.get_item(host_id)
         if pin:
             item = {**item, "tls": {**(item.get("tls") or {}), "pin_sha256": pin}}
         bucket = settings().backups_bucket
@@ -261,13 +250,12 @@ class ApplianceOperations:
         return Deadline.after(max(0.5, min(STEP_CAP_SECONDS, left)))
 
     def _skip_reason(self, job: dict[str, Any]) -> str | None:
-        if self.jobs.jobs.status(job["job_id"])[1]:
+        if self.store.status(job["job_id"])[1]:
             return "the job was cancelled before this host started"
         limit = resolve_limit(job.get("max_errors"), int(job["total"]))
         if limit is not None:
-            results, _ = self.jobs.jobs.results(job["job_id"])
-            failed = sum(1 for r in results if r["status"] in ("FAILED", "TIMED_OUT"))
-            if failed >= limit:
+            results, _ = self.store.results(job["job_id"])
+            if count_failures(results) >= limit:
                 return "max_errors was reached before this host started"
         return None
 
@@ -306,11 +294,11 @@ class ApplianceOperations:
 
     def _read_back(self, state: dict[str, Any], op_state: dict[str, Any],
                    body: dict[str, Any]) -> dict[str, Any]:
-        job = self.jobs.jobs.get(state["job_id"])
+        job = self.store.get(state["job_id"])
         wanted = json.loads(job.get("run_params") or "{}").get("settings") or {}
         shown = body.get("settings") if op_state["action"] == "settings.set" \
             else body.get("storage")
-        if body.get("exists") and _contains(shown, wanted):
+        if body.get("exists") and contains(shown, wanted):
             return {**op_state, "phase": "succeeded", "output": {"status": "success"}}
         return op_state
 

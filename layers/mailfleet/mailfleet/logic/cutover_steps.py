@@ -188,7 +188,7 @@ class CutoverSteps:
                 return _director_previous(_director_status(driver, account))
         else:
             def look(host: dict[str, Any], driver: Driver) -> Any:
-                mapping = _perform(driver, "mapping.get", {"identifier": account})
+                mapping = perform(driver, "mapping.get", {"identifier": account})
                 return {"destination": mapping.get("destination"),
                         "mapped": not mapping.get("routed_to_default", False)}
         seen = self._step(item, "remember", item["plan"]["proxies"], look)
@@ -198,19 +198,19 @@ class CutoverSteps:
     def hold_logins(self, item: dict[str, Any]) -> dict[str, Any]:
         params = {"identifier": item["account"], "seconds": item["plan"]["delay_seconds"]}
         self._step(item, "hold_logins", item["plan"]["proxies"],
-                   lambda host, driver: _perform(driver, "connections.delay", params))
+                   lambda host, driver: perform(driver, "connections.delay", params))
         return item
 
     def switch(self, item: dict[str, Any], step: str = "switch") -> dict[str, Any]:
         params = {"identifier": item["account"], "destination": item["plan"]["destination"]}
         self._step(item, step, item["plan"]["proxies"],
-                   lambda host, driver: _perform(driver, "mapping.set", params))
+                   lambda host, driver: perform(driver, "mapping.set", params))
         return item
 
     def invalidate(self, item: dict[str, Any]) -> dict[str, Any]:
         params = {"identifier": item["account"]}
         self._step(item, "invalidate", item["plan"]["proxies"],
-                   lambda host, driver: _perform(driver, "cache.invalidate", params))
+                   lambda host, driver: perform(driver, "cache.invalidate", params))
         return item
 
     def kick(self, item: dict[str, Any], step: str = "kick") -> dict[str, Any]:
@@ -220,7 +220,7 @@ class CutoverSteps:
         def kick(host: dict[str, Any], driver: Driver) -> Any:
             if host["kind"] == HostKind.DOVECOT:
                 return _dovecot_kick(driver, account)
-            return _perform(driver, "connections.kick", {"identifier": account})
+            return perform(driver, "connections.kick", {"identifier": account})
 
         self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
         return item
@@ -238,7 +238,7 @@ class CutoverSteps:
 
         def kick(host: dict[str, Any], driver: Driver) -> Any:
             if host["id"] in directors:
-                return _perform(driver, "directorKick", {"user": account})
+                return perform(driver, "directorKick", {"user": account})
             return _dovecot_kick(driver, account)
 
         self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
@@ -253,7 +253,7 @@ class CutoverSteps:
             if director:
                 now = _director_status(driver, account).get("status")
             else:
-                now = _perform(driver, "mapping.get", {"identifier": account}).get("destination")
+                now = perform(driver, "mapping.get", {"identifier": account}).get("destination")
             if now != destination:
                 # A lagging mapping store may still catch up: retried, then rolled back.
                 raise HostError(ErrorType.COMMAND, f"resolves the account to {now!r}, not "
@@ -282,7 +282,7 @@ class CutoverSteps:
                 return _director_restore(driver, account, before["host"])
             return _proxy_restore(driver, account, before)
 
-        cause = None if item["mode"] == "rollback" else _cause(item, record)
+        cause = None if item["mode"] == "rollback" else rollback_cause(item, record)
         self._step(item, step, hosts, restore,
                    settle=(AccountStatus.ROLLED_BACK, cause))
         return {}
@@ -291,7 +291,7 @@ class CutoverSteps:
         """The account could not be put back on every host: FAILED, for an operator."""
         record = self.store.account(item["cutover_id"], item["n"])
         item = dict(item, account=record["account"])
-        error = _cause(item, record) or {}
+        error = rollback_cause(item, record) or {}
         rollback_error = item.get("rollback_error")
         if rollback_error is not None:
             error = dict(error, rollback=_state_error(rollback_error))
@@ -354,10 +354,10 @@ class CutoverSteps:
             if item["mode"] == "rollback":
                 if host["id"] not in before:
                     return {"skipped": "not drained by this cutover"}
-                _perform(driver, "directorUpdate",
-                         {"host": backend, "vhostCount": str(before[host["id"]])})
+                perform(driver, "directorUpdate",
+                        {"host": backend, "vhostCount": str(before[host["id"]])})
                 return {"vhosts": before[host["id"]]}
-            status = _perform(driver, "directorStatus", {})
+            status = perform(driver, "directorStatus", {})
             rows = [r for r in status if r.get("mail server ip") == backend]
             if not rows:
                 raise HostError(ErrorType.COMMAND, f"the director has no backend {backend}")
@@ -365,8 +365,8 @@ class CutoverSteps:
                 # Keep the first count seen: a retried drain would see 0.
                 before[host["id"]] = rows[0].get("vhosts")
                 self.store.set_fields(cutover_id, drain_previous=before)
-            _perform(driver, "directorUpdate", {"host": backend, "vhostCount": "0"})
-            _perform(driver, "directorFlush", {"host": backend})
+            perform(driver, "directorUpdate", {"host": backend, "vhostCount": "0"})
+            perform(driver, "directorFlush", {"host": backend})
             return {"vhosts_before": before[host["id"]], "flushed": True}
 
         self._step(item, "drain", item["plan"]["proxies"], drain, account_item=False)
@@ -380,7 +380,7 @@ class CutoverSteps:
 
         def check(host: dict[str, Any], driver: Driver) -> Any:
             if host["kind"] != HostKind.DOVECOT:
-                return _small(_perform(driver, "stats", {}))
+                return _small(perform(driver, "stats", {}))
             commands = driver.fetch_commands(  # type: ignore[attr-defined]
                 Deadline.after(HOST_TIMEOUT_SECONDS))
             needed = DIRECTOR_COMMANDS if host["id"] in directors else ("kick",)
@@ -506,7 +506,7 @@ class CutoverSteps:
                 return host_id, None, HostError(
                     ErrorType.UNSUPPORTED, "the host was removed from the inventory")
             try:
-                return host_id, action(host, _driver(host)), None
+                return host_id, action(host, cached_driver(host)), None
             except HostError as exc:
                 return host_id, None, exc
 
@@ -521,7 +521,7 @@ class CutoverSteps:
 
 
 # ---------------------------------------------------------------------- host actions
-def _driver(host: dict[str, Any]) -> Driver:
+def cached_driver(host: dict[str, Any]) -> Driver:
     key = (host["id"], f"{host.get('updated_at')}|{host['endpoint']}")
     now = time.monotonic()
     with _cache_lock:
@@ -552,7 +552,7 @@ def _audit_log() -> AuditLog:
         return log
 
 
-def _perform(driver: Driver, action: str, params: dict[str, Any]) -> Any:
+def perform(driver: Driver, action: str, params: dict[str, Any]) -> Any:
     deadline = Deadline.after(HOST_TIMEOUT_SECONDS)
     if driver.kind == HostKind.PROXY:
         params = driver.validate(action, params, deadline)  # static: asks nobody
@@ -561,7 +561,7 @@ def _perform(driver: Driver, action: str, params: dict[str, Any]) -> Any:
 
 def _dovecot_kick(driver: Driver, account: str) -> Any:
     try:
-        return _perform(driver, "kick", {"mask": [account]})
+        return perform(driver, "kick", {"mask": [account]})
     except HostError as exc:
         if exc.type == ErrorType.EXIT_CODE and exc.code == NOT_FOUND:
             return {"kicked": 0}  # no session there: nothing to end
@@ -569,7 +569,7 @@ def _dovecot_kick(driver: Driver, account: str) -> Any:
 
 
 def _director_status(driver: Driver, account: str) -> dict[str, Any]:
-    rows = _perform(driver, "directorStatus", {"user": account})
+    rows = perform(driver, "directorStatus", {"user": account})
     if not rows or not isinstance(rows, list):
         raise HostError(ErrorType.COMMAND, "directorStatus gave no answer for the user")
     return rows[0]
@@ -585,7 +585,7 @@ def _director_previous(status: dict[str, Any]) -> dict[str, Any]:
 
 def _director_move(driver: Driver, account: str, backend: str) -> Any:
     try:
-        return _perform(driver, "directorMove", {"user": account, "host": backend})
+        return perform(driver, "directorMove", {"user": account, "host": backend})
     except HostError as exc:
         # 75 while a move is still settling: done if it already points where we want.
         if not (exc.type == ErrorType.EXIT_CODE and exc.code == TEMPFAIL):
@@ -601,26 +601,26 @@ def _director_restore(driver: Driver, account: str, backend: str) -> Any:
         _director_move(driver, account, backend)
     else:
         out["unchanged"] = True
-    _perform(driver, "directorKick", {"user": account})
+    perform(driver, "directorKick", {"user": account})
     return out
 
 
 def _proxy_restore(driver: Driver, account: str, before: dict[str, Any]) -> Any:
-    now = _perform(driver, "mapping.get", {"identifier": account})
+    now = perform(driver, "mapping.get", {"identifier": account})
     if before["mapped"]:
         same = not now.get("routed_to_default") and now.get("destination") == before[
             "destination"]
         if not same:
-            _perform(driver, "mapping.set",
-                     {"identifier": account, "destination": before["destination"]})
+            perform(driver, "mapping.set",
+                    {"identifier": account, "destination": before["destination"]})
         out: dict[str, Any] = {"restored": before["destination"], "unchanged": same}
     else:
         same = bool(now.get("routed_to_default"))
         if not same:
-            _perform(driver, "mapping.delete", {"identifier": account})
+            perform(driver, "mapping.delete", {"identifier": account})
         out = {"restored": "default route (mapping deleted)", "unchanged": same}
-    _perform(driver, "cache.invalidate", {"identifier": account})
-    out.update(_perform(driver, "connections.kick", {"identifier": account}))
+    perform(driver, "cache.invalidate", {"identifier": account})
+    out.update(perform(driver, "connections.kick", {"identifier": account}))
     return out
 
 
@@ -638,7 +638,7 @@ def _small(output: Any) -> Any:
     return {"output": str(output)[:200]}
 
 
-def _cause(item: dict[str, Any], record: dict[str, Any]) -> dict[str, Any] | None:
+def rollback_cause(item: dict[str, Any], record: dict[str, Any]) -> dict[str, Any] | None:
     """The failure that sent the account to rollback: the failed step's per-host errors
     when a step raised, else what Step Functions reported (a timeout, a crash)."""
     state_error = item.get("error")

@@ -14,12 +14,12 @@ import json
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.problems import Problem, conflict, forbidden, invalid, not_found
+from mailfleet.logic.problems import Conflict, Unavailable, conflict, forbidden, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.cutovers import (
     AccountStatus,
@@ -52,6 +52,13 @@ class Cutovers:
     store_class: type[CutoverStore] = CutoverStore
     # What an operator should check on an account a stopped execution left half-done.
     in_progress_advice = "its mappings may differ between proxies; check it and roll it back"
+    # Each kind's coordinator by its noun, registered as it is defined: an account's lock
+    # may be held by the other kind, whose own rules then say if it is still live.
+    by_noun: ClassVar[dict[str, type[Cutovers]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Cutovers.by_noun[cls.noun] = cls
 
     def __init__(
         self,
@@ -77,7 +84,7 @@ class Cutovers:
         keys = {account_key(a): a for a in request.accounts}
         busy, stale = self._conflicts(keys)
         if busy:
-            raise _busy(busy)
+            raise busy_accounts(busy)
         total = len(request.accounts)
         cutover_id = uuid.uuid4().hex
         plan = {
@@ -140,7 +147,7 @@ class Cutovers:
         except LockLost:
             self.store.delete(item_id)
             busy, _ = self._conflicts(keys)
-            raise _busy(busy) from None
+            raise busy_accounts(busy) from None
         self.store.write_accounts(item_id, request.accounts)
         # The item so far was a reservation (its locks are not stale while it is PENDING):
         # it becomes submitted with its event, before anything runs.
@@ -255,9 +262,8 @@ class Cutovers:
                     target=f"{self.noun}:{cutover_id}", cutover_id=cutover_id,
                     outcome=CutoverStatus.FAILED.value, params={"reason": reason},
                 )
-            raise Problem(
+            raise Unavailable(
                 f"the {self.noun} was recorded but could not be started; it is marked FAILED",
-                503,
                 extra={f"{self.noun}_id": cutover_id},
             ) from None
         self.store.transition(
@@ -313,7 +319,7 @@ class Cutovers:
         keys = {account_key(a["account"]): a["account"] for a in done}
         busy, stale = self._conflicts(keys, own=cutover_id)
         if busy:
-            raise _busy(busy)
+            raise busy_accounts(busy)
         rollbacks = int(cutover.get("rollbacks", 0)) + 1
         if not self.store.transition(
             cutover_id,
@@ -333,7 +339,7 @@ class Cutovers:
                 cutover_id, [CutoverStatus.RUNNING.value], cutover["status"], phase=self.noun
             )
             busy, _ = self._conflicts(keys, own=cutover_id)
-            raise _busy(busy) from None
+            raise busy_accounts(busy) from None
         # With its locks held the rollback is on: on the record with that fact.
         self.audit.record(
             self.store.transition_change(cutover_id, [CutoverStatus.RUNNING.value],
@@ -540,7 +546,11 @@ def cutover_status(counts: dict[str, int], total: int, *, failed: bool) -> Cutov
     return CutoverStatus.PARTIAL
 
 
-def _busy(busy: list[dict[str, str]]) -> Problem:
+Cutovers.by_noun[Cutovers.noun] = Cutovers
+
+
+def busy_accounts(busy: list[dict[str, str]]) -> Conflict:
+    """Some accounts are already in a running cutover or migration (which, the first few)."""
     return conflict(
         f"{len(busy)} of these accounts are already in a running cutover or migration",
         conflicts=busy[:CONFLICTS_SHOWN],
@@ -548,10 +558,10 @@ def _busy(busy: list[dict[str, str]]) -> Problem:
 
 
 def _other_kind(item: dict[str, Any], me: Cutovers) -> Cutovers:
-    """The coordinator of a lock holder of the other kind, sharing my stores."""
-    from mailfleet.logic.migrations import Migrations
-
-    kind = Migrations if item.get("kind") == "migration" else Cutovers
+    """The coordinator of a lock holder of the other kind, sharing my stores (a migration
+    is registered as soon as mailfleet.logic.migrations is imported, which any code that
+    starts one has done)."""
+    kind = Cutovers.by_noun.get(str(item.get("kind")), Cutovers)
     return kind(hosts=me.hosts, audit=me.audit)
 
 

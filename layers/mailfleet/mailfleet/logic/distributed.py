@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.fanout import GRACE_SECONDS, ErrorBudget, LocalErrorBudget
-from mailfleet.logic.caller import Caller
+from mailfleet.logic.job_paths import JobPath, out_of_time_check
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.jobs import JobStatus
 from mailfleet.store.jobs import RAN_PREFIX, JobNotFound, JobStore
@@ -146,12 +146,14 @@ class SharedErrorBudget:
                 self._reached = True
 
 
-class DistributedJobs:
-    """Start, run (one batch at a time), cancel and close jobs on the Distributed Map."""
+class DistributedJobs(JobPath):
+    """Start, run (one batch at a time), cancel and close jobs on the Distributed Map.
+    Its batches run hosts as the in-process worker does (Jobs.run_hosts)."""
 
     def __init__(self, jobs: Jobs) -> None:
-        self.jobs = jobs
-        self.store = jobs.jobs
+        super().__init__(jobs.records)
+        self.run_hosts = jobs.run_hosts
+        self.store = jobs.store
 
     # ------------------------------------------------------------------ API side
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
@@ -214,8 +216,6 @@ class DistributedJobs:
         remaining_ms: Callable[[], int] | None = None,
     ) -> dict[str, Any]:
         """Run one batch of a job; its hosts' results are recorded as they finish."""
-        from mailfleet.logic.jobs import HANDOVER_MARGIN_S
-
         try:
             job = self.store.get_for_run(job_id)
         except JobNotFound:  # a replayed or stray invocation: nothing to run or record
@@ -233,19 +233,12 @@ class DistributedJobs:
             LocalErrorBudget(None) if limit is None
             else SharedErrorBudget(self.store, job_id, limit)
         )
-        timeout = float(job["timeout_seconds"])
-        out_of_time = None
-        if remaining_ms is not None:
-
-            def out_of_time() -> bool:
-                return remaining_ms() / 1000 < timeout + HANDOVER_MARGIN_S
-
-        summary = self.jobs.run_hosts(
+        summary = self.run_hosts(
             job,
             todo,
             concurrency=batch_concurrency,
             budget=budget,
-            out_of_time=out_of_time,
+            out_of_time=out_of_time_check(remaining_ms, float(job["timeout_seconds"])),
             flush_interval=BATCH_FLUSH_SECONDS,
         )
         # Counted on the job item, so the close need not read every result back.
@@ -254,7 +247,7 @@ class DistributedJobs:
             raise BatchHandedOver(f"batch {index}: out of time, the rest runs again")
         return {"batch": index, "counts": dict(summary.counts), "stopped_by": summary.stopped_by}
 
-    def close(
+    def close_execution(
         self,
         job_id: str,
         *,
@@ -280,7 +273,7 @@ class DistributedJobs:
             job = self.store.get(job_id)
         cancelled = bool(job.get("cancel_requested")) or reason == "cancelled"
         missing: list[str] = []
-        if cancelled or error or reason:  # else every batch ran (_close still checks)
+        if cancelled or error or reason:  # else every batch ran (close still checks)
             recorded = {r["host"] for r in self.store.results(job_id)[0]}
             missing = [h for h in job["targets"] if h not in recorded]
         if missing:
@@ -289,17 +282,16 @@ class DistributedJobs:
             else:
                 detail = _describe(error) if error else f"execution {reason}" if reason else ""
                 why = "the batch holding this host did not run" + (f" ({detail})" if detail else "")
-            self.jobs._skip_all(job_id, missing, why)
+            self.records.skip(job_id, missing, why)
         limit = resolve_limit(job.get("max_errors"), int(job["total"]))
         stopped_by = "cancelled" if cancelled else None
         if stopped_by is None and limit is not None and int(job.get("error_count", 0)) >= limit:
             stopped_by = "max_errors"
         # Every batch ran to its end: their counts (one per host) close the job; any
-        # doubt (a batch that broke, a cancel) and _close reads the results instead.
+        # doubt (a batch that broke, a cancel) and close reads the results instead.
         ran = {k[len(RAN_PREFIX):]: int(v) for k, v in job.items() if k.startswith(RAN_PREFIX)}
         counts = ran if not (missing or cancelled or error or reason) else None
-        return self.jobs._close(job, Caller.system("fanout-worker"), stopped_by=stopped_by,
-                                counts=counts)
+        return self.close(job, stopped_by=stopped_by, counts=counts)
 
     def _wait_unless_final(self, job_id: str, seconds: float) -> bool:
         end = time.monotonic() + max(0.0, seconds)

@@ -30,8 +30,9 @@ from mailfleet.errors import ErrorType, HostError
 from mailfleet.fanout import run
 from mailfleet.logic import connect
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.jobs import Jobs
-from mailfleet.logic.problems import Problem, forbidden, invalid
+from mailfleet.logic.job_paths import JobPath
+from mailfleet.logic.job_records import JobRecords
+from mailfleet.logic.problems import conflict, forbidden, invalid
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import Host, HostKind
 from mailfleet.models.jobs import JobStatus, ResultStatus
@@ -198,16 +199,35 @@ class _HealthSink:
             return self._done.wait_for(lambda: len(self.records) >= count, timeout)
 
 
+class HealthSweepPath(JobPath):
+    """The job path of a sweep asked for through the API: the maintenance function probes
+    every target (FleetHealth.sweep), then closes the job."""
+
+    system = "health-sweep"
+    unstarted_reason = "could not start the sweep"
+    unstarted_message = "the sweep was recorded but could not be started; it is marked FAILED"
+
+    def start(self, job: dict[str, Any], targets: list[str]) -> None:
+        name = settings().maintenance_function
+        if not name:
+            raise RuntimeError("MAINTENANCE_FUNCTION is not configured")
+        aws.client("lambda").invoke(
+            FunctionName=name, InvocationType="Event",
+            Payload=json.dumps({"task": "health-sweep", "job_id": job["job_id"]}).encode())
+
+
 class FleetHealth:
-    def __init__(self, hosts: HostStore | None = None, jobs: Jobs | None = None) -> None:
+    def __init__(self, hosts: HostStore | None = None,
+                 records: JobRecords | None = None) -> None:
         self.hosts = hosts or HostStore()
-        self._jobs = jobs
+        self._records = records
 
     @property
-    def jobs(self) -> Jobs:
-        if self._jobs is None:
-            self._jobs = Jobs(hosts=self.hosts)
-        return self._jobs
+    def path(self) -> HealthSweepPath:
+        """Read only by sweeps recorded as jobs (the scheduled ones touch no job)."""
+        if self._records is None:
+            self._records = JobRecords(hosts=self.hosts)
+        return HealthSweepPath(self._records)
 
     # ------------------------------------------------------------------ sweeping
     def targets(self, kind: str | None = None, tags: dict[str, str] | None = None
@@ -223,18 +243,19 @@ class FleetHealth:
         """Probe the hosts not in maintenance (all, or of `kind` and `tags`), or the
         targets of sweep job `job_id`."""
         job = None
-        if job_id is not None:
-            job = self.jobs.jobs.get(job_id)
+        store = self.path.records.store if job_id is not None else None  # a recorded sweep
+        if store is not None and job_id is not None:
+            job = store.get(job_id)
             if JobStatus(job["status"]).final:
-                raise Problem(f"sweep job {job_id} has already ended", 409)
-            self.jobs.jobs.mark_running(job_id, now_iso(), job.get("path", "maintenance"))
+                raise conflict(f"sweep job {job_id} has already ended")
+            store.mark_running(job_id, now_iso(), job.get("path", "maintenance"))
             found = self.hosts.get_many(job["targets"])
             items = [found[h] for h in job["targets"] if h in found]
         else:
             items = self.targets(kind, tags)
         by_id = {item["id"]: item for item in items}
         swept_at = now_iso()
-        job_results = BatchedResults(self.jobs.jobs, job_id) if job_id else None
+        job_results = BatchedResults(store, job_id) if store and job_id else None
         sink = _HealthSink(self.hosts, by_id, swept_at, job_results)
 
         def perform(host: Host, deadline: Deadline) -> Any:
@@ -256,11 +277,11 @@ class FleetHealth:
         finally:
             if job_results is not None:
                 job_results.close()
-        if job is not None:
+        if store is not None and job is not None:
             missing = [h for h in job["targets"] if h not in by_id]
             if missing:  # removed from the inventory since the sweep was asked for
-                self.jobs.jobs.write_results(job_id, [_gone(h) for h in missing])
-            self.jobs._close(job, Caller.system("health-sweep"), stopped_by=None)
+                store.write_results(job["job_id"], [_gone(h) for h in missing])
+            self.path.close(job)
         return SweepReport(swept_at, summary.elapsed_s, dict(sink.records),
                            {i["id"]: i["kind"] for i in items})
 
@@ -291,23 +312,14 @@ class FleetHealth:
         }
         # The job and its event together; the sweep is started after (a failed start
         # closes the job, with its own event).
-        self.jobs.audit.record(
-            self.jobs.jobs.create_change(job, targets),
+        path = self.path
+        path.records.audit.record(
+            path.records.store.create_change(job, targets),
             actor=caller.principal, source_ip=caller.source_ip, request_id=caller.request_id,
             action="job.start", target=f"job:{job_id}", job_id=job_id, outcome="ok",
             params={"action": SWEEP_ACTION, "total": len(targets), "kind": kind,
                     "tags": tags or None})
-        try:
-            if not config.maintenance_function:
-                raise RuntimeError("MAINTENANCE_FUNCTION is not configured")
-            aws.client("lambda").invoke(
-                FunctionName=config.maintenance_function, InvocationType="Event",
-                Payload=json.dumps({"task": "health-sweep", "job_id": job_id}).encode())
-        except Exception as exc:
-            self.jobs._fail_unstarted(job_id, f"could not start the sweep: {type(exc).__name__}",
-                                      caller)
-            raise Problem("the sweep was recorded but could not be started; it is marked "
-                          "FAILED", 503, extra={"job_id": job_id}) from None
+        path.launch(job, targets, caller)
         return {"job_id": job_id, "status": JobStatus.PENDING.value, "total": len(targets)}
 
     # ------------------------------------------------------------------ reading

@@ -132,8 +132,8 @@ class Inventory:
             # the record too (docs/audit.md: changes outside DynamoDB).
             self.audit.record(
                 self.hosts.create_change(host), action="host.create", outcome="ok",
-                params=_audit_params(host, credentials_given=body.credentials is not None,
-                                     sharing=sharing),
+                params=audit_params(host, credentials_given=body.credentials is not None,
+                                    sharing=sharing),
                 **event)
         except ChangeRefused:
             raise conflict(f"host {body.id!r} already exists") from None
@@ -202,8 +202,8 @@ class Inventory:
                 outcome="ok",
                 params={
                     "changed": changed,
-                    **_audit_params(host, credentials_given="credentials" in changes,
-                                    sharing=sharing),
+                    **audit_params(host, credentials_given="credentials" in changes,
+                                   sharing=sharing),
                 },
             )
         except ChangeRefused:
@@ -321,8 +321,8 @@ def view(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _audit_params(host: Host, *, credentials_given: bool,
-                  sharing: list[str] | None = None) -> dict[str, Any]:
+def audit_params(host: Host, *, credentials_given: bool,
+                 sharing: list[str] | None = None) -> dict[str, Any]:
     return {
         # The secret's name (never its value): who holds which credentials, and with whom.
         "shares_credentials_with": sharing,

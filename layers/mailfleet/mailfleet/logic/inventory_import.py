@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mailfleet.drivers.http import forget_sessions
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.hosts import Inventory, _audit_params
+from mailfleet.logic.hosts import Inventory, audit_params
 from mailfleet.logic.problems import Problem
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import (
@@ -177,7 +177,7 @@ class BulkImport:
             ([self._change(e)], dict(
                 event, action="host.create" if e.old is None else "host.replace",
                 target=e.body.id, outcome="ok",
-                params={"via": "inventory.import", **_audit_params(
+                params={"via": "inventory.import", **audit_params(
                     e.host, credentials_given=e.body.credentials is not None)}))
             for e in entries if e.host is not None
         ])

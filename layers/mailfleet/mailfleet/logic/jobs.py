@@ -27,9 +27,20 @@ from mailfleet.fanout import (
     run,
     run_async,
 )
-from mailfleet.logic import connect, distributed
+from mailfleet.logic import connect
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.problems import FieldError, Problem, conflict, forbidden, invalid, not_found
+from mailfleet.logic.distributed import DISTRIBUTED, DistributedJobs, choose_path
+from mailfleet.logic.job_paths import JobPath, out_of_time_check
+from mailfleet.logic.job_records import JobRecords, count_failures
+from mailfleet.logic.problems import (
+    FieldError,
+    Forbidden,
+    Invalid,
+    conflict,
+    forbidden,
+    invalid,
+    not_found,
+)
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import Host, HostKind
 from mailfleet.models.jobs import JobRequest, JobStatus, ResultStatus
@@ -44,8 +55,6 @@ from mailfleet.store.jobs import RAN_PREFIX, BatchedResults, JobNotFound, JobSto
 # within this many seconds, when a job is submitted.
 COMMAND_FETCH_PARALLEL = 16
 COMMAND_FETCH_TIMEOUT = 5.0
-# A worker stops starting hosts when less than this (plus the job's timeout) is left.
-HANDOVER_MARGIN_S = 10.0
 # Parameters live in the job item until the job ends (DynamoDB items stop at 400 KB).
 MAX_PARAMS_BYTES = 128 * 1024
 # One host's action must fit in one worker invocation, with room to record it.
@@ -55,13 +64,14 @@ MAX_HOST_SECONDS = 840
 class Jobs:
     def __init__(
         self,
-        jobs: JobStore | None = None,
+        store: JobStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
     ) -> None:
-        self.jobs = jobs or JobStore()
+        self.store = store or JobStore()
         self.hosts = hosts or HostStore()
         self.audit = audit or AuditLog()
+        self.records = JobRecords(self.store, self.hosts, self.audit)
         # The ids inside a scope, read once per instance (one request).
         self._scope_ids: tuple[Any, set[str]] | None = None
 
@@ -82,7 +92,7 @@ class Jobs:
         total = len(items)
         approval = self._approval(decision, total)
         shown_params = redact_params(kind, request.action, params)
-        path = distributed.choose_path(
+        path = choose_path(
             total,
             request.timeout_seconds,
             resolve_limit(request.max_concurrency, total, minimum=1) or 1,
@@ -113,10 +123,10 @@ class Jobs:
             job.pop("run_params")
             job["finished_at"] = job["created_at"]
             job["counts"] = {ResultStatus.SKIPPED.value: total}
-        # The job and its event together; its worker is started after (see _start).
+        # The job and its event together; its runner is started after (path_for).
         self.audit.record(
-            self.jobs.create_change({k: v for k, v in job.items() if v is not None},
-                                    [i["id"] for i in items]),
+            self.store.create_change({k: v for k, v in job.items() if v is not None},
+                                     [i["id"] for i in items]),
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
@@ -146,7 +156,7 @@ class Jobs:
             answer["approval"] = approval
             return answer, False  # started by POST /jobs/{id}/approve, or never
         answer["path"] = path
-        self._start(job, [i["id"] for i in items], caller)
+        self.path_for(job).launch(job, [i["id"] for i in items], caller)
         return answer, False
 
     @staticmethod
@@ -166,15 +176,15 @@ class Jobs:
         if not decision.allowed:
             where = f"params.{decision.field}" if decision.field else "action"
             reason = f"refused by policy rule {decision.rule}: {decision.reason}"
-            raise Problem(f"{where}: {reason}", 422, [FieldError(where, reason)],
+            raise Invalid(f"{where}: {reason}", [FieldError(where, reason)],
                           extra={"rule": decision.rule, "class": "never"})
         if caller is not None and decision.least_role is not None and not caller.role.allows(
             decision.least_role
         ):
-            raise Problem(
+            raise Forbidden(
                 f"{request.action} on {kind} hosts needs the {decision.least_role.value} role "
                 f"(policy rule {decision.rule}: {decision.action_class.value}, "
-                f"{decision.reason}); you have {caller.role.value}", 403,
+                f"{decision.reason}); you have {caller.role.value}",
                 extra={"rule": decision.rule, "class": decision.action_class.value,
                        "least_role": decision.least_role.value})
         if decision.destructive and not request.dry_run:
@@ -183,7 +193,7 @@ class Jobs:
                 reason = (f"{request.action} is destructive (policy rule {decision.rule}: "
                           f"{decision.reason}): confirm with \"{expected}\" (the action and "
                           "the number of targets it will hit)")
-                raise Problem(f"confirm: {reason}", 422, [FieldError("confirm", reason)],
+                raise Invalid(f"confirm: {reason}", [FieldError("confirm", reason)],
                               extra={"rule": decision.rule, "expected_confirm": expected})
         return decision
 
@@ -215,8 +225,8 @@ class Jobs:
         try:
             # The approval and its event in one write; the worker is started after.
             self.audit.record(
-                self.jobs.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
-                                            JobStatus.PENDING.value, approval=approval),
+                self.store.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
+                                             JobStatus.PENDING.value, approval=approval),
                 actor=caller.principal, source_ip=caller.source_ip,
                 request_id=caller.request_id, action="job.approve",
                 target=f"job:{job_id}", job_id=job_id, outcome="ok",
@@ -224,9 +234,9 @@ class Jobs:
                         "action": job["action"], "total": job["total"]})
         except ChangeRefused:
             raise conflict(f"job {job_id} is no longer awaiting approval",
-                           status=self.jobs.status(job_id)[0]) from None
+                           status=self.store.status(job_id)[0]) from None
         job = dict(job, status=JobStatus.PENDING.value, approval=approval)
-        self._start(job, job["targets"], caller)
+        self.path_for(job).launch(job, job["targets"], caller)
         return {"job_id": job_id, "status": JobStatus.PENDING.value, "total": job["total"],
                 "path": job.get("path"), "approval": approval}
 
@@ -238,18 +248,18 @@ class Jobs:
         if not self._cancel_awaiting(job, caller, "job.reject",
                                      "rejected by " + caller.principal):
             raise conflict(f"job {job_id} is no longer awaiting approval",
-                           status=self.jobs.status(job_id)[0])
+                           status=self.store.status(job_id)[0])
         return self.view(job_id)
 
     def expire_approvals(self, *, limit: int = 100) -> int:
         """End every awaiting job whose approval time is over (CANCELLED); returns how many."""
-        jobs, _ = self.jobs.list(status=JobStatus.AWAITING_APPROVAL.value, limit=limit,
-                                 next_token=None)
-        return sum(1 for job in jobs if self._expire_if_due(self.jobs.get(job["job_id"])))
+        jobs, _ = self.store.list(status=JobStatus.AWAITING_APPROVAL.value, limit=limit,
+                                  next_token=None)
+        return sum(1 for job in jobs if self._expire_if_due(self.store.get(job["job_id"])))
 
     def _awaiting(self, job_id: str) -> dict[str, Any]:
         try:
-            job = self.jobs.get(job_id)
+            job = self.store.get(job_id)
         except JobNotFound:
             raise not_found("job", job_id) from None
         if self._expire_if_due(job):
@@ -272,20 +282,20 @@ class Jobs:
                          why: str) -> bool:
         job_id = job["job_id"]
         if "targets" not in job:  # a listed item (no target list): read it whole
-            job = self.jobs.get(job_id)
+            job = self.store.get(job_id)
         counts = {ResultStatus.SKIPPED.value: job["total"]}
         try:
             self.audit.record(
-                self.jobs.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
-                                            JobStatus.CANCELLED.value, counts=counts,
-                                            finished_at=now_iso(), note=why),
+                self.store.transition_change(job_id, JobStatus.AWAITING_APPROVAL.value,
+                                             JobStatus.CANCELLED.value, counts=counts,
+                                             finished_at=now_iso(), note=why),
                 actor=caller.principal, source_ip=caller.source_ip,
                 request_id=caller.request_id, action=event, target=f"job:{job_id}",
                 job_id=job_id, outcome=JobStatus.CANCELLED.value,
                 params={"reason": why, "created_by": job.get("created_by")})
         except ChangeRefused:
             return False  # approved, rejected or expired meanwhile
-        self._skip_all(job_id, job["targets"], f"not run: {why}")
+        self.records.skip(job_id, job["targets"], f"not run: {why}")
         return True
 
     @staticmethod
@@ -402,62 +412,20 @@ class Jobs:
                 )
                 for (f, m), h in problems.items()
             ]
-            raise Problem("the action does not fit the hosts' own command lists", 422, errors)
+            raise Invalid("the action does not fit the hosts' own command lists", errors)
         return params
 
-    def _start(self, job: dict[str, Any], targets: list[str], caller: Caller) -> None:
-        job_id = job["job_id"]
-        name = settings().fanout_function
-        try:
-            if job["path"] == distributed.DISTRIBUTED:
-                distributed.DistributedJobs(self).start(job, targets)
-                return
-            if not name:
-                raise RuntimeError("FANOUT_FUNCTION is not configured")
-            aws.client("lambda").invoke(
-                FunctionName=name,
-                InvocationType="Event",
-                Payload=json.dumps({"job_id": job_id}).encode(),
-            )
-        except Exception as exc:
-            # The job must not stay PENDING forever: record why it never ran.
-            self._fail_unstarted(
-                job_id, f"could not start the job worker: {type(exc).__name__}", caller
-            )
-            raise Problem(
-                "the job was recorded but its worker could not be started; it is marked FAILED",
-                503,
-                extra={"job_id": job_id},
-            ) from None
+    def path_for(self, job: dict[str, Any]) -> JobPath:
+        """The path a job runs on: a long appliance operation on its state machine,
+        whatever the job's size; else the one chosen when it was submitted."""
+        from mailfleet.logic.appliance_ops import ApplianceOperations, is_long_operation
 
-    def _fail_unstarted(self, job_id: str, reason: str, caller: Caller) -> None:
-        job = self.jobs.get(job_id)
-        self.jobs.write_results(
-            job_id,
-            [
-                {
-                    "host": h,
-                    "status": ResultStatus.SKIPPED.value,
-                    "output": {"skipped": reason},
-                    "attempts": 0,
-                }
-                for h in job["targets"]
-            ],
-        )
-        try:
-            self.audit.record(
-                self.jobs.finish_change(job_id, JobStatus.FAILED.value,
-                                        {ResultStatus.SKIPPED.value: job["total"]}, now_iso(),
-                                        note=reason),
-                actor=caller.principal,
-                action="job.end",
-                target=f"job:{job_id}",
-                job_id=job_id,
-                outcome="FAILED",
-                params={"reason": reason},
-            )
-        except ChangeRefused:
-            pass  # already final (and recorded as such by whoever closed it)
+        params = json.loads(job.get("run_params") or "{}")
+        if is_long_operation(job.get("kind"), job["action"], params):
+            return ApplianceOperations(self.records)
+        if job.get("path") == DISTRIBUTED:
+            return DistributedJobs(self)
+        return InProcessPath(self.records)
 
     # ------------------------------------------------------------------ reads
     def view(
@@ -470,17 +438,17 @@ class Jobs:
         caller: Caller | None = None,
     ) -> dict[str, Any]:
         try:
-            job = self.jobs.get(job_id)
+            job = self.store.get(job_id)
         except JobNotFound:
             raise not_found("job", job_id) from None
         if caller is not None and not self.sees(job, caller):
             raise not_found("job", job_id)
         if self._expire_if_due(job):
-            job = self.jobs.get(job_id)
+            job = self.store.get(job_id)
         out = _public(job)
         if not results:
             return out
-        recorded, token = self.jobs.results(job_id, limit=results_limit, next_token=next_token)
+        recorded, token = self.store.results(job_id, limit=results_limit, next_token=next_token)
         by_host = {r["host"]: r for r in recorded}
         targets: list[str] = job.get("targets", [])
         if results_limit is None or token is None:
@@ -518,12 +486,12 @@ class Jobs:
         next_token: str | None,
         caller: Caller | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        jobs, token = self.jobs.list(status=status, limit=limit, next_token=next_token)
+        jobs, token = self.store.list(status=status, limit=limit, next_token=next_token)
         if caller is not None and caller.scope is not None:
             # A page may come back shorter: its jobs outside the scope are left out.
             jobs = [j for j in jobs if self.sees(j, caller)]
         # An approval past its hour shows as what it is: CANCELLED.
-        jobs = [self.jobs.get(j["job_id"]) if self._expire_if_due(j) else j for j in jobs]
+        jobs = [self.store.get(j["job_id"]) if self._expire_if_due(j) else j for j in jobs]
         return [_public(j) for j in jobs], token
 
     def sees(self, job: dict[str, Any], caller: Caller) -> bool:
@@ -548,7 +516,7 @@ class Jobs:
         end = time.monotonic() + seconds
         delay = 0.05
         while True:
-            status, _ = self.jobs.status(job_id)
+            status, _ = self.store.status(job_id)
             if JobStatus(status).final:
                 return True
             if time.monotonic() >= end:
@@ -560,13 +528,13 @@ class Jobs:
     def cancel(self, job_id: str, caller: Caller) -> dict[str, Any]:
         if caller.scope is not None:
             try:
-                job = self.jobs.get(job_id)
+                job = self.store.get(job_id)
             except JobNotFound:
                 raise not_found("job", job_id) from None
             if not self.sees(job, caller):
                 raise forbidden(f"job {job_id!r} acts on hosts outside this token's scope")
         try:
-            status = self.jobs.status(job_id)[0]
+            status = self.store.status(job_id)[0]
             if status == JobStatus.AWAITING_APPROVAL:
                 # Nothing runs yet: cancelling it is turning it down.
                 view = self.reject(job_id, caller)
@@ -578,12 +546,11 @@ class Jobs:
                  "target": f"job:{job_id}", "job_id": job_id}
         if not JobStatus(status).final:
             try:
-                self.audit.record(self.jobs.cancel_change(job_id), outcome="requested", **event)
+                self.audit.record(self.store.cancel_change(job_id), outcome="requested", **event)
             except ChangeRefused:  # it ended meanwhile
-                status = self.jobs.status(job_id)[0]
+                status = self.store.status(job_id)[0]
             else:
-                if self.jobs.get(job_id).get("path") == distributed.DISTRIBUTED:
-                    distributed.DistributedJobs(self).stop(job_id)
+                self.path_for(self.store.get(job_id)).stop(job_id)
                 return {"job_id": job_id, "status": status, "cancel_requested": True}
         self.audit.append(outcome="already_final", **event)
         return {"job_id": job_id, "status": status, "cancel_requested": False}
@@ -599,7 +566,7 @@ class Jobs:
         """Run a job to its end (or hand the rest over when this worker runs out of time).
         Safe to call twice: hosts with a recorded result are not run again."""
         try:
-            job = self.jobs.get(job_id)
+            job = self.store.get(job_id)
         except JobNotFound:
             # A replayed or stray invocation: nothing to run, nothing to record.
             return {"job_id": job_id, "status": "UNKNOWN", "skipped": "no such job"}
@@ -608,40 +575,33 @@ class Jobs:
         if job["status"] == JobStatus.AWAITING_APPROVAL:
             # Only an approval starts it (a stray or early invocation runs nothing).
             return {"job_id": job_id, "status": job["status"], "skipped": "awaiting approval"}
-        system = Caller.system("fanout-worker")
+        path = InProcessPath(self.records)
         targets: list[str] = job["targets"]
-        previous = self.jobs.results(job_id)[0]  # a resumed job's hosts already done
+        previous = self.store.results(job_id)[0]  # a resumed job's hosts already done
         done = {r["host"] for r in previous}
         todo = [h for h in targets if h not in done]
         if job.get("cancel_requested"):
-            self._skip_all(job_id, todo, "the job was cancelled before it started")
-            return self._close(job, system, stopped_by="cancelled")
-        self.jobs.mark_running(job_id, now_iso(), job.get("path", "inprocess"))
+            self.records.skip(job_id, todo, "the job was cancelled before it started")
+            return path.close(job, stopped_by="cancelled")
+        self.store.mark_running(job_id, now_iso(), job.get("path", "inprocess"))
         total = len(targets)
-        timeout = float(job["timeout_seconds"])
         max_errors = resolve_limit(job.get("max_errors"), total)
-        out_of_time = None
-        if remaining_ms is not None:
-
-            def out_of_time() -> bool:
-                return remaining_ms() / 1000 < timeout + HANDOVER_MARGIN_S
-
         summary = self.run_hosts(
             job,
             todo,
             concurrency=resolve_limit(job["max_concurrency"], total, minimum=1) or 1,
-            budget=LocalErrorBudget(max_errors, count=_failures(previous)),
-            out_of_time=out_of_time,
+            budget=LocalErrorBudget(max_errors, count=count_failures(previous)),
+            out_of_time=out_of_time_check(remaining_ms, float(job["timeout_seconds"])),
         )
         if summary.stopped_by == "time" and continue_later is not None:
             continue_later(job_id)
             return {"job_id": job_id, "status": "RUNNING", "handed_over": True}
         if summary.stopped_by == "time":
-            return self._close(job, system, stopped_by=summary.stopped_by)
+            return path.close(job, stopped_by=summary.stopped_by)
         # Every host now has a result, and this worker knows each one's status: the job
         # is closed without reading a thousand results back.
         counts = Counter(r["status"] for r in previous) + summary.counts
-        return self._close(job, system, stopped_by=summary.stopped_by, counts=dict(counts))
+        return path.close(job, stopped_by=summary.stopped_by, counts=dict(counts))
 
     def run_hosts(
         self,
@@ -659,7 +619,7 @@ class Jobs:
         items = self.hosts.get_many(todo)
         gone = [h for h in todo if h not in items]
         if gone:  # counted in the Summary below, with the hosts that ran
-            self.jobs.write_results(
+            self.store.write_results(
                 job_id,
                 [
                     {
@@ -679,7 +639,7 @@ class Jobs:
         params = json.loads(job.get("run_params") or "{}")
         action = job["action"]
         refused = self._refused_at_run(job, params)
-        sink = BatchedResults(self.jobs, job_id, interval=flush_interval)
+        sink = BatchedResults(self.store, job_id, interval=flush_interval)
 
         def perform(host: Any, deadline: Deadline) -> Any:
             if refused is not None:
@@ -688,7 +648,7 @@ class Jobs:
             try:
                 checked = driver.validate(action, params, deadline)
                 output = driver.perform(action, checked, deadline)
-                self._follow_host_changes(items[host.id], output, job_id)
+                self.records.follow_host_changes(items[host.id], output, job_id)
                 # Stored outputs never carry secrets: the driver's schema, then its host's
                 # own credential values.
                 return driver.safe_output(action, output)
@@ -733,7 +693,7 @@ class Jobs:
                 raise
             finally:
                 driver.close()
-            self._follow_host_changes(item, output, job_id)
+            self.records.follow_host_changes(item, output, job_id)
             # Stored outputs never carry secrets (as in perform above).
             return driver.safe_output(action, output)
 
@@ -745,7 +705,7 @@ class Jobs:
             timeout_seconds=float(job["timeout_seconds"]),
             budget=budget,
             out_of_time=out_of_time,
-            should_stop=CachedCheck(lambda: self.jobs.status(job_id)[1]),
+            should_stop=CachedCheck(lambda: self.store.status(job_id)[1]),
         )
         try:
             if driver_class(job["kind"]).has_async_perform:
@@ -771,100 +731,29 @@ class Jobs:
         return HostError(ErrorType.INVALID_PARAMS, f"refused by policy rule {decision.rule}: "
                          f"{decision.reason}", code=decision.rule)
 
-    def _follow_host_changes(self, item: dict[str, Any], output: Any, job_id: str) -> None:
-        """Keep the inventory true to what an action changed on the host: a new
-        certificate (appliance certs.set) means a new pin, or every later call fails TLS."""
-        if not (isinstance(output, dict) and output.get("repin_required")):
-            return
-        tls = dict(item.get("tls") or {}, pin_sha256=output["pin_sha256"])
-        try:
-            self.audit.record(self.hosts.set_fields_change(item["id"], tls=tls),
-                              actor=Caller.system("fanout-worker").principal,
-                              action="host.repin", target=item["id"], job_id=job_id,
-                              outcome="ok", params={"pin_sha256": output["pin_sha256"]})
-        except ChangeRefused:
-            pass  # the host was deleted meanwhile: nothing to pin
-
-    def _skip_all(self, job_id: str, hosts: list[str], why: str) -> None:
-        self.jobs.write_results(
-            job_id,
-            [
-                {
-                    "host": h,
-                    "status": ResultStatus.SKIPPED.value,
-                    "attempts": 0,
-                    "output": {"skipped": why},
-                }
-                for h in hosts
-            ],
-        )
-
-    def _close(
-        self,
-        job: dict[str, Any],
-        caller: Caller,
-        *,
-        stopped_by: str | None,
-        counts: dict[str, int] | None = None,
-    ) -> dict[str, Any]:
-        """End the job. `counts`: every target's result is recorded and these are their
-        statuses (the worker that ran them all knows); else they are read back."""
-        job_id = job["job_id"]
-        if counts is None or sum(counts.values()) != len(job["targets"]):
-            results, _ = self.jobs.results(job_id)
-            recorded = {r["host"] for r in results}
-            unaccounted = [h for h in job["targets"] if h not in recorded]
-            if unaccounted:  # nothing may be left without a result
-                self._skip_all(job_id, unaccounted, "not started")
-                results, _ = self.jobs.results(job_id)
-            counts = dict(Counter(r["status"] for r in results))
-        status = final_status(counts, cancelled=stopped_by == "cancelled")
-        try:
-            self.audit.record(
-                self.jobs.finish_change(job_id, status.value, counts, now_iso(),
-                                        note=f"stopped: {stopped_by}" if stopped_by else None),
-                actor=caller.principal,
-                action="job.end",
-                target=f"job:{job_id}",
-                job_id=job_id,
-                outcome=status.value,
-                params={"counts": counts, "stopped_by": stopped_by},
-            )
-        except ChangeRefused:  # someone else closed it first (a Map's close and a cancel)
-            return {"job_id": job_id, "status": self.jobs.status(job_id)[0], "counts": counts}
-        return {"job_id": job_id, "status": status.value, "counts": counts}
-
     def fail_job(self, job_id: str, reason: str) -> bool:
         """Last resort when the worker itself breaks: account for every host and end it.
         False when the job had already ended."""
-        job = self.jobs.get(job_id)
+        job = self.store.get(job_id)
         if JobStatus(job["status"]).final:
             return False
-        self.fail_hosts(job_id, job["targets"], reason)
-        self._close(job, Caller.system("fanout-worker"), stopped_by=None)
+        self.records.fail(job_id, job["targets"], reason)
+        self.records.close(job, Caller.system("fanout-worker"), stopped_by=None)
         return True
 
-    def fail_hosts(self, job_id: str, hosts: list[str], reason: str) -> None:
-        """Record FAILED for each of `hosts` without a result (the worker running them broke)."""
-        results, _ = self.jobs.results(job_id)
-        recorded = {r["host"] for r in results}
-        self.jobs.write_results(
-            job_id,
-            [
-                {
-                    "host": h,
-                    "status": ResultStatus.FAILED.value,
-                    "attempts": 0,
-                    "error": {
-                        "type": "command",
-                        "code": "worker",
-                        "retryable": True,
-                        "message": reason,
-                    },
-                }
-                for h in hosts
-                if h not in recorded
-            ],
+
+class InProcessPath(JobPath):
+    """One fan-out worker invocation runs every host (Jobs.execute), handing the rest over
+    to a fresh invocation when it runs out of time."""
+
+    def start(self, job: dict[str, Any], targets: list[str]) -> None:
+        name = settings().fanout_function
+        if not name:
+            raise RuntimeError("FANOUT_FUNCTION is not configured")
+        aws.client("lambda").invoke(
+            FunctionName=name,
+            InvocationType="Event",
+            Payload=json.dumps({"job_id": job["job_id"]}).encode(),
         )
 
 
@@ -872,22 +761,6 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """A blocking call made from the fan-out's event loop: the loop carries on with the
     other hosts meanwhile."""
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-def _failures(results: list[dict[str, Any]]) -> int:
-    return sum(1 for r in results if r["status"] in ("FAILED", "TIMED_OUT"))
-
-
-def final_status(counts: dict[str, int], *, cancelled: bool) -> JobStatus:
-    if cancelled:
-        return JobStatus.CANCELLED
-    ok = counts.get(ResultStatus.SUCCEEDED.value, 0)
-    total = sum(counts.values())
-    if total and ok == total:
-        return JobStatus.SUCCEEDED
-    if ok == 0:
-        return JobStatus.FAILED
-    return JobStatus.PARTIAL
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
@@ -911,7 +784,6 @@ def redact_params(kind: HostKind | str | None, action: str, params: dict[str, An
     return out
 
 
-def _params_problem(exc: InvalidParams) -> Problem:
+def _params_problem(exc: InvalidParams) -> Invalid:
     where = f"params.{exc.field}" if exc.field else "params"
-    reason = exc.message.split(": ", 1)[-1]
-    return Problem(f"{where}: {reason}", 422, [FieldError(where, reason)])
+    return invalid(where, exc.message.split(": ", 1)[-1])

@@ -25,9 +25,9 @@ from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutover_steps import (
     HOST_TIMEOUT_SECONDS,
     CutoverSteps,
-    _cause,
-    _driver,
-    _perform,
+    cached_driver,
+    perform,
+    rollback_cause,
 )
 from mailfleet.logic.migrations import Migrations
 from mailfleet.models.cutovers import AccountStatus, Strategy
@@ -163,7 +163,7 @@ class MigrationSteps(CutoverSteps):
     def _mailboxes(self, account: str, known: dict[str, Driver], other: str
                    ) -> dict[str, dict[str, dict[str, Any]]]:
         drivers = dict(known)
-        drivers[other] = _driver(self._host_items([other])[other])
+        drivers[other] = cached_driver(self._host_items([other])[other])
         return {h: _dovecot(d).mailboxes(account, Deadline.after(HOST_TIMEOUT_SECONDS))
                 for h, d in drivers.items()}
 
@@ -211,7 +211,7 @@ class MigrationSteps(CutoverSteps):
         the cause; nothing to undo on any host."""
         record = self.store.account(item["cutover_id"], item["n"])
         item = dict(item, account=record["account"])
-        cause = dict(_cause(item, record) or {}, route="unchanged: still on the source")
+        cause = dict(rollback_cause(item, record) or {}, route="unchanged: still on the source")
         self._settle(item, AccountStatus.ROLLED_BACK, error=cause)
         return {}
 
@@ -220,7 +220,8 @@ class MigrationSteps(CutoverSteps):
         account stays DONE on the destination, with the error for an operator."""
         record = self.store.account(item["cutover_id"], item["n"])
         item = dict(item, account=record["account"])
-        cause = dict(_cause(item, record) or {}, route="unchanged: still on the destination")
+        cause = dict(rollback_cause(item, record) or {},
+                     route="unchanged: still on the destination")
         self._settle(item, AccountStatus.DONE, error={"rollback": cause})
         return {}
 
@@ -233,7 +234,7 @@ class MigrationSteps(CutoverSteps):
 
         def check(host: dict[str, Any], driver: Driver) -> Any:
             if host["kind"] != HostKind.DOVECOT:
-                _perform(driver, "stats", {})
+                perform(driver, "stats", {})
                 return {"reachable": True}
             commands = _dovecot(driver).fetch_commands(Deadline.after(HOST_TIMEOUT_SECONDS))
             needed = MIGRATION_COMMANDS if host["id"] in backends else DIRECTOR_COMMANDS

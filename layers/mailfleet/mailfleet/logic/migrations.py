@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from mailfleet.config import settings
 from mailfleet.drivers.dovecot import DsyncTarget
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.cutovers import Cutovers, _busy
+from mailfleet.logic.cutovers import Cutovers, busy_accounts
 from mailfleet.logic.problems import invalid
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, account_key
@@ -59,7 +59,7 @@ class Migrations(Cutovers):
         keys = {account_key(a): a for a in request.accounts}
         busy, stale = self._conflicts(keys)
         if busy:
-            raise _busy(busy)
+            raise busy_accounts(busy)
         total = len(request.accounts)
         migration_id = uuid.uuid4().hex
         plan = {

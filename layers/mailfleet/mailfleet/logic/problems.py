@@ -1,4 +1,6 @@
-"""Client-facing failures of the logic layer; the API turns them into 4xx answers."""
+"""Why the logic layer refuses a request, in its own words: a small hierarchy of domain
+errors, never an HTTP status. The API function maps each kind to its status in one place
+(functions/api/app.py); the scheduler and the workers handle them as they are."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ class FieldError:
 
 @dataclass
 class Problem(Exception):
+    """A request the logic layer refuses: a message fit for the client, the fields at
+    fault (if any) and anything else the client needs (`extra`, e.g. the job's id)."""
+
     message: str
-    status: int = 400
     errors: list[FieldError] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -33,17 +37,42 @@ class Problem(Exception):
         return out
 
 
-def invalid(field_name: str, reason: str) -> Problem:
-    return Problem(f"{field_name}: {reason}", 422, [FieldError(field_name, reason)])
+class Invalid(Problem):
+    """The request itself is wrong: `errors` name the fields and the reasons."""
 
 
-def not_found(what: str, ident: str) -> Problem:
-    return Problem(f"{what} {ident!r} not found", 404)
+class Unauthenticated(Problem):
+    """No caller is known (a missing or unknown token)."""
 
 
-def conflict(message: str, **extra: Any) -> Problem:
-    return Problem(message, 409, extra=extra)
+class Forbidden(Problem):
+    """The caller is known but may not do this (role, scope, creator rules)."""
 
 
-def forbidden(message: str) -> Problem:
-    return Problem(message, 403)
+class NotFound(Problem):
+    """The thing asked for does not exist (or is not visible to this caller)."""
+
+
+class Conflict(Problem):
+    """The thing is not in a state that allows this (already final, in use, taken)."""
+
+
+class Unavailable(Problem):
+    """A service this needs could not be reached or is not configured; when a change was
+    already recorded, `extra` says which (e.g. the job marked FAILED)."""
+
+
+def invalid(field_name: str, reason: str, **extra: Any) -> Invalid:
+    return Invalid(f"{field_name}: {reason}", [FieldError(field_name, reason)], extra)
+
+
+def not_found(what: str, ident: str) -> NotFound:
+    return NotFound(f"{what} {ident!r} not found")
+
+
+def conflict(message: str, **extra: Any) -> Conflict:
+    return Conflict(message, extra=extra)
+
+
+def forbidden(message: str, **extra: Any) -> Forbidden:
+    return Forbidden(message, extra=extra)

@@ -20,12 +20,14 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.drivers import driver_class
-from mailfleet.logic.appliance_ops import OperationJobs
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.jobs import Jobs, redact_params
 from mailfleet.logic.problems import (
     FieldError,
+    Forbidden,
+    Invalid,
     Problem,
+    Unavailable,
     conflict,
     forbidden,
     invalid,
@@ -70,8 +72,8 @@ class Schedules:
         kind = self._check_job(body.job, caller)
         config = settings()
         if not (config.maintenance_function_arn and config.scheduler_role_arn):
-            raise Problem("schedules are not configured (MAINTENANCE_FUNCTION_ARN, "
-                          "SCHEDULER_ROLE_ARN)", 503)
+            raise Unavailable("schedules are not configured (MAINTENANCE_FUNCTION_ARN, "
+                              "SCHEDULER_ROLE_ARN)")
         payload = {"task": TASK, "schedule": body.name,
                    "job": body.job.model_dump(mode="json", exclude_none=True,
                                               exclude={"schedule"}),
@@ -227,7 +229,7 @@ class Schedules:
                                                  "schedule": name})
             # Its own principal, with the least role its job needs (never its creator's).
             caller = _run_as(name, request, _kind_of(request))
-            answer, _ = OperationJobs().submit(request, caller)
+            answer, _ = Jobs().submit(request, caller)
         except (Problem, ValueError) as exc:
             reason = exc.message if isinstance(exc, Problem) else str(exc)[:500]
             self.audit.append(actor=caller.principal, action="schedule.run",
@@ -259,8 +261,10 @@ class Schedules:
         except Problem as exc:
             errors = [FieldError(f"job.{e.field}", e.reason) for e in exc.errors] or [
                 FieldError("job", exc.message)]
-            raise Problem(f"{errors[0].field}: {errors[0].reason}", exc.status
-                          if exc.status == 403 else 422, errors, extra=exc.extra) from None
+            # Refused for the caller's role: still that; anything else: the job is invalid.
+            refusal = Forbidden if isinstance(exc, Forbidden) else Invalid
+            raise refusal(f"{errors[0].field}: {errors[0].reason}", errors,
+                          extra=exc.extra) from None
         return kind
 
     def _exists(self, name: str) -> bool:

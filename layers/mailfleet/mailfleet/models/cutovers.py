@@ -121,7 +121,7 @@ class CutoverRequest(Model):
     def _strategy_fits(self) -> CutoverRequest:
         if self.strategy == Strategy.DIRECTOR:
             for name, value in (("destination", self.destination), ("drain", self.drain)):
-                if value is not None and not _is_ip(value):
+                if value is not None and not is_ip(value):
                     raise ValueError(
                         f"{name}: with strategy director, a backend IP address as listed by "
                         "directorStatus"
@@ -136,7 +136,7 @@ def account_key(account: str) -> str:
     return account.strip().lower()
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:

@@ -23,8 +23,8 @@ from mailfleet.models.cutovers import (
     Destination,
     HostSelection,
     Strategy,
-    _is_ip,
     account_key,
+    is_ip,
 )
 from mailfleet.models.hosts import HostId
 
@@ -57,7 +57,7 @@ class DirectorRouting(Model):
     @field_validator("backend_address")
     @classmethod
     def _ip(cls, value: str) -> str:
-        if not _is_ip(value):
+        if not is_ip(value):
             raise ValueError("a backend IP address as listed by directorStatus")
         return value
 

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from mailfleet import aws
 from mailfleet.config import settings
-from mailfleet.models.audit import AuditEvent, AuditVerification
+from mailfleet.models.audit import AuditEvent
 from mailfleet.redact import redact
 from mailfleet.store.base import BadPageToken, decode_page, encode_page, from_dynamo, to_dynamo
 
@@ -400,10 +400,3 @@ class AuditLog:
             if "LastEvaluatedKey" not in page or (limit is not None and len(found) >= limit):
                 return [e for e in found if e["seq"] < end_seq]
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def verify(self, *, since: str | None = None, until: str | None = None,
-               next_token: str | None = None) -> AuditVerification:
-        """Check the events against the signed digests; see audit_digests.Verifier."""
-        from mailfleet.store.audit_digests import Verifier
-
-        return Verifier(self).run(since=since, until=until, next_token=next_token)
