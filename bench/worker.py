@@ -111,12 +111,18 @@ def main(argv: list[str]) -> None:
         before = calls.snapshot()
         engine_runs.clear()
         t0, cpu0 = time.perf_counter(), time.process_time()
-        profiler = None
+        profiler: Any = None
         if os.environ.get("BENCH_WORKER_PROFILE"):  # cProfile of each run, to that path
             import cProfile
 
             profiler = cProfile.Profile()
             profiler.enable()
+        sampler: Any = None
+        if os.environ.get("BENCH_WORKER_PYINSTRUMENT"):  # pyinstrument text of each run
+            from pyinstrument import Profiler
+
+            sampler = Profiler(interval=0.0005)
+            sampler.start()
         if event.get("results") == "stand-in":
             outcome = run_with_results_elsewhere(event["job_id"])
         else:
@@ -124,6 +130,10 @@ def main(argv: list[str]) -> None:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(f"{os.environ['BENCH_WORKER_PROFILE']}.{len(runs)}")
+        if sampler is not None:
+            sampler.stop()
+            with open(f"{os.environ['BENCH_WORKER_PYINSTRUMENT']}.{len(runs)}", "w") as out:
+                out.write(sampler.output_text(unicode=False, show_all=False))
         runs.append({
             "handler_s": time.perf_counter() - t0,
             "cpu_s": time.process_time() - cpu0,
