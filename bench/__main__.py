@@ -58,7 +58,8 @@ def say(text: str = "") -> None:
 
 def fanout_table(results: list[runs.FanoutRun]) -> None:
     say(f"{'path':<20}{'hosts':>7}{'ideal':>8}{'fan-out':>9}{'x ideal':>8}{'warm':>8}"
-        f"{'x ideal':>8}{'raw pool':>9}{'x raw':>7}{'CPU/host':>10}{'res/write':>10}"
+        f"{'x ideal':>8}{'raw pool':>9}{'x raw':>7}{'CPU/host':>10}{'fan-out':>9}"
+        f"{'res/write':>10}"
         f"{'inflight':>9}{'peak MiB':>9}{'worker':>8}  counts")
     for r in results:
         def opt(value: float | None, fmt: str, width: int) -> str:
@@ -66,7 +67,8 @@ def fanout_table(results: list[runs.FanoutRun]) -> None:
         say(f"{r.path:<20}{r.hosts:>7}{r.ideal_s:7.2f}s{r.fanout_s:8.2f}s{r.ratio:7.2f}x"
             f"{opt(r.warm_fanout_s, '.2f', 7)}s{opt(r.warm_ratio, '.2f', 7)}x"
             f"{opt(r.raw_s, '.2f', 8)}s{opt(r.raw_ratio, '.2f', 6)}x"
-            f"{opt(r.cpu_ms_per_host, '.3f', 8)}ms{opt(r.results_per_write, '.1f', 10)}"
+            f"{opt(r.cpu_ms_per_host, '.3f', 8)}ms{opt(r.fanout_cpu_ms, '.3f', 7)}ms"
+            f"{opt(r.results_per_write, '.1f', 10)}"
             f"{opt(r.peak_inflight, 'd', 9)}{opt(r.peak_rss_mib, '.0f', 9)}"
             f"{opt(r.whole_s, '.1f', 7)}s  {r.counts}"
             + (f"  [{r.note}]" if r.note else ""))
@@ -178,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             say("raw pool: a ThreadPoolExecutor of max_concurrency doing the same POSTs with "
                 "http.client, nothing recorded, timed in the same run just before; CPU/host: "
                 "the worker process's CPU (user + system) per host-action over the whole "
-                "invocation (reads, fan-out, result writes, close; DDB off: the fan-out only); "
+                "invocation (job and host reads, fan-out, result writes, close; DDB off: "
+                "without the writes and the close); fan-out: the same CPU while the engine ran "
+                "(connections, result shaping, recording; the warm run where there is one); "
                 "res/write: host results per DynamoDB write request; inflight: the most "
                 "requests the fleet saw at once.")
             if api_sizes:
@@ -319,9 +323,11 @@ def report_targets(results: list[runs.FanoutRun], api_results: list[api.ApiRun],
             speedup = seq_1000 / r.fanout_s
             say(f"{r.path} worker, >= {TARGET_SPEEDUP:.0f}x faster than sequential at 1,000: "
                 f"{speedup:.0f}x cold -> {verdict(speedup >= TARGET_SPEEDUP)}")
-        if r.cpu_ms_per_host is not None:
-            say(f"{r.path} worker CPU per host-action < {TARGET_CPU_MS} ms: "
-                f"{r.cpu_ms_per_host:.3f} ms -> {verdict(r.cpu_ms_per_host < TARGET_CPU_MS)}")
+        if r.fanout_cpu_ms is not None:
+            say(f"{r.path} worker CPU per host-action (fan-out: connections, result shaping, "
+                f"recording) < {TARGET_CPU_MS} ms: {r.fanout_cpu_ms:.3f} ms -> "
+                f"{verdict(r.fanout_cpu_ms < TARGET_CPU_MS)}; whole invocation (reading the "
+                f"job and its hosts, closing it) {r.cpu_ms_per_host:.3f} ms")
     for r in results:
         if r.hosts >= 1000 and r.aws.get("dynamodb_writes"):
             per = r.hosts / r.aws["dynamodb_writes"]

@@ -43,6 +43,7 @@ class FanoutRun:
     note: str = ""
     raw_s: float | None = None  # a plain thread pool doing the same requests, same run
     cpu_ms_per_host: float | None = None  # the worker process's CPU per host-action
+    fanout_cpu_ms: float | None = None  # the same while the engine ran (no reads, no close)
     peak_inflight: int | None = None  # the most requests the fleet saw at once
 
     @property
@@ -152,6 +153,7 @@ def inprocess(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int,
         submit_s=submit_s, counts=_job_counts(cold_job), aws=summarize(used),
         peak_rss_mib=worker["peak_rss_mib"], raw_s=raw.wall_s,
         cpu_ms_per_host=cold["cpu_s"] / hosts * 1000, peak_inflight=peak,
+        fanout_cpu_ms=(warm or cold)["fanout_cpu_s"] / hosts * 1000,
     )
     elsewhere = run_worker([{"job_id": spare, "results": "stand-in"}] * (2 if warm_too else 1))
     first, second = elsewhere["runs"][0], elsewhere["runs"][-1] if warm_too else None
@@ -160,6 +162,7 @@ def inprocess(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int,
         fanout_s=first["fanout_s"], warm_fanout_s=second["fanout_s"] if second else None,
         counts=first["outcome"]["counts"], peak_rss_mib=elsewhere["peak_rss_mib"],
         raw_s=raw.wall_s, cpu_ms_per_host=(second or first)["cpu_s"] / hosts * 1000,
+        fanout_cpu_ms=(second or first)["fanout_cpu_s"] / hosts * 1000,
     )
     return [local, offloaded]
 

@@ -486,6 +486,38 @@ def test_failures_are_sent_once(fake: Any, answer: Any, expected: ErrorType, via
         assert "without a response" in info.value.message and not info.value.retryable
 
 
+def _framed(framing: str, seen: Seen) -> bytes:
+    body = reply("doveadmResponse", [{"user": "a"}], tag_of(seen))
+    head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    if framing == "chunked":
+        half = len(body) // 2
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:half], body[half:]))
+        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + chunks + b"0\r\n\r\n"
+    return (head + "\r\n").encode() + body  # no length: the body ends when the host closes
+
+
+@pytest.mark.parametrize("framing", ["chunked", "until close"])
+def test_reply_framings(fake: Any, framing: str, via: Any) -> None:
+    state = fake(lambda seen: _framed(framing, seen))
+    assert via(driver_at(state), "who", {}, Deadline.after(5)) == [{"user": "a"}]
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [(b"garbage\r\n\r\n", "connection failed"),
+     (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n[[", "connection failed")],
+    ids=["bad status line", "cut-off body"],
+)
+def test_broken_replies_are_connection_errors(fake: Any, answer: bytes, words: str,
+                                              via: Any) -> None:
+    state = fake(lambda seen: answer)
+    deadline = Deadline.after(5)
+    with pytest.raises(HostError) as info:
+        via(driver_at(state), "who", {}, deadline)
+    assert info.value.type is ErrorType.CONNECTION and words in info.value.message
+    assert deadline.attempts == 1 and len(state.requests) == 1
+
+
 def test_read_timeout_mentions_credentials(fake: Any, via: Any) -> None:
     state = fake(lambda seen: ("sleep", 3))
     deadline = Deadline.after(0.5)

@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 from mailfleet.drivers.base import Deadline
 from mailfleet.errors import ErrorType, HostError
-from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import Host
 from mailfleet.models.jobs import ResultStatus
 
@@ -108,6 +107,333 @@ class Summary:
     stopped_by: str | None = None  # "max_errors" | "cancelled" | "time" | None
 
 
+_FAILURES = (ResultStatus.FAILED, ResultStatus.TIMED_OUT)
+
+
+class FanOut:
+    """One job's fan-out: what both engines share, one method per rule. Admission and
+    the in-flight bound, per-host caps and abandonment are each engine's own (a thread
+    blocks, a coroutine awaits); `run` is theirs."""
+
+    def __init__(
+        self,
+        sink: ResultSink,
+        *,
+        concurrency: int,
+        timeout_seconds: float,
+        budget: ErrorBudget | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        out_of_time: Callable[[], bool] | None = None,
+        slots: HostSlots = HOST_SLOTS,
+    ) -> None:
+        self.sink = sink
+        self.concurrency = max(1, concurrency)
+        self.timeout_seconds = timeout_seconds
+        self.budget = budget or LocalErrorBudget(None)
+        self.should_stop = should_stop
+        self.out_of_time = out_of_time
+        self.slots = slots
+        self.counts: Counter[str] = Counter()
+        self.stopped_by: str | None = None
+        self._counts_lock = threading.Lock()
+        self._began = time.monotonic()
+
+    # -- recording: every result goes through here, once per host ----------------------
+
+    def record(self, host: Host, status: ResultStatus, task: _Task | None = None, *,
+               counted: bool = False, **fields: Any) -> None:
+        """Shape the host's result, count it (a failure against max_errors, unless the
+        caller has `counted` it) and hand it to the sink. Callers make sure it is called
+        once per host."""
+        started, started_at = (task.started, task.started_at) if task else (None, None)
+        result = _shape(host, status, started, started_at, **fields)
+        if status in _FAILURES and not counted:
+            self.budget.failed()
+        with self._counts_lock:
+            self.counts[status.value] += 1
+        self.sink.record(result)
+
+    def skip(self, hosts: Iterable[Host], reason: str) -> None:
+        """Hosts never started (cancel, max_errors) get SKIPPED and the reason; out of
+        time they get nothing: the next worker resumes them."""
+        self.stopped_by = reason
+        if reason == "time":
+            return
+        for host in hosts:
+            self.record(host, ResultStatus.SKIPPED, output=dict(_SKIP_WHY[reason]))
+
+    # -- cancel, max_errors, the worker's own time: checked before a host starts ---------
+
+    def stop_reason(self) -> str | None:
+        return _stop_reason(self.should_stop, self.budget, self.out_of_time)
+
+    # -- how a host's action ended -------------------------------------------------------
+
+    @staticmethod
+    def outcome(exc: Exception) -> tuple[ResultStatus, HostError]:
+        """A driver's failure as the host's status and error: its own HostError, or (a
+        driver bug must not lose the host's result) an internal error."""
+        if isinstance(exc, HostError):
+            timed_out = exc.type == ErrorType.TIMEOUT
+            return (ResultStatus.TIMED_OUT if timed_out else ResultStatus.FAILED), exc
+        return ResultStatus.FAILED, HostError(
+            ErrorType.COMMAND, f"internal error in the driver: {type(exc).__name__}")
+
+    def abandoned(self) -> HostError:
+        return HostError(ErrorType.TIMEOUT, f"no answer within {self.timeout_seconds:g} s; "
+                         "the host was abandoned")
+
+    @staticmethod
+    def no_host_slot(host: Host) -> HostError:
+        return HostError(ErrorType.TIMEOUT, "no free slot on the host before the deadline "
+                         f"(host max_concurrency {host.max_concurrency})")
+
+    def new_task(self, host: Host) -> _Task:
+        return _Task(host, Deadline.after(self.timeout_seconds), time.monotonic(), _now_iso())
+
+    def summary(self) -> Summary:
+        return Summary(self.counts, time.monotonic() - self._began, self.stopped_by)
+
+
+class ThreadedFanOut(FanOut):
+    """Blocking drivers: a thread per host in flight, reused from host to host (starting
+    one costs more than a request); a watchdog abandons hosts past their deadline."""
+
+    def __init__(self, sink: ResultSink, **rules: Any) -> None:
+        super().__init__(sink, **rules)
+        self._free = threading.BoundedSemaphore(self.concurrency)
+        self._inflight: dict[int, _Task] = {}
+        self._lock = threading.Lock()  # guards _inflight and every task's `claimed`
+        self._all_done = threading.Condition(self._lock)
+        self._queue: SimpleQueue[tuple[int, _Task] | None] = SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._stop_watch = threading.Event()
+
+    def run(self, hosts: Iterable[Host], perform: Perform) -> Summary:
+        """Admission: a host starts once one of `concurrency` slots is free and nothing
+        says stop; returns when every started host has its result."""
+        self._perform = perform
+        watcher = threading.Thread(target=self._watchdog, name="fanout-watchdog", daemon=True)
+        watcher.start()
+        pending = iter(hosts)
+        try:
+            for key, host in enumerate(pending):
+                self._free.acquire()
+                if reason := self.stop_reason():
+                    self._free.release()
+                    self.skip([host, *pending], reason)
+                    break
+                self._admit(key, host)
+        finally:
+            self._drain()
+            watcher.join(timeout=1)
+        return self.summary()
+
+    def _admit(self, key: int, host: Host) -> None:
+        task = self.new_task(host)
+        with self._lock:
+            self._inflight[key] = task
+        self._queue.put((key, task))
+        if key < self.concurrency:  # one thread per slot, started as the first hosts go
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        thread = threading.Thread(target=self._worker, name="fanout-worker", daemon=True)
+        self._workers.append(thread)
+        thread.start()
+
+    def _worker(self) -> None:
+        # One whose host was abandoned leaves: the watchdog started its replacement.
+        while (item := self._queue.get()) is not None:
+            if not self._work(*item):
+                return
+
+    def _work(self, key: int, task: _Task) -> bool:
+        """Per-host cap, then the action; false if the host was abandoned meanwhile."""
+        host_slot = self.slots.for_host(task.host)
+        try:
+            if not host_slot.acquire(timeout=max(0.0, task.deadline.remaining())):
+                raise self.no_host_slot(task.host)
+            try:
+                output = self._perform(task.host, task.deadline)
+            finally:
+                host_slot.release()
+        except Exception as exc:
+            status, error = self.outcome(exc)
+            return self._finish(key, task, status, error=error.to_dict(),
+                                attempts=task.deadline.attempts)
+        return self._finish(key, task, ResultStatus.SUCCEEDED, output=output,
+                            attempts=max(1, task.deadline.attempts))
+
+    def _claim(self, task: _Task) -> bool:
+        """Exactly one result per host: the first of the worker and the watchdog wins."""
+        with self._lock:
+            if task.claimed:
+                return False
+            task.claimed = True
+            return True
+
+    def _finish(self, key: int, task: _Task, status: ResultStatus, **fields: Any) -> bool:
+        if not self._claim(task):
+            return False
+        # The result is in the sink before the host leaves the in-flight set: run() returns
+        # (and its caller closes the sink) only once every result is recorded.
+        self.record(task.host, status, task, **fields)
+        self._release(key)
+        return True
+
+    def _release(self, key: int) -> None:
+        with self._lock:
+            self._inflight.pop(key, None)
+            self._all_done.notify_all()
+        self._free.release()
+
+    def _watchdog(self) -> None:
+        """Deadlines: a host still running GRACE_SECONDS past its deadline is abandoned
+        (TIMED_OUT); its thread is left to it and a new one takes the slot."""
+        while True:
+            with self._lock:
+                if self._stop_watch.is_set() and not self._inflight:
+                    return
+                now = time.monotonic()
+                late = [(key, task) for key, task in self._inflight.items()
+                        if now > task.deadline.at + GRACE_SECONDS and not task.claimed]
+                for _key, task in late:
+                    task.claimed = True
+            for key, task in late:
+                self.record(task.host, ResultStatus.TIMED_OUT, task,
+                            error=self.abandoned().to_dict(), attempts=task.deadline.attempts)
+                self._release(key)
+                self._start_worker()
+            time.sleep(0.05)
+
+    def _drain(self) -> None:
+        with self._lock:
+            while self._inflight:
+                self._all_done.wait(timeout=0.1)
+        for _ in self._workers:
+            self._queue.put(None)
+        self._stop_watch.set()
+
+
+class EventLoopFanOut(FanOut):
+    """Drivers with an asynchronous perform: every host in one event loop on this thread,
+    no thread per host (a third of the CPU per host-action). A host past its deadline +
+    GRACE_SECONDS is cancelled. `out_of_time` and an in-memory budget are checked before
+    each start; `should_stop` and a shared budget (DynamoDB) are read in a thread every
+    WATCH_SECONDS and after each failure, so a slow read never holds up the hosts in
+    flight."""
+
+    def __init__(self, sink: ResultSink, **rules: Any) -> None:
+        super().__init__(sink, **rules)
+        shared = not isinstance(self.budget, LocalErrorBudget)
+        # Read in a thread (may be DynamoDB), and checked in the loop before each start.
+        self._remote_checks: ErrorBudget = self.budget if shared else LocalErrorBudget(None)
+        self._local_checks: ErrorBudget = LocalErrorBudget(None) if shared else self.budget
+        self._watched: str | None = None  # why no further host may start, once known
+
+    def run(self, hosts: Iterable[Host], perform: PerformAsync) -> Summary:
+        self._perform = perform
+        loop = _new_loop()
+        try:
+            return loop.run_until_complete(self._run(hosts))
+        finally:
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    async def _run(self, hosts: Iterable[Host]) -> Summary:
+        """Admission: a host starts once one of `concurrency` slots is free and nothing
+        says stop; returns when every started host has its result (the deadline bounds
+        how long that takes)."""
+        loop = asyncio.get_running_loop()
+        self._free = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        self._watched = await loop.run_in_executor(None, self._remote_stop_reason)
+        watcher = loop.create_task(self._watch())
+        pending = iter(hosts)
+        try:
+            for host in pending:
+                await self._free.acquire()
+                if reason := self._watched or _stop_reason(None, self._local_checks,
+                                                           self.out_of_time):
+                    self._free.release()
+                    await self._skip_async([host, *pending], reason)
+                    break
+                task = loop.create_task(self._one(host))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            while running:
+                await asyncio.wait(set(running))
+            self._watched = self._watched or "done"
+            watcher.cancel()
+        return self.summary()
+
+    async def _one(self, host: Host) -> None:
+        """One host: its cap, its deadline (abandoned past it), its one result."""
+        task = self.new_task(host)
+        timer: asyncio.Timeout | None = None
+        try:
+            host_slot = await self._host_slot(host, task.deadline)
+            try:
+                timer = asyncio.timeout(task.deadline.remaining() + GRACE_SECONDS)
+                async with timer:
+                    output = await self._perform(host, task.deadline)
+            finally:
+                host_slot.release()
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and timer is not None and timer.expired():
+                status, error = ResultStatus.TIMED_OUT, self.abandoned()
+            else:  # the driver's own error (a TimeoutError not from our timer is a bug)
+                status, error = self.outcome(exc)
+            await self._record(host, status, task, error=error.to_dict(),
+                               attempts=task.deadline.attempts)
+        else:
+            await self._record(host, ResultStatus.SUCCEEDED, task, output=output,
+                               attempts=max(1, task.deadline.attempts))
+        finally:
+            self._free.release()
+
+    async def _host_slot(self, host: Host, deadline: Deadline) -> threading.BoundedSemaphore:
+        """The host's cap (shared with threaded jobs, hence a thread semaphore, polled)."""
+        host_slot = self.slots.for_host(host)
+        while not host_slot.acquire(blocking=False):
+            if deadline.remaining() <= 0:
+                raise self.no_host_slot(host)
+            await asyncio.sleep(min(SLOT_POLL_SECONDS, deadline.remaining()))
+        return host_slot
+
+    async def _record(self, host: Host, status: ResultStatus, task: _Task | None = None,
+                      **fields: Any) -> None:
+        """`record`, with a shared budget counted in a thread: the slot this host frees
+        is not reused before we know whether max_errors is reached."""
+        counted = status in _FAILURES and self._remote_checks is self.budget
+        if counted:
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, _fail_and_check, self.budget):
+                self._watched = self._watched or "max_errors"
+        self.record(host, status, task, counted=counted, **fields)
+
+    async def _skip_async(self, hosts: list[Host], reason: str) -> None:
+        self.stopped_by = reason
+        if reason != "time":
+            for host in hosts:
+                await self._record(host, ResultStatus.SKIPPED,
+                                   output=dict(_SKIP_WHY[reason]))
+
+    def _remote_stop_reason(self) -> str | None:
+        return _stop_reason(self.should_stop, self._remote_checks, None)
+
+    async def _watch(self) -> None:
+        """Cancel and a shared max_errors, read every WATCH_SECONDS in a thread: a read
+        blocking the loop would hold up every host in flight."""
+        loop = asyncio.get_running_loop()
+        while self._watched is None:
+            await asyncio.sleep(WATCH_SECONDS)
+            self._watched = self._watched or await loop.run_in_executor(
+                None, self._remote_stop_reason)
+
+
 def run(
     hosts: Iterable[Host],
     perform: Perform,
@@ -126,172 +452,10 @@ def run(
     checked before each host starts. Hosts not started because of `out_of_time` get no
     result: the caller resumes them elsewhere.
     """
-    budget = budget or LocalErrorBudget(None)
-    counts: Counter[str] = Counter()
-    counts_lock = threading.Lock()
-    free = threading.BoundedSemaphore(max(1, concurrency))
-    inflight: dict[int, _Task] = {}
-    inflight_lock = threading.Lock()
-    all_done = threading.Condition(inflight_lock)
-    t0 = time.monotonic()
-
-    def emit(
-        task_or_host: _Task | Host,
-        status: ResultStatus,
-        *,
-        output: Any = None,
-        error: dict[str, Any] | None = None,
-        attempts: int = 0,
-    ) -> None:
-        if isinstance(task_or_host, _Task):
-            host, started_at = task_or_host.host, task_or_host.started_at
-            duration = int((time.monotonic() - task_or_host.started) * 1000)
-        else:
-            host, started_at, duration = task_or_host, None, None
-        result: dict[str, Any] = {"host": host.id, "status": status.value, "attempts": attempts}
-        if output is not None:
-            result["output"] = _bounded(output)
-        if error is not None:
-            result["error"] = error
-        if started_at is not None:
-            result.update(started_at=started_at, finished_at=now_iso(), duration_ms=duration)
-        if status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT):
-            budget.failed()
-        with counts_lock:
-            counts[status.value] += 1
-        sink.record(result)
-
-    def finish(key: int, task: _Task, status: ResultStatus, **kw: Any) -> bool:
-        """Record the host's result; false if the watchdog already gave up on it."""
-        with inflight_lock:
-            if task.claimed:
-                return False
-            task.claimed = True
-        # The result is in the sink before the host leaves the in-flight set: run() returns
-        # (and its caller closes the sink) only once every result is recorded.
-        emit(task, status, **kw)
-        with inflight_lock:
-            inflight.pop(key, None)
-            all_done.notify_all()
-        free.release()
-        return True
-
-    def work(key: int, task: _Task) -> bool:
-        host_slot = slots.for_host(task.host)
-        try:
-            if not host_slot.acquire(timeout=max(0.0, task.deadline.remaining())):
-                raise HostError(
-                    ErrorType.TIMEOUT,
-                    "no free slot on the host before the deadline "
-                    f"(host max_concurrency {task.host.max_concurrency})",
-                )
-            try:
-                output = perform(task.host, task.deadline)
-            finally:
-                host_slot.release()
-        except HostError as exc:
-            status = (
-                ResultStatus.TIMED_OUT if exc.type == ErrorType.TIMEOUT else ResultStatus.FAILED
-            )
-            return finish(key, task, status, error=exc.to_dict(), attempts=task.deadline.attempts)
-        except Exception as exc:  # a driver bug must not lose the host's result
-            error = HostError(
-                ErrorType.COMMAND, f"internal error in the driver: {type(exc).__name__}"
-            )
-            return finish(
-                key,
-                task,
-                ResultStatus.FAILED,
-                error=error.to_dict(),
-                attempts=task.deadline.attempts,
-            )
-        return finish(
-            key,
-            task,
-            ResultStatus.SUCCEEDED,
-            output=output,
-            attempts=max(1, task.deadline.attempts),
-        )
-
-    def worker() -> None:
-        # Threads are reused from host to host (starting one costs more than a request);
-        # one whose host was abandoned leaves: the watchdog started its replacement.
-        while (item := queue.get()) is not None:
-            if not work(*item):
-                return
-
-    def watchdog() -> None:
-        while True:
-            with inflight_lock:
-                if stop_watch.is_set() and not inflight:
-                    return
-                now = time.monotonic()
-                late = [
-                    (k, t)
-                    for k, t in inflight.items()
-                    if now > t.deadline.at + GRACE_SECONDS and not t.claimed
-                ]
-                for _key, task in late:
-                    task.claimed = True
-            for key, task in late:
-                error = HostError(
-                    ErrorType.TIMEOUT,
-                    f"no answer within {timeout_seconds:g} s; the host was abandoned",
-                )
-                emit(
-                    task,
-                    ResultStatus.TIMED_OUT,
-                    error=error.to_dict(),
-                    attempts=task.deadline.attempts,
-                )
-                with inflight_lock:
-                    inflight.pop(key, None)
-                free.release()
-                start_worker()  # the abandoned host keeps its thread
-            if late:
-                with inflight_lock:
-                    all_done.notify_all()
-            time.sleep(0.05)
-
-    workers: list[threading.Thread] = []
-
-    def start_worker() -> None:
-        thread = threading.Thread(target=worker, name="fanout-worker", daemon=True)
-        workers.append(thread)
-        thread.start()
-
-    queue: SimpleQueue[tuple[int, _Task] | None] = SimpleQueue()
-    stop_watch = threading.Event()
-    watcher = threading.Thread(target=watchdog, name="fanout-watchdog", daemon=True)
-    watcher.start()
-    stopped_by: str | None = None
-    pending = iter(hosts)
-    slots_wanted = max(1, concurrency)
-    try:
-        for key, host in enumerate(pending):
-            free.acquire()
-            reason = _stop_reason(should_stop, budget, out_of_time)
-            if reason:
-                free.release()
-                stopped_by = reason
-                if reason != "time":
-                    _skip(emit, [host, *pending], reason)
-                break
-            task = _Task(host, Deadline.after(timeout_seconds), time.monotonic(), now_iso())
-            with inflight_lock:
-                inflight[key] = task
-            queue.put((key, task))
-            if key < slots_wanted:  # one thread per slot, started as the first hosts go
-                start_worker()
-    finally:
-        with inflight_lock:
-            while inflight:
-                all_done.wait(timeout=0.1)
-        for _ in workers:
-            queue.put(None)
-        stop_watch.set()
-        watcher.join(timeout=1)
-    return Summary(counts, time.monotonic() - t0, stopped_by)
+    return ThreadedFanOut(
+        sink, concurrency=concurrency, timeout_seconds=timeout_seconds, budget=budget,
+        should_stop=should_stop, out_of_time=out_of_time, slots=slots,
+    ).run(hosts, perform)
 
 
 def run_async(
@@ -306,24 +470,12 @@ def run_async(
     out_of_time: Callable[[], bool] | None = None,
     slots: HostSlots = HOST_SLOTS,
 ) -> Summary:
-    """`run` for drivers with an asynchronous perform: every host in one event loop (in a
-    fresh loop on this thread), no thread per host. The same guarantees: at most
-    `concurrency` hosts in flight, the per-host caps (shared with threaded jobs), a host
-    past its deadline + GRACE_SECONDS is cancelled and TIMED_OUT, max_errors, cancel and
-    out_of_time checked before each start, exactly one result per host.
-
-    `out_of_time` and an in-memory budget are checked before each start; `should_stop` and
-    a shared budget (DynamoDB) are read in a thread every WATCH_SECONDS and after each
-    failure, so a slow read never holds up the hosts in flight."""
-    loop = _new_loop()
-    try:
-        return loop.run_until_complete(_run_async(
-            hosts, perform, sink, concurrency=max(1, concurrency),
-            timeout_seconds=timeout_seconds, budget=budget or LocalErrorBudget(None),
-            should_stop=should_stop, out_of_time=out_of_time, slots=slots))
-    finally:
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
+    """`run` for drivers with an asynchronous perform (EventLoopFanOut), in a fresh event
+    loop on this thread: the same guarantees and the same arguments."""
+    return EventLoopFanOut(
+        sink, concurrency=concurrency, timeout_seconds=timeout_seconds, budget=budget,
+        should_stop=should_stop, out_of_time=out_of_time, slots=slots,
+    ).run(hosts, perform)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -337,130 +489,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
-
-
-async def _run_async(
-    hosts: Iterable[Host],
-    perform: PerformAsync,
-    sink: ResultSink,
-    *,
-    concurrency: int,
-    timeout_seconds: float,
-    budget: ErrorBudget,
-    should_stop: Callable[[], bool] | None,
-    out_of_time: Callable[[], bool] | None,
-    slots: HostSlots,
-) -> Summary:
-    loop = asyncio.get_running_loop()
-    counts: Counter[str] = Counter()
-    free = asyncio.Semaphore(concurrency)
-    running: set[asyncio.Task[None]] = set()
-    local_budget = isinstance(budget, LocalErrorBudget)
-    watched: list[str | None] = [None]  # why no further host may start, once known
-    t0 = time.monotonic()
-
-    async def record(host: Host, status: ResultStatus, started: float | None,
-                     started_at: str | None, **kw: Any) -> None:
-        result = _shape(host, status, started, started_at, **kw)
-        if status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT):
-            if local_budget:
-                budget.failed()
-            else:  # a shared counter: DynamoDB, kept out of the loop; the slot this
-                # host frees is not reused before we know whether the limit is reached
-                if not await loop.run_in_executor(None, _fail_and_check, budget):
-                    watched[0] = watched[0] or "max_errors"
-        counts[status.value] += 1
-        sink.record(result)
-
-    async def one(host: Host) -> None:
-        deadline = Deadline.after(timeout_seconds)
-        started, started_at = time.monotonic(), _now_iso()
-        timer: asyncio.Timeout | None = None
-        try:
-            try:
-                host_slot = slots.for_host(host)
-                while not host_slot.acquire(blocking=False):
-                    if deadline.remaining() <= 0:
-                        raise HostError(
-                            ErrorType.TIMEOUT,
-                            "no free slot on the host before the deadline "
-                            f"(host max_concurrency {host.max_concurrency})",
-                        )
-                    await asyncio.sleep(min(SLOT_POLL_SECONDS, deadline.remaining()))
-                # A driver that overruns its deadline is abandoned (cancelled).
-                timer = asyncio.timeout(deadline.remaining() + GRACE_SECONDS)
-                try:
-                    async with timer:
-                        output = await perform(host, deadline)
-                finally:
-                    host_slot.release()
-            except TimeoutError as exc:
-                if timer is not None and timer.expired():
-                    error = HostError(ErrorType.TIMEOUT,
-                                      f"no answer within {timeout_seconds:g} s; the host was "
-                                      "abandoned")
-                    status = ResultStatus.TIMED_OUT
-                else:  # not our timer: a driver bug
-                    error = HostError(ErrorType.COMMAND,
-                                      f"internal error in the driver: {type(exc).__name__}")
-                    status = ResultStatus.FAILED
-                await record(host, status, started, started_at,
-                             error=error.to_dict(), attempts=deadline.attempts)
-            except HostError as exc:
-                status = (ResultStatus.TIMED_OUT if exc.type == ErrorType.TIMEOUT
-                          else ResultStatus.FAILED)
-                await record(host, status, started, started_at, error=exc.to_dict(),
-                             attempts=deadline.attempts)
-            except Exception as exc:  # a driver bug must not lose the host's result
-                error = HostError(
-                    ErrorType.COMMAND, f"internal error in the driver: {type(exc).__name__}")
-                await record(host, ResultStatus.FAILED, started, started_at,
-                             error=error.to_dict(), attempts=deadline.attempts)
-            else:
-                await record(host, ResultStatus.SUCCEEDED, started, started_at,
-                             output=output, attempts=max(1, deadline.attempts))
-        finally:
-            free.release()
-
-    # Checks that may read DynamoDB (cancel, a job-wide max_errors) run in a thread,
-    # every WATCH_SECONDS: a read blocking the loop would hold up every host in flight.
-    # An in-memory max_errors and out_of_time are checked before each start.
-    remote_budget: ErrorBudget = LocalErrorBudget(None) if local_budget else budget
-    local_checks: ErrorBudget = budget if local_budget else LocalErrorBudget(None)
-
-    async def watch() -> None:
-        while watched[0] is None:
-            watched[0] = await loop.run_in_executor(
-                None, _stop_reason, should_stop, remote_budget, None)
-            await asyncio.sleep(WATCH_SECONDS)
-
-    watched[0] = await loop.run_in_executor(None, _stop_reason, should_stop, remote_budget, None)
-    watcher = loop.create_task(watch())
-    stopped_by: str | None = None
-    pending = iter(hosts)
-    try:
-        for host in pending:
-            await free.acquire()
-            reason = watched[0] or _stop_reason(None, local_checks, out_of_time)
-            if reason:
-                free.release()
-                stopped_by = reason
-                if reason != "time":
-                    for skipped in [host, *pending]:
-                        await record(skipped, ResultStatus.SKIPPED, None, None,
-                                     output=dict(_SKIP_WHY[reason]))
-                break
-            task = loop.create_task(one(host))
-            running.add(task)
-            task.add_done_callback(running.discard)
-    finally:
-        # Every host started ends with its result before run returns (the caller then
-        # closes the sink): the deadline bounds how long that takes.
-        while running:
-            await asyncio.wait(set(running))
-        watched[0] = watched[0] or "done"
-        watcher.cancel()
-    return Summary(counts, time.monotonic() - t0, stopped_by)
 
 
 def _shape(host: Host, status: ResultStatus, started: float | None, started_at: str | None,
@@ -506,11 +534,6 @@ _SKIP_WHY = {
     "cancelled": {"skipped": "the job was cancelled before this host started"},
     "max_errors": {"skipped": "max_errors was reached before this host started"},
 }
-
-
-def _skip(emit: Callable[..., None], hosts: Iterable[Host], reason: str) -> None:
-    for host in hosts:
-        emit(host, ResultStatus.SKIPPED, output=dict(_SKIP_WHY[reason]))
 
 
 def _bounded(output: Any) -> Any:

@@ -43,6 +43,8 @@ def redact(value: Any) -> Any:
 def mask_values(value: Any, secrets: Iterable[str]) -> Any:
     """A copy of `value` where any string equal to one of `secrets`, or containing one, is
     masked: the second net behind redaction by field name or schema."""
+    if not value and isinstance(value, list | dict | str):
+        return value  # most outputs of a fan-out (reload, kick, who on an idle host)
     known = sorted({s for s in secrets if s}, key=len, reverse=True)
     if not known:
         return value

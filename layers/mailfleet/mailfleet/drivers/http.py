@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import httptools
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, Timeout
@@ -237,13 +238,15 @@ def _root_cause(exc: BaseException) -> BaseException:
 # -- the asynchronous path -------------------------------------------------------------
 # One request on a connection of its own, in the caller's event loop: what a fan-out of
 # thousands of doveadm hosts (each closing every connection) needs. A thread per host and
-# urllib3's connection machinery cost ~0.4-1 ms of CPU a request; an asyncio protocol that
-# writes one buffer and parses one reply costs a fraction of that. Same TLS policy (verify
-# by default, a CA bundle, or a pin checked before anything is sent) and the same
+# urllib3's connection machinery cost ~0.4-1 ms of CPU a request; an asyncio protocol
+# feeding httptools' C parser costs a fraction of that (h11, pure Python, measured ~0.1 ms
+# a request more: a third of the worker's whole CPU per host-action). Same TLS policy
+# (verify by default, a CA bundle, or a pin checked before anything is sent) and the same
 # failures, raised as the requests exceptions `transport_error` maps.
 
 _contexts: dict[str, ssl.SSLContext] = {}
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a reply larger than this is refused, not buffered
+_NO_RESPONSE = "Remote end closed connection without response"
 
 
 def _ssl_context(tls: TlsOptions) -> ssl.SSLContext:
@@ -269,113 +272,100 @@ def _ssl_context(tls: TlsOptions) -> ssl.SSLContext:
 
 
 class _Reply(asyncio.Protocol):
-    """Collects one HTTP/1.1 reply: Content-Length, chunked, or until the host closes."""
+    """Feeds what the host sends to httptools' parser (llhttp: Content-Length, chunked)
+    and resolves `done` with (status, content type, body) once the reply is complete; the
+    connection is closed then (Dovecot 2.3 closes every connection after its answer)."""
 
     def __init__(self, done: asyncio.Future[tuple[int, str, bytes]]) -> None:
         self.done = done
-        self.data = bytearray()
-        self.head: tuple[int, dict[str, str], int] | None = None  # status, headers, body at
+        self.parser = httptools.HttpResponseParser(self)
+        self.ctype = b""
+        self.body = bytearray()
+        self.head_done = False
+        self.framed = False  # Content-Length or chunked; else the body ends when the host closes
         self.transport: asyncio.Transport | None = None
+
+    # -- the parser's callbacks ------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value
+        elif name in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        if len(self.body) > MAX_REPLY_BYTES:
+            raise ValueError("the reply is too large")
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx: the real answer follows on the same connection
+            self.ctype, self.body, self.head_done, self.framed = b"", bytearray(), False, False
+            return
+        self._end(result=(status, self.ctype.decode("latin-1"), bytes(self.body)))
+
+    # -- the transport's -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.data += data
-        if len(self.data) > MAX_REPLY_BYTES:
-            self._fail(requests.exceptions.ConnectionError("the reply is too large"))
+        if self.done.done():
             return
-        self._check(eof=False)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            root = (str(exc.__cause__ or exc)[:80] if self.head_done
+                    else http.client.BadStatusLine(str(exc)[:80]))
+            self._end(error=requests.exceptions.ConnectionError(root))
 
     def eof_received(self) -> bool:
-        self._check(eof=True)
+        self._host_closed(None)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self._check(eof=True)
-        if not self.done.done():
-            root: BaseException = exc or http.client.RemoteDisconnected(
-                "Remote end closed connection without response")
-            self._fail(requests.exceptions.ConnectionError(root))
+        self._host_closed(exc)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _host_closed(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if self.head_done and not self.framed:  # a body that ends with the connection
+            status = self.parser.get_status_code()
+            self._end(result=(status, self.ctype.decode("latin-1"), bytes(self.body)))
+            return
+        root: Exception = (http.client.IncompleteRead(bytes(self.body)) if self.head_done
+                           else exc or http.client.RemoteDisconnected(_NO_RESPONSE))
+        self._end(error=requests.exceptions.ConnectionError(root))
+
+    def _end(self, *, result: tuple[int, str, bytes] | None = None,
+             error: BaseException | None = None) -> None:
         if not self.done.done():
-            self.done.set_exception(exc)
+            if error is not None:
+                self.done.set_exception(error)
+            else:
+                self.done.set_result(result)  # type: ignore[arg-type]
         if self.transport is not None:
             self.transport.close()
 
-    def _check(self, *, eof: bool) -> None:
-        if self.done.done():
-            return
-        if self.head is None:
-            end = self.data.find(b"\r\n\r\n")
-            if end < 0:
-                if eof:
-                    self._fail(requests.exceptions.ConnectionError(
-                        http.client.RemoteDisconnected(
-                            "Remote end closed connection without response")))
-                return
-            lines = bytes(self.data[:end]).decode("latin-1").split("\r\n")
-            try:
-                status = int(lines[0].split(" ", 2)[1])
-            except (IndexError, ValueError):
-                self._fail(requests.exceptions.ConnectionError(
-                    http.client.BadStatusLine(lines[0][:80])))
-                return
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            self.head = (status, headers, end + 4)
-        status, headers, start = self.head
-        body = self.data[start:]
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            decoded = _dechunk(body)
-            if decoded is None:
-                if eof:
-                    self._fail(requests.exceptions.ConnectionError(
-                        http.client.IncompleteRead(bytes(body))))
-                return
-            body = decoded
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                self._fail(requests.exceptions.ConnectionError("bad Content-Length"))
-                return
-            if len(body) < length:
-                if eof:
-                    self._fail(requests.exceptions.ConnectionError(
-                        http.client.IncompleteRead(bytes(body))))
-                return
-            body = body[:length]
-        elif not eof and status not in (204, 304):
-            return  # the body ends when the host closes
-        self.done.set_result((status, headers.get("content-type", ""), bytes(body)))
-        if self.transport is not None:
-            self.transport.close()  # one request per connection, as doveadm wants anyway
 
-
-def _dechunk(data: bytearray | bytes) -> bytes | None:
-    """A chunked body decoded, or None while it is incomplete."""
-    out = bytearray()
-    pos = 0
-    while True:
-        line_end = data.find(b"\r\n", pos)
-        if line_end < 0:
-            return None
-        try:
-            size = int(bytes(data[pos:line_end]).split(b";", 1)[0], 16)
-        except ValueError:
-            return None
-        pos = line_end + 2
-        if size == 0:
-            return bytes(out)
-        if len(data) < pos + size + 2:
-            return None
-        out += data[pos : pos + size]
-        pos += size + 2
+def _request_head(method: str, path: str, netloc: str, headers: dict[str, str],
+                  body: bytes | None) -> bytes:
+    """The request line and headers. No `Connection: close`: doveadm never answers a
+    failed login that carries it."""
+    fields = {"Host": netloc, "User-Agent": "mailfleet", "Accept-Encoding": "identity",
+              **headers}
+    if body is not None:
+        fields["Content-Length"] = str(len(body))
+    lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in fields.items())]
+    head = "\r\n".join(lines)
+    if head.count("\n") != len(lines) - 1 or "\r" in head.replace("\r\n", ""):
+        raise ValueError("a header or the path holds a line break")  # no header injection
+    return (head + "\r\n\r\n").encode("latin-1")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -417,19 +407,8 @@ async def exchange_async(
     except OSError as exc:
         raise requests.exceptions.ConnectionError(exc) from None
     try:
-        if ctx is not None and host.tls.pin_sha256:
-            sslobj = transport.get_extra_info("ssl_object")
-            der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-            seen = hashlib.sha256(der or b"").hexdigest()
-            if seen != host.tls.pin_sha256:
-                raise requests.exceptions.SSLError("Fingerprints did not match")
-        head = [f"{method} {path} HTTP/1.1", f"Host: {netloc}",
-                "User-Agent: mailfleet", "Accept-Encoding: identity"]
-        # No `Connection: close`: doveadm never answers a failed login that carries it.
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        if body is not None:
-            head.append(f"Content-Length: {len(body)}")
-        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        _check_pin(transport, host.tls)
+        transport.write(_request_head(method, path, netloc, headers, body) + (body or b""))
         try:
             async with asyncio.timeout(timeout[1]):
                 return await asyncio.shield(done)
@@ -442,3 +421,15 @@ async def exchange_async(
             raise requests.exceptions.ReadTimeout("read timed out") from None
     finally:
         transport.close()
+        if not done.done():
+            done.cancel()  # nobody waits for it any more
+
+
+def _check_pin(transport: asyncio.BaseTransport, tls: TlsOptions) -> None:
+    """A pinned host's certificate, checked before anything is sent."""
+    if not tls.pin_sha256:
+        return
+    sslobj = transport.get_extra_info("ssl_object")
+    der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    if hashlib.sha256(der or b"").hexdigest() != tls.pin_sha256:
+        raise requests.exceptions.SSLError("Fingerprints did not match")
