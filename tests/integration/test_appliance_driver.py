@@ -591,11 +591,11 @@ def test_wrong_method_and_unknown_method(
         "Status": "400 Bad Request",
         "Error-Message": "Invalid authentication method. Expected POST",
     }
-    mapped = driver._error(wrong, "/setup", Deadline.after(5))
+    mapped = driver.error_for(wrong, "/setup", Deadline.after(5))
     assert mapped.type is ErrorType.INVALID_PARAMS and mapped.code == 400
     put = requests.put(appliance.url("version"), verify=verify, timeout=5)
     assert put.status_code == 501
-    assert driver._error(put, "/version", Deadline.after(5)).type is ErrorType.UNSUPPORTED
+    assert driver.error_for(put, "/version", Deadline.after(5)).type is ErrorType.UNSUPPORTED
 
 
 def test_double_answers_with_the_documents_bodies(appliance: ApplianceDouble) -> None:
