@@ -7,8 +7,8 @@ import hashlib
 import pytest
 
 from mailfleet.drivers.appliance import (
-    TOKEN_ALPHABET,
     OPERATIONS,
+    TOKEN_ALPHABET,
     ApplianceDriver,
     hash_key,
     is_stale,

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from mailfleet.drivers.appliance import starts
 from mailfleet.drivers.appliance.operations import OPERATIONS, Look, Seen, summary, watch
 from mailfleet.drivers.appliance.parameters import (
     ACTIONS,
@@ -18,12 +17,15 @@ from mailfleet.drivers.appliance.parameters import (
     redact_appliance,
 )
 from mailfleet.drivers.appliance.rotation import TokenRotation
+from mailfleet.drivers.appliance.starts import STARTS, finish, wanted
 from mailfleet.drivers.appliance.wire import ApplianceWire, Missing
 from mailfleet.drivers.base import ActionSpec, Deadline, NoParams, validate_params
 from mailfleet.errors import ErrorType, HostError, Unsupported
 
 
 class ApplianceDriver(ApplianceWire):
+    """Over 80 lines as a class only: one method of a few lines per action (23 of them)."""
+
     kind = "appliance"
     policy_rules = POLICY
 
@@ -59,31 +61,33 @@ class ApplianceDriver(ApplianceWire):
     def start_operation(self, action: str, params: dict[str, Any], deadline: Deadline
                         ) -> tuple[Seen, dict[str, Any]]:
         """Ask the appliance to start `action`: what to follow, and the started output."""
-        return starts.STARTS[action](self, self._params(action, params), deadline)
+        return STARTS[action](self, self._params(action, params), deadline)
 
     def follow_operation(self, seen: Seen, deadline: Deadline, *,
                          params: dict[str, Any] | None = None, seconds: float | None = 0,
                          timeout: float | None = None) -> Look:
         """Look at a started operation: once (`seconds` 0), for `seconds`, or until it
-        ends (None); its output as `finish` shapes it once it succeeded."""
-        op = OPERATIONS[seen.action]
-        wanted = starts.wanted(self._params(seen.action, params or {})) \
-            if params is not None else None
-        look = watch(self, op, seen, deadline, seconds=seconds, wanted=wanted,
-                     timeout=timeout)
-        if look.output is None:
-            return look
-        return replace(look, output=starts.finish(self, look.seen, look.output, deadline))
+        ends (None). `params`: the operation's own, which a read-back compares with what
+        GET shows; `timeout`: the seconds a timeout names (default: the deadline's)."""
+        shown = wanted(self._params(seen.action, params)) if params is not None else None
+        return self._follow(seen, deadline, shown, seconds, timeout)
 
     def _run_operation(self, action: str, p: WaitParams, deadline: Deadline) -> Any:
-        seen, started = starts.STARTS[action](self, p, deadline)
+        seen, started = STARTS[action](self, p, deadline)
         if not p.wait:
             return started
-        look = watch(self, OPERATIONS[action], seen, deadline, wanted=starts.wanted(p))
+        look = self._follow(seen, deadline, wanted(p), None, None)
         if look.error is not None:
             raise look.error
-        assert look.output is not None
-        return starts.finish(self, look.seen, look.output, deadline)
+        return look.output
+
+    def _follow(self, seen: Seen, deadline: Deadline, shown: dict[str, Any] | None,
+                seconds: float | None, timeout: float | None) -> Look:
+        look = watch(self, OPERATIONS[seen.action], seen, deadline, seconds=seconds,
+                     wanted=shown, timeout=timeout)
+        if look.output is None:
+            return look
+        return replace(look, output=finish(self, look.seen, look.output, deadline))
 
     # ---- reads -----------------------------------------------------------------------
 

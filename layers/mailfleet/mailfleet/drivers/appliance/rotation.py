@@ -24,6 +24,9 @@ _failed_lock = threading.Lock()
 
 
 class TokenRotation:
+    """One rotation: stage, send, then promote, discard or settle by asking (over 80
+    lines as a class; each of its six steps is short)."""
+
     def __init__(self, wire: ApplianceWire, keeper: CredentialKeeper) -> None:
         self.wire = wire
         self.keeper = keeper
