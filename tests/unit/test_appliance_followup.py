@@ -1,4 +1,4 @@
-"""The follow-up of a long appliance operation, rule by rule (drivers/appliance/
+"""The follow-up of a long appliance operation, rule by rule (drivers/appliance_admin/
 operations.py): pure observations, and one look through a small fake wire for the edges
 the appliance double cannot produce on demand (a TLS change mid-poll, a 5xx)."""
 
@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from mailfleet.drivers.appliance import OPERATIONS, Seen
-from mailfleet.drivers.appliance.operations import (
+from mailfleet.drivers.appliance_admin.operations import (
     STALE_GRACE,
     Follow,
     contains,
@@ -21,7 +21,7 @@ from mailfleet.drivers.appliance.operations import (
     timed_out,
     watch,
 )
-from mailfleet.drivers.appliance.wire import ApplianceWire
+from mailfleet.drivers.appliance_admin.wire import ApplianceWire
 from mailfleet.drivers.base import Deadline, DriverContext
 from mailfleet.errors import ErrorType, HostError
 

@@ -17,7 +17,7 @@ from mailfleet.drivers.appliance import (
     pem_fingerprint,
     request_hash,
 )
-from mailfleet.drivers.appliance.starts import STARTS
+from mailfleet.drivers.appliance_admin.starts import STARTS
 from mailfleet.drivers.base import validate_params
 from mailfleet.errors import InvalidParams
 from mailfleet_local.certs import make_self_signed

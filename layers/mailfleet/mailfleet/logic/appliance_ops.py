@@ -18,7 +18,7 @@ from typing import Any
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.drivers.appliance import OPERATIONS, ApplianceDriver, Follow, Look, Seen
-from mailfleet.drivers.appliance.operations import timed_out
+from mailfleet.drivers.appliance_admin.operations import timed_out
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.logic import connect

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from mailfleet.drivers.appliance.auth import pem_fingerprint
+from mailfleet.drivers.appliance_admin.auth import pem_fingerprint
 from mailfleet.drivers.base import ActionSpec
 from mailfleet.drivers.policy import Rule, change, destructive, read
 from mailfleet.models.common import Model

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mailfleet.drivers.appliance.auth import PREFIX, pem_fingerprint
-from mailfleet.drivers.appliance.operations import OPERATIONS, Seen, summary
-from mailfleet.drivers.appliance.parameters import (
+from mailfleet.drivers.appliance_admin.auth import PREFIX, pem_fingerprint
+from mailfleet.drivers.appliance_admin.operations import OPERATIONS, Seen, summary
+from mailfleet.drivers.appliance_admin.parameters import (
     CertsParams,
     RebootParams,
     SettingsSetParams,
@@ -21,7 +21,7 @@ from mailfleet.drivers.appliance.parameters import (
     UpdateParams,
     WaitParams,
 )
-from mailfleet.drivers.appliance.wire import ApplianceWire
+from mailfleet.drivers.appliance_admin.wire import ApplianceWire
 from mailfleet.drivers.base import Deadline
 from mailfleet.errors import ErrorType, HostError
 

@@ -8,17 +8,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from mailfleet.drivers.appliance.operations import OPERATIONS, Look, Seen, summary, watch
-from mailfleet.drivers.appliance.parameters import (
+from mailfleet.drivers.appliance_admin.operations import OPERATIONS, Look, Seen, summary, watch
+from mailfleet.drivers.appliance_admin.parameters import (
     ACTIONS,
     POLICY,
     TokenRotateParams,
     WaitParams,
     redact_appliance,
 )
-from mailfleet.drivers.appliance.rotation import TokenRotation
-from mailfleet.drivers.appliance.starts import STARTS, finish, wanted
-from mailfleet.drivers.appliance.wire import ApplianceWire, Missing
+from mailfleet.drivers.appliance_admin.rotation import TokenRotation
+from mailfleet.drivers.appliance_admin.starts import STARTS, finish, wanted
+from mailfleet.drivers.appliance_admin.wire import ApplianceWire, Missing
 from mailfleet.drivers.base import ActionSpec, Deadline, NoParams, validate_params
 from mailfleet.errors import ErrorType, HostError, Unsupported
 

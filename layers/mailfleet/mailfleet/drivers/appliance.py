@@ -1,5 +1,6 @@
 """Driver for on-premises appliances: the admin API under `/api/v1/admin` (v1.24.0).
 
+Its parts, in mailfleet/drivers/appliance_admin/:
 - auth.py: `?hash=` signing (the token never crosses the wire), tokens, certificate pins
 - wire.py: one request per connection, answers mapped to the error taxonomy
 - parameters.py: what each action accepts (checked before sending), policy, redaction
@@ -9,7 +10,7 @@
 - driver.py: ApplianceDriver, one short method per action
 """
 
-from mailfleet.drivers.appliance.auth import (
+from mailfleet.drivers.appliance_admin.auth import (
     PREFIX,
     TOKEN_ALPHABET,
     hash_key,
@@ -17,8 +18,8 @@ from mailfleet.drivers.appliance.auth import (
     pem_fingerprint,
     request_hash,
 )
-from mailfleet.drivers.appliance.driver import ApplianceDriver
-from mailfleet.drivers.appliance.operations import (
+from mailfleet.drivers.appliance_admin.driver import ApplianceDriver
+from mailfleet.drivers.appliance_admin.operations import (
     OPERATIONS,
     UPDATE_ERRORS,
     Follow,
@@ -28,7 +29,7 @@ from mailfleet.drivers.appliance.operations import (
     is_stale,
     log_lines,
 )
-from mailfleet.drivers.appliance.parameters import POLICY, redact_appliance
+from mailfleet.drivers.appliance_admin.parameters import POLICY, redact_appliance
 
 __all__ = [
     "OPERATIONS", "POLICY", "PREFIX", "TOKEN_ALPHABET", "UPDATE_ERRORS", "ApplianceDriver",

@@ -12,8 +12,8 @@ from typing import Any
 import requests
 from pydantic import SecretStr
 
-from mailfleet.drivers.appliance.auth import new_token, nothing_sent
-from mailfleet.drivers.appliance.wire import ApplianceWire
+from mailfleet.drivers.appliance_admin.auth import new_token, nothing_sent
+from mailfleet.drivers.appliance_admin.wire import ApplianceWire
 from mailfleet.drivers.base import CredentialKeeper, Deadline
 from mailfleet.drivers.http import transport_error
 from mailfleet.errors import ErrorType, HostError

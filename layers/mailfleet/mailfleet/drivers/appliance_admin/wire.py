@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import requests
 from pydantic import SecretStr
 
-from mailfleet.drivers.appliance.auth import PREFIX, request_hash, scrub
+from mailfleet.drivers.appliance_admin.auth import PREFIX, request_hash, scrub
 from mailfleet.drivers.base import Deadline, Driver, DriverContext
 from mailfleet.drivers.http import CONNECT_TIMEOUT, session_for, transport_error
 from mailfleet.errors import ErrorType, HostError

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mailfleet.drivers.appliance.wire import ApplianceWire
+from mailfleet.drivers.appliance_admin.wire import ApplianceWire
 from mailfleet.drivers.base import Deadline
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.models.common import Model
