@@ -403,6 +403,40 @@ def test_reboot_waits_for_health(appliance: ApplianceDouble, appliance_driver: M
     assert health[-1].at - appliance.requests_to("reboot")[0].at >= 0.5
 
 
+def test_a_reboot_followed_step_by_step_is_watched_from_the_request(
+    appliance: ApplianceDouble, appliance_driver: MakeDriver
+) -> None:
+    # The state machine's way: start in one call, look in later ones. Its Start step
+    # watches at once, as a look after the reboot is over never sees the appliance away.
+    driver = appliance_driver(appliance)
+    seen, started = driver.start_operation("reboot", {}, Deadline.after(10))
+    assert started == {"status": "rebooting"}
+    back = driver.follow_operation(seen, Deadline.after(10), seconds=5)
+    assert back.output is not None and back.output["status"] == "back"
+    assert back.output["away_seconds"] > 0 and back.seen.away_since is not None
+    late, _ = driver.start_operation("reboot", {}, Deadline.after(10))
+    wait_for(lambda: appliance.reboots == 2 and appliance.is_up)
+    missed = driver.follow_operation(late, Deadline.after(10))  # one look, too late
+    assert not missed.done and missed.seen.away_since is None
+
+
+def test_an_update_followed_step_by_step_keeps_the_e1004_rule(
+    appliance_double: Double, appliance_driver: MakeDriver
+) -> None:
+    double = appliance_double(timings=ApplianceTimings(update=1.5, refusal_delay=0.05))
+    driver = appliance_driver(double)
+    seen, _ = driver.start_operation("update", package(), Deadline.after(10))
+    deadline = Deadline.after(10)
+    current = driver.follow_operation(seen, deadline)
+    while not current.seen.seen_running and not current.done:  # bounded by the deadline
+        current = driver.follow_operation(current.seen, deadline)
+    assert raw_post(double, "update", {"update": ("x.enc", b"x")}).status_code == 202
+    while not current.done:
+        current = driver.follow_operation(current.seen, deadline)
+    assert current.error is not None and current.error.code == "E1004"
+    assert "no longer shows" in current.error.message
+
+
 def test_reboot_without_waiting(appliance: ApplianceDouble, appliance_driver: MakeDriver) -> None:
     assert run(appliance_driver(appliance), "reboot", {"wait": False}) == {"status": "rebooting"}
     assert appliance.requests_to("health") == []
@@ -591,11 +625,11 @@ def test_wrong_method_and_unknown_method(
         "Status": "400 Bad Request",
         "Error-Message": "Invalid authentication method. Expected POST",
     }
-    mapped = driver._error(wrong, "/setup", Deadline.after(5))
+    mapped = driver.error_for(wrong, "/setup", Deadline.after(5))
     assert mapped.type is ErrorType.INVALID_PARAMS and mapped.code == 400
     put = requests.put(appliance.url("version"), verify=verify, timeout=5)
     assert put.status_code == 501
-    assert driver._error(put, "/version", Deadline.after(5)).type is ErrorType.UNSUPPORTED
+    assert driver.error_for(put, "/version", Deadline.after(5)).type is ErrorType.UNSUPPORTED
 
 
 def test_double_answers_with_the_documents_bodies(appliance: ApplianceDouble) -> None:

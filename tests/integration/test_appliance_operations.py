@@ -4,6 +4,7 @@ the appliance fails, one that outlives its timeout, and the nightly backup sched
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from mailfleet.logic.jobs import Jobs
 from mailfleet.models.jobs import JobRequest
 from mailfleet.store.blobs import parse_uri
 from mailfleet_local import lambda_bridge
+from mailfleet_local.certs import make_self_signed
 from mailfleet_local.peers.appliance import ApplianceDouble, ApplianceTimings
 from tests.fixtures.maintenance import appliance_body, event, invoke, register, uid
 
@@ -183,3 +185,48 @@ def test_reboot_is_seen_going_away_and_coming_back(
     output = job["results"][0]["output"]
     assert output["status"] == "back" and output["away_seconds"] > 0
     assert double.reboots == 1
+
+
+def test_an_update_through_the_state_machine_reports_its_version(
+        local_api: Any, appliance_double: Callable[..., ApplianceDouble]) -> None:
+    double = appliance_double()
+    host = register(local_api, appliance_body(double, uid("op-update")))
+    package = base64.b64encode(b"version=5.0.0\npayload").decode()
+    job = run_operation("update", {"package_base64": package}, [host])
+    assert job["status"] == "SUCCEEDED", job
+    output = job["results"][0]["output"]
+    assert output["status"] == "success" and output["version"] == "5.0.0" == double.version
+
+
+def test_a_failed_update_through_the_state_machine_carries_its_code(
+        local_api: Any, appliance_double: Callable[..., ApplianceDouble]) -> None:
+    double = appliance_double()
+    double.inject("update", "fail", code="E1005")
+    host = register(local_api, appliance_body(double, uid("op-update-fail")))
+    package = base64.b64encode(b"version=5.0.0\npayload").decode()
+    result = run_operation("update", {"package_base64": package}, [host])["results"][0]
+    assert result["status"] == "FAILED" and result["error"]["code"] == "E1005"
+    assert "couldn't be decrypted" in result["error"]["message"]
+
+
+def test_storage_through_the_state_machine_says_a_reboot_applies_it(
+        local_api: Any, appliance_double: Callable[..., ApplianceDouble]) -> None:
+    double = appliance_double()
+    host = register(local_api, appliance_body(double, uid("op-storage")))
+    job = run_operation("storage.set", {"settings": {"storage": {"type": "local"}}}, [host])
+    assert job["status"] == "SUCCEEDED", job
+    output = job["results"][0]["output"]
+    assert output["status"] == "success" and output["reboot_required"] is True
+
+
+def test_certs_through_the_state_machine_repin_the_host(
+        local_api: Any, appliance_double: Callable[..., ApplianceDouble], tmp_path: Any) -> None:
+    double = appliance_double()
+    host = register(local_api, appliance_body(double, uid("op-certs")))
+    new = make_self_signed(tmp_path, "replacement")
+    job = run_operation("certs.set", {"public": new.cert_pem, "private": new.key_pem}, [host])
+    assert job["status"] == "SUCCEEDED", job
+    output = job["results"][0]["output"]
+    assert output["repin_required"] is True and output["pin_sha256"] == new.fingerprint_sha256
+    shown = local_api.request("GET", f"/hosts/{host}").json()
+    assert shown["tls"]["pin_sha256"] == new.fingerprint_sha256

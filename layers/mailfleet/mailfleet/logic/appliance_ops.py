@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from mailfleet import aws
 from mailfleet.config import settings
-from mailfleet.drivers.appliance import UPDATE_ERRORS, ApplianceDriver, contains, is_stale
+from mailfleet.drivers.appliance import OPERATIONS, ApplianceDriver, Follow, Look, Seen
+from mailfleet.drivers.appliance_admin.operations import timed_out
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.logic import connect
@@ -35,34 +35,10 @@ PATH = "appliance-operation"
 # One step call never waits longer than this on the appliance, whatever time is left.
 STEP_CAP_SECONDS = 60.0
 DOWNLOAD_CAP_SECONDS = 600.0
-# A reboot poll watches /health this long within one call, so a short absence is seen.
+# A reboot is watched this long within one step (Start and each Poll), so a short
+# absence is seen; the Start step watches too, or a reboot shorter than the Wait before
+# the first Poll is never seen away (the job then timed out although it rebooted).
 REBOOT_WATCH_SECONDS = 20.0
-REBOOT_WATCH_INTERVAL = 0.1
-
-
-@dataclass(frozen=True)
-class Operation:
-    """How one long action is followed: `status` reads its state once; `follow` says how
-    that state is read ("status": a status document, "readback": GET shows what was
-    posted, "reboot": /health goes away and comes back); `then` runs after success."""
-
-    action: str
-    follow: str
-    status: str | None = None
-    then: str | None = None
-    poll_seconds: int | None = None  # None: settings().appliance_poll_seconds
-    grace: float | None = None  # an unchanged status counts as ours after this long
-
-
-OPERATIONS: dict[str, Operation] = {op.action: op for op in (
-    Operation("backup", "status", "backup.status", then="backup.download",
-              grace=ApplianceDriver.STALE_GRACE),
-    Operation("update", "status", "update.status"),
-    Operation("certs.set", "status", "certs.status"),
-    Operation("settings.set", "readback", "settings.status"),
-    Operation("storage.set", "readback", "storage.status"),
-    Operation("reboot", "reboot", poll_seconds=2),
-)}
 
 
 def is_long_operation(kind: str | None, action: str, params: dict[str, Any]) -> bool:
@@ -123,47 +99,63 @@ class ApplianceOperations(JobPath):
         if skip:
             return {**out, "phase": "skipped", "output": {"skipped": skip}}
         params = {**json.loads(job.get("run_params") or "{}"), "wait": False}
-        driver = self._driver(state["host"])
+        driver = self._appliance(state["host"])
         deadline = self._deadline(out)
         try:
-            if op.status is not None:
-                out["baseline"] = driver.perform(op.status, {}, deadline)
-            started = driver.perform(op.action, params, deadline)
+            seen, started = driver.start_operation(op.action, params, deadline)
+            out["output"] = started
+            look = driver.follow_operation(seen, deadline, seconds=self._watch(op.action))\
+                if op.follow is Follow.REBOOT else Look(seen)
         except HostError as exc:
             return {**out, "phase": "failed", "error": exc.to_dict(),
                     "attempts": deadline.attempts}
         finally:
             driver.close()
-        if isinstance(started, dict) and started.get("repin_required"):
-            out["pin_sha256"] = started["pin_sha256"]  # certs.set: the new certificate's
-        return {**out, "phase": "running", "output": started, "attempts": deadline.attempts}
+        return self._after_look(op.action, {**out, "attempts": deadline.attempts}, look)
 
     def poll(self, state: dict[str, Any]) -> dict[str, Any]:
         op_state = dict(state["op"])
-        op = OPERATIONS[op_state["action"]]
         op_state["polls"] = int(op_state.get("polls", 0)) + 1
+        seen = Seen.model_validate(op_state["seen"])
+        op = OPERATIONS[seen.action]
+        took = float(op_state["deadline"]) - float(op_state["started"])
         if time.time() >= op_state["deadline"]:
-            return self._timed_out(op_state)
-        driver = self._driver(state["host"], pin=op_state.get("pin_sha256")
-                              if op_state.get("repinned") else None)
+            error = timed_out(op, seen, took)
+            return {**op_state, "phase": "timed_out", "error": error.to_dict()}
+        driver = self._appliance(state["host"])
         deadline = self._deadline(op_state)
         try:
-            if op.follow == "reboot":
-                return self._poll_reboot(driver, op_state, deadline)
-            body = driver.perform(op.status or "", {}, deadline)
+            # A read-back compares with what was posted: the job item has it.
+            params = self._run_params(state) if op.follow is Follow.READBACK else None
+            look = driver.follow_operation(seen, deadline, params=params,
+                                           seconds=self._watch(seen.action), timeout=took)
         except HostError as exc:
-            if exc.type is ErrorType.TLS and op_state.get("pin_sha256") \
-                    and not op_state.get("repinned"):
-                # The appliance now shows the certificate we sent: follow it, once.
-                return {**op_state, "repinned": True}
-            if exc.type in (ErrorType.CONNECTION, ErrorType.TIMEOUT):
-                return op_state  # services restart during an update: poll again
             return {**op_state, "phase": "failed", "error": exc.to_dict()}
         finally:
             driver.close()
-        if op.follow == "readback":
-            return self._read_back(state, op_state, body)
-        return self._status(op, op_state, body)
+        return self._after_look(seen.action, op_state, look)
+
+    @staticmethod
+    def _watch(action: str) -> float:
+        """Seconds one step watches: a reboot's absence may be short; a status is read once."""
+        return REBOOT_WATCH_SECONDS if OPERATIONS[action].follow is Follow.REBOOT else 0
+
+    def _run_params(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The job's parameters, from the job item (never from the execution's history)."""
+        job = self.store.get(state["job_id"])
+        return {**json.loads(job.get("run_params") or "{}"), "wait": False}
+
+    @staticmethod
+    def _after_look(action: str, op_state: dict[str, Any], look: Look) -> dict[str, Any]:
+        op_state = {**op_state, "seen": look.seen.model_dump(mode="json")}
+        if look.output is not None:
+            then = OPERATIONS[action].then
+            return {**op_state, "phase": "download" if then else "succeeded",
+                    "output": look.output}
+        if look.error is not None:
+            phase = "timed_out" if look.error.type is ErrorType.TIMEOUT else "failed"
+            return {**op_state, "phase": phase, "error": look.error.to_dict()}
+        return {**op_state, "phase": "running"}
 
     def download(self, state: dict[str, Any]) -> dict[str, Any]:
         op_state = dict(state["op"])
@@ -237,10 +229,15 @@ class ApplianceOperations(JobPath):
         finally:
             driver.close()
 
-    def _driver(self, host_id: str, pin: str | None = None) -> Driver:
+    def _appliance(self, host_id: str) -> ApplianceDriver:
+        driver = self._driver(host_id)
+        if not isinstance(driver, ApplianceDriver):
+            driver.close()
+            raise HostError(ErrorType.UNSUPPORTED, f"host {host_id} is not an appliance")
+        return driver
+
+    def _driver(self, host_id: str) -> Driver:
         item = self.hosts.get_item(host_id)
-        if pin:
-            item = {**item, "tls": {**(item.get("tls") or {}), "pin_sha256": pin}}
         bucket = settings().backups_bucket
         return connect.driver_for(item, blobs=S3BlobStore(bucket) if bucket else None)
 
@@ -258,72 +255,6 @@ class ApplianceOperations(JobPath):
             if count_failures(results) >= limit:
                 return "max_errors was reached before this host started"
         return None
-
-    @staticmethod
-    def _timed_out(op_state: dict[str, Any]) -> dict[str, Any]:
-        last = (op_state.get("last") or {}).get("status")
-        took = float(op_state["deadline"]) - float(op_state["started"])
-        message = f"{op_state['action']} did not finish within {took:g} s" + (
-            f" (last status: {last})" if last else "")
-        return {**op_state, "phase": "timed_out",
-                "error": HostError(ErrorType.TIMEOUT, message).to_dict()}
-
-    @staticmethod
-    def _status(op: Operation, op_state: dict[str, Any], body: dict[str, Any]
-                ) -> dict[str, Any]:
-        baseline = op_state.get("baseline")
-        if baseline is not None and is_stale(baseline, body):
-            within_grace = op.grace is None or time.time() - op_state["started"] < op.grace
-            if within_grace and not op_state.get("ours"):
-                return op_state  # still the status from before we posted
-        op_state = {**op_state, "ours": True, "last": body}
-        status = body.get("status")
-        if status == "success":
-            output = {k: v for k, v in body.items() if k != "exists"}
-            if op_state.get("pin_sha256"):
-                output.update(pin_sha256=op_state["pin_sha256"], repin_required=True)
-            return {**op_state, "phase": "download" if op.then else "succeeded",
-                    "output": output}
-        if status == "failed":
-            code = str(body.get("error_code") or body.get("error-code") or "failed")
-            reason = (body.get("error_message") or body.get("error-message")
-                      or UPDATE_ERRORS.get(code) or "failed")
-            error = HostError(ErrorType.COMMAND, f"{op.action} failed: {reason}", code=code)
-            return {**op_state, "phase": "failed", "error": error.to_dict()}
-        return op_state
-
-    def _read_back(self, state: dict[str, Any], op_state: dict[str, Any],
-                   body: dict[str, Any]) -> dict[str, Any]:
-        job = self.store.get(state["job_id"])
-        wanted = json.loads(job.get("run_params") or "{}").get("settings") or {}
-        shown = body.get("settings") if op_state["action"] == "settings.set" \
-            else body.get("storage")
-        if body.get("exists") and contains(shown, wanted):
-            return {**op_state, "phase": "succeeded", "output": {"status": "success"}}
-        return op_state
-
-    @staticmethod
-    def _poll_reboot(driver: Driver, op_state: dict[str, Any], deadline: Deadline
-                     ) -> dict[str, Any]:
-        """The appliance first backs up, then goes away, then answers /health again."""
-        watch_until = time.monotonic() + min(REBOOT_WATCH_SECONDS, deadline.remaining())
-        while True:
-            try:
-                driver.perform("health", {}, Deadline.after(min(3.0, deadline.remaining())))
-                answers = True
-            except HostError as exc:
-                if exc.type not in (ErrorType.CONNECTION, ErrorType.TIMEOUT):
-                    raise
-                answers = False
-            if not answers and not op_state.get("away"):
-                op_state = {**op_state, "away": True, "away_since": time.time()}
-            elif answers and op_state.get("away"):
-                away = round(time.time() - float(op_state["away_since"]), 3)
-                return {**op_state, "phase": "succeeded",
-                        "output": {"status": "back", "away_seconds": away}}
-            if time.monotonic() >= watch_until:
-                return op_state
-            time.sleep(REBOOT_WATCH_INTERVAL)
 
 
 def _step_error(caught: dict[str, Any]) -> dict[str, Any]:
