@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailfleet_local import lambda_bridge, moto_transactions
+from mailfleet_local import lambda_bridge, moto_speed, moto_transactions
 
 # Not under `mailfleet`: Powertools' Logger(service=mailfleet) owns that one and would
 # stamp these lines with whichever function's keys it holds.
@@ -244,6 +244,8 @@ class LocalAws:
         )
         # Transactions as DynamoDB runs them (every audited change is one): see the module.
         moto_transactions.install()
+        # moto's per-request routing and its DynamoDB response writer: see the module.
+        moto_speed.install()
         self._server.start()
         self.port = int(self._server.get_host_and_port()[1])
         # moto's ASL interpreter takes over a second to import: let it load meanwhile.
