@@ -19,6 +19,11 @@ the largest cost of a job through the API:
   package directory (`list_of_moto_modules`: an `os.listdir` and ~200 `isdir` calls) and
   then tries up to ~1,000 URL patterns, to map the host name to a service. The answer
   depends only on the host name: `install` memoizes it.
+- **Results to plain values**: before writing an answer, moto converts its result
+  (`dynamo_to_dict`) by asking every value, down to each string, `isinstance` twice and
+  `hasattr(.., "to_json")`, and imports a module on every call: a Query of 1,000 results
+  spent more time there than in the query. `plain` does the same conversion, checking
+  the builtin types first.
 
 moto is pinned exactly (requirements-dev.txt); tests/local/test_moto_speed.py checks both
 against moto's own code on every kind of attribute value.
@@ -27,6 +32,7 @@ against moto's own code on every kind of attribute value.
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any
 
 _installed = False
@@ -43,8 +49,10 @@ def install() -> None:
     if _installed:
         return
     from moto.core import serialize
+    from moto.dynamodb import responses
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
+    responses.dynamo_to_dict = plain  # what DynamoResult calls
     serialize.SERVICE_SPECIFIC_SERIALIZERS.setdefault("dynamodb", {})["json"] = (
         dynamodb_serializer()
     )
@@ -60,6 +68,28 @@ def install() -> None:
 
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
     _installed = True
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def plain(obj: Any) -> Any:
+    """moto's `dynamo_to_dict`, with the builtin types (nearly every value) checked first."""
+    kind = type(obj)
+    if kind in _LEAVES:
+        return obj
+    if kind is dict:
+        return {key: plain(value) for key, value in obj.items()}
+    if kind is list:
+        return [plain(item) for item in obj]
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.utilities import dynamo_to_dict
+
+    if kind is DynamoType and obj.type not in ("B", "BS"):
+        return {obj.type: plain(obj.value)}
+    if kind is not DynamoType and hasattr(obj, "to_json") and not isinstance(obj, datetime):
+        return plain(obj.to_json())
+    return dynamo_to_dict(obj)  # binary values, datetimes, subclasses: moto's own
 
 
 class _NotWireForm(Exception):

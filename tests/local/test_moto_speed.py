@@ -13,6 +13,8 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.core import serialize
+from moto.dynamodb import responses
+from moto.dynamodb.models import utilities
 
 from mailfleet_local import moto_speed
 
@@ -82,6 +84,7 @@ def test_answers_are_what_moto_itself_writes(table: Any, operation: str) -> None
     client = boto3.client("dynamodb", region_name="us-east-1")  # no resource transforms
     ours = moto_speed.dynamodb_serializer()
     assert serialize.get_serializer_class("dynamodb", "json") is ours
+    assert responses.dynamo_to_dict is moto_speed.plain
 
     def call() -> None:
         try:
@@ -91,11 +94,13 @@ def test_answers_are_what_moto_itself_writes(table: Any, operation: str) -> None
 
     fast = _bodies(client, call)
     del serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodb"]
+    responses.dynamo_to_dict = utilities.dynamo_to_dict
     try:
         table.put_item(Item={**ITEM, "sk": "host#2"})  # what UpdateItem changed
         slow = _bodies(client, call)
     finally:
         serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodb"] = {"json": ours}
+        responses.dynamo_to_dict = moto_speed.plain
     assert fast and len(fast) == len(slow)
     if operation == "DescribeTable":  # only its timestamps may differ (none of ours)
         assert json.loads(fast[0])["Table"]["TableName"] == "t"
