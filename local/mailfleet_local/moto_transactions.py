@@ -15,7 +15,7 @@ replaces the one method with a version that
   and on any failure restores just those items.
 
 No public hook exists: moto is pinned exactly (requirements-dev.txt) and
-tests/unit/test_moto_transactions.py checks this module against it.
+tests/local/test_moto_transactions.py checks this module against it.
 """
 
 from __future__ import annotations
