@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mailfleet_local.stack import _FAKE_CREDENTIALS, Deployment
+from mailfleet_local.stack import FAKE_CREDENTIALS, Deployment
 
 ENV_VARS_FILE = Path(".aws-sam") / "env-vars.json"
 
@@ -24,7 +24,7 @@ def env_vars(deployment: Deployment, endpoint_url: str) -> dict[str, dict[str, s
         "AWS_ENDPOINT_URL": endpoint_url,
         "AWS_DEFAULT_REGION": deployment.region,
         "AWS_REGION": deployment.region,
-        **{key.upper(): value for key, value in _FAKE_CREDENTIALS.items()},
+        **{key.upper(): value for key, value in FAKE_CREDENTIALS.items()},
     }
     return {logical_id: {**info.environment, **aws}
             for logical_id, info in sorted(deployment.functions.items())}
