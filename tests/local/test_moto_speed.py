@@ -28,7 +28,9 @@ ITEM: dict[str, Any] = {
 
 
 @pytest.fixture()
-def table() -> Iterator[Any]:
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    # moto in this process, not the DynamoDB process a running LocalAws points clients at.
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     moto_speed.install()
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name="us-east-1")

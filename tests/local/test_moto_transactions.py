@@ -17,7 +17,9 @@ from mailfleet_local import moto_transactions
 
 
 @pytest.fixture()
-def table() -> Iterator[Any]:
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    # moto in this process, not the DynamoDB process a running LocalAws points clients at.
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     moto_transactions.install()
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name="us-east-1")

@@ -49,12 +49,23 @@ class LocalAws:
         self._clients_lock = threading.Lock()
         self._session: Any = None
         self._saved_config: dict[str, Any] = {}
+        # DynamoDB in a process of its own unless MAILFLEET_LOCAL_DYNAMODB=inprocess: see
+        # mailfleet_local.dynamodb_process.
+        self._dynamodb: Any = None
+        self._deployed = False
+        self._dynamodb_apart = os.environ.get("MAILFLEET_LOCAL_DYNAMODB", "process") != "inprocess"
 
     @property
     def endpoint_url(self) -> str:
         if self.port is None:
             raise RuntimeError("LocalAws is not started")
         return f"http://127.0.0.1:{self.port}"
+
+    def endpoint_for(self, service: str) -> str:
+        """Where a client of `service` goes: DynamoDB's own process, or this moto."""
+        if service == "dynamodb" and self._dynamodb is not None:
+            return str(self._dynamodb.url)
+        return self.endpoint_url
 
     def __enter__(self) -> LocalAws:
         return self.start()
@@ -84,6 +95,10 @@ class LocalAws:
         moto_transactions.install()
         # moto's per-request routing and its DynamoDB response writer: see the module.
         moto_speed.install()
+        if self._dynamodb_apart:
+            from mailfleet_local.dynamodb_process import DynamoDBProcess
+
+            self._dynamodb = DynamoDBProcess().start()
         self._server.start()
         self.port = int(self._server.get_host_and_port()[1])
         # moto's ASL interpreter takes over a second to import: let it load meanwhile.
@@ -116,6 +131,8 @@ class LocalAws:
         for key in os.environ:
             if key.startswith("AWS_ENDPOINT_URL_"):
                 env[key] = None
+        if self._dynamodb is not None:
+            env["AWS_ENDPOINT_URL_DYNAMODB"] = self._dynamodb.url
         return env
 
     def _set_env(self, values: Mapping[str, str | None]) -> None:
@@ -136,6 +153,9 @@ class LocalAws:
             log.warning("async Lambda invocations still running at stop")
         self._server.stop()
         self._server = None
+        if self._dynamodb is not None:
+            self._dynamodb.stop()
+            self._dynamodb = None
         self._clients.clear()
         self._session = None
         if self._bridge:
@@ -161,7 +181,8 @@ class LocalAws:
         """
         import boto3
 
-        key = (service, self.endpoint_url)
+        endpoint = self.endpoint_for(service)
+        key = (service, endpoint)
         with self._clients_lock:
             if not kwargs and key in self._clients:
                 return self._clients[key]
@@ -169,7 +190,7 @@ class LocalAws:
             # that botocore loads each model once; sessions are not thread-safe: the lock.
             if self._session is None:
                 self._session = boto3.session.Session(region_name=self.region, **FAKE_CREDENTIALS)
-            client = self._session.client(service, endpoint_url=self.endpoint_url, **kwargs)
+            client = self._session.client(service, endpoint_url=endpoint, **kwargs)
             if not kwargs:
                 self._clients[key] = client
         return client
@@ -181,19 +202,26 @@ class LocalAws:
         with requests.Session() as session:
             session.trust_env = False  # no proxy between us and 127.0.0.1
             session.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
+        if self._dynamodb is not None:
+            self._dynamodb.reset()
 
     def is_deployed(self, deployment: Deployment) -> bool:
         """False once moto lost the deployment (a mock_aws() in a test resets everything)."""
-        from moto.dynamodb.models import dynamodb_backends
-
         try:
             backend = lambda_bridge.lambda_backend(self.region, self.account_id)
             for info in deployment.functions.values():
                 backend.get_function(info.name)
-            tables = dynamodb_backends[self.account_id][self.region].tables
+            tables = set(self.client("dynamodb").list_tables(Limit=100)["TableNames"])
         except Exception:
             return False
         return all(r.name in tables for r in deployment.resources.values() if r.type == TABLE)
+
+    def _has_functions(self) -> bool:
+        return bool(lambda_bridge.lambda_backend(self.region, self.account_id).list_functions())
+
+    def dynamodb_cpu_seconds(self) -> float:
+        """CPU used so far by DynamoDB's own process (0 when it runs in this one)."""
+        return self._dynamodb.cpu_seconds() if self._dynamodb is not None else 0.0
 
     def deploy(
         self,
@@ -209,6 +237,11 @@ class LocalAws:
         started = time.monotonic()
         from mailfleet_local.stack.deployer import Deployer
 
+        if self._dynamodb is not None and self._deployed and not self._has_functions():
+            # A mock_aws() wiped this process's moto since the last deploy: DynamoDB's
+            # process is wiped with it, as the in-process one would have been.
+            self._dynamodb.reset()
+
         deployer = Deployer(
             self,
             Path(template_path),
@@ -217,6 +250,7 @@ class LocalAws:
             stack_name,
         )
         deployment = deployer.run()
+        self._deployed = True
         if apply_environment:
             self._set_env(deployment.environment)
         log.info(
