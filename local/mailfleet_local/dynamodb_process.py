@@ -37,6 +37,9 @@ def main() -> None:
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C in a terminal reaches the whole process group: the parent stops first (its
+    # last invocations may still write) and then closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     print(json.dumps({"port": int(server.get_host_and_port()[1])}), flush=True)
     stop.wait()
