@@ -8,6 +8,11 @@ takes 0.5 s alone took 2-4 s beside it. Nothing else in the local stack reaches 
 DynamoDB in-process (the state machines call no DynamoDB integration), so it can live
 elsewhere: the functions find it through `AWS_ENDPOINT_URL_DYNAMODB`, as on any SDK.
 
+Opt-in (`MAILFLEET_LOCAL_DYNAMODB=process`), not the default: on this shared 2-core VM
+at load 12-13, 1,000 hosts through the API took the same time either way (the second
+core is not free there, and the total CPU per host-action was ~2.8-3.1 ms both ways);
+it is meant for a quiet machine, where moto's work can take the other core.
+
 `python -m mailfleet_local.dynamodb_process` prints `{"port": P}` when it serves and stops
 when its stdin closes (so it never outlives its parent) or on SIGTERM.
 """

@@ -1,6 +1,7 @@
 """DynamoDB in a process of its own (mailfleet_local.dynamodb_process): it serves, it is
-wiped on reset, it stops with its parent's stdin; a running LocalAws points every
-client at it, and the deployment's tables live there, not in this process's moto."""
+wiped on reset, it stops with its parent's stdin; with MAILFLEET_LOCAL_DYNAMODB=process a
+LocalAws points every client at it, and the deployment's tables live there, not in this
+process's moto (run tests/local with that variable set to check that way)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ def test_it_serves_resets_and_stops() -> None:
     assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
 
 
-def test_a_local_aws_sends_dynamodb_to_its_own_process() -> None:
+def test_a_local_aws_sends_dynamodb_where_it_runs() -> None:
     api = shared_local_api()
     api.ensure_deployed()
     aws: LocalAws = api.aws
-    if os.environ.get("MAILFLEET_LOCAL_DYNAMODB") == "inprocess":
+    if os.environ.get("MAILFLEET_LOCAL_DYNAMODB") != "process":  # the default
         assert aws.endpoint_for("dynamodb") == aws.endpoint_url
+        assert "AWS_ENDPOINT_URL_DYNAMODB" not in os.environ
+        assert aws.is_deployed(api.deployment)
         return
     from moto.dynamodb.models import dynamodb_backends
 

@@ -49,11 +49,11 @@ class LocalAws:
         self._clients_lock = threading.Lock()
         self._session: Any = None
         self._saved_config: dict[str, Any] = {}
-        # DynamoDB in a process of its own unless MAILFLEET_LOCAL_DYNAMODB=inprocess: see
-        # mailfleet_local.dynamodb_process.
+        # DynamoDB in a process of its own with MAILFLEET_LOCAL_DYNAMODB=process (see
+        # mailfleet_local.dynamodb_process); in this one by default.
         self._dynamodb: Any = None
         self._deployed = False
-        self._dynamodb_apart = os.environ.get("MAILFLEET_LOCAL_DYNAMODB", "process") != "inprocess"
+        self._dynamodb_apart = os.environ.get("MAILFLEET_LOCAL_DYNAMODB") == "process"
 
     @property
     def endpoint_url(self) -> str:
