@@ -23,22 +23,24 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def events_of(d: Deployer, logical_id: str) -> dict[str, Any]:
-    resource = d.resources[logical_id]
+def events_of(deployer: Deployer, logical_id: str) -> dict[str, Any]:
+    resource = deployer.resources[logical_id]
     if resource["Type"] not in (FUNCTION, *STATE_MACHINES):
         return {}
-    if logical_id not in d.r.physical or any(s.logical_id == logical_id for s in d.skipped):
+    if logical_id not in deployer.r.physical or any(
+        s.logical_id == logical_id for s in deployer.skipped
+    ):
         return {}
     return resource.get("Properties", {}).get("Events", {}) or {}
 
 
-def routes(d: Deployer) -> list[Route]:
+def routes(deployer: Deployer) -> list[Route]:
     routes: list[Route] = []
-    for logical_id in d.functions:
-        for event_name, event in events_of(d, logical_id).items():
+    for logical_id in deployer.functions:
+        for event_name, event in events_of(deployer, logical_id).items():
             if event.get("Type") != "Api":
                 if event.get("Type") not in TRIGGER_EVENTS:
-                    d.skipped.append(
+                    deployer.skipped.append(
                         SkippedResource(
                             f"{logical_id}{event_name}",
                             f"{FUNCTION} event {event.get('Type')}",
@@ -47,9 +49,11 @@ def routes(d: Deployer) -> list[Route]:
                     )
                 continue
             props = event.get("Properties", {})
-            api_id = api_of(d, props.get("RestApiId"))
-            api = d.apis[api_id]
-            auth_name = d.r.resolve(props.get("Auth", {})).get("Authorizer", api.default_authorizer)
+            api_id = api_of(deployer, props.get("RestApiId"))
+            api = deployer.apis[api_id]
+            auth_name = deployer.r.resolve(props.get("Auth", {})).get(
+                "Authorizer", api.default_authorizer
+            )
             if auth_name in (None, "NONE"):
                 authorizer = None
             elif auth_name in api.authorizers:
@@ -58,14 +62,14 @@ def routes(d: Deployer) -> list[Route]:
                 raise DeployError(
                     f"{logical_id}.{event_name}: authorizer {auth_name} not supported locally"
                 )
-            method = str(d.r.resolve(props["Method"])).upper()
+            method = str(deployer.r.resolve(props["Method"])).upper()
             routes.append(
                 Route(
                     api_logical_id=api_id,
-                    path=str(d.r.resolve(props["Path"])),
+                    path=str(deployer.r.resolve(props["Path"])),
                     method=method,
                     function_logical_id=logical_id,
-                    function_name=d.functions[logical_id].name,
+                    function_name=deployer.functions[logical_id].name,
                     authorizer=authorizer,
                     event_name=event_name,
                 )
@@ -73,47 +77,49 @@ def routes(d: Deployer) -> list[Route]:
     return routes
 
 
-def api_of(d: Deployer, rest_api_id: Any) -> str:
+def api_of(deployer: Deployer, rest_api_id: Any) -> str:
     if rest_api_id is None:
         # SAM's implicit API, made on first use.
-        if "ServerlessRestApi" not in d.apis:
-            props = d.r.resolve(d.globals.get("Api", {}))
-            d.r.physical["ServerlessRestApi"] = register_api(d, "ServerlessRestApi", props, "Prod")
+        if "ServerlessRestApi" not in deployer.apis:
+            props = deployer.r.resolve(deployer.globals.get("Api", {}))
+            deployer.r.physical["ServerlessRestApi"] = register_api(
+                deployer, "ServerlessRestApi", props, "Prod"
+            )
         return "ServerlessRestApi"
     if isinstance(rest_api_id, dict) and "Ref" in rest_api_id:
         return str(rest_api_id["Ref"])
-    api_id = d.r.resolve(rest_api_id)
-    for info in d.apis.values():
+    api_id = deployer.r.resolve(rest_api_id)
+    for info in deployer.apis.values():
         if info.api_id == api_id:
             return info.logical_id
     raise DeployError(f"RestApiId {rest_api_id} is not an API in this template")
 
 
-def event_triggers(d: Deployer) -> None:
+def event_triggers(deployer: Deployer) -> None:
     """Schedules and EventBridge rules declared as Events of functions and machines."""
-    candidates = list(d.functions) + list(d.state_machines)
+    candidates = list(deployer.functions) + list(deployer.state_machines)
     for logical_id in candidates:
-        target = d.r.physical[logical_id]
-        for event_name, event in events_of(d, logical_id).items():
+        target = deployer.r.physical[logical_id]
+        for event_name, event in events_of(deployer, logical_id).items():
             etype = event.get("Type")
-            props = d.r.resolve(event.get("Properties", {}))
+            props = deployer.r.resolve(event.get("Properties", {}))
             event_id = f"{logical_id}{event_name}"
             if etype in ("Schedule", "EventBridgeRule", "CloudWatchEvent"):
-                event_rule(d, event_id, etype, target, props)
+                event_rule(deployer, event_id, etype, target, props)
             elif etype == "ScheduleV2":
-                event_scheduler_schedule(d, event_id, target, props)
-            elif logical_id in d.state_machines and etype:
-                d.skipped.append(
+                event_scheduler_schedule(deployer, event_id, target, props)
+            elif logical_id in deployer.state_machines and etype:
+                deployer.skipped.append(
                     SkippedResource(
                         event_id,
-                        f"{d.resources[logical_id]['Type']} event {etype}",
+                        f"{deployer.resources[logical_id]['Type']} event {etype}",
                         "event source not supported by the local stack",
                     )
                 )
 
 
 def event_rule(
-    d: Deployer, event_id: str, etype: str, target: Resource, props: dict[str, Any]
+    deployer: Deployer, event_id: str, etype: str, target: Resource, props: dict[str, Any]
 ) -> None:
     enabled = props.get("Enabled", True)
     state = props.get("State") or ("ENABLED" if str(enabled).lower() == "true" else "DISABLED")
@@ -122,7 +128,7 @@ def event_rule(
     if "Input" in props:
         rule_target["Input"] = props["Input"]
     rule: dict[str, Any] = {
-        "Name": props.get("Name") or props.get("RuleName") or d.name(event_id, 64),
+        "Name": props.get("Name") or props.get("RuleName") or deployer.name(event_id, 64),
         "State": state,
         "Targets": [rule_target],
     }
@@ -133,14 +139,14 @@ def event_rule(
     for key in ("Description", "EventBusName"):
         if key in props:
             rule[key] = props[key]
-    d.r.physical[event_id] = create_rule(d, event_id, rule, source=etype)
+    deployer.r.physical[event_id] = create_rule(deployer, event_id, rule, source=etype)
 
 
 def event_scheduler_schedule(
-    d: Deployer, event_id: str, target: Resource, props: dict[str, Any]
+    deployer: Deployer, event_id: str, target: Resource, props: dict[str, Any]
 ) -> None:
     schedule: dict[str, Any] = {
-        "Name": props.get("Name") or d.name(event_id, 64),
+        "Name": props.get("Name") or deployer.name(event_id, 64),
         "ScheduleExpression": props["ScheduleExpression"],
         "FlexibleTimeWindow": props.get("FlexibleTimeWindow", {"Mode": "OFF"}),
         "State": props.get("State", "ENABLED"),
@@ -148,11 +154,11 @@ def event_scheduler_schedule(
             "Arn": target.arn,
             # As SAM: the event's RoleArn, else a role made for this schedule alone
             # (whose ARN the functions' PassRole must then allow: the IAM tests see it).
-            "RoleArn": props.get("RoleArn") or generated_role(d, f"{event_id}Role"),
+            "RoleArn": props.get("RoleArn") or generated_role(deployer, f"{event_id}Role"),
             **({"Input": props["Input"]} if "Input" in props else {}),
         },
     }
     for key in ("GroupName", "ScheduleExpressionTimezone", "Description"):
         if key in props:
             schedule[key] = props[key]
-    d.r.physical[event_id] = create_schedule(d, event_id, schedule, "ScheduleV2")
+    deployer.r.physical[event_id] = create_schedule(deployer, event_id, schedule, "ScheduleV2")

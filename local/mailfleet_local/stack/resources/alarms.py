@@ -10,10 +10,10 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_alarm(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+def create_alarm(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
     # Stored only: moto evaluates no alarms, but the wiring (metric, dimensions) shows.
-    props = d.r.resolve(raw)
-    name = props.get("AlarmName") or d.name(logical_id, 255)
+    props = deployer.r.resolve(raw)
+    name = props.get("AlarmName") or deployer.name(logical_id, 255)
     keys = (
         "AlarmDescription",
         "ActionsEnabled",
@@ -40,7 +40,7 @@ def create_alarm(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
             kwargs[key] = int(kwargs[key])
     if "Threshold" in kwargs:
         kwargs["Threshold"] = float(kwargs["Threshold"])
-    cloudwatch = d.client("cloudwatch")
+    cloudwatch = deployer.client("cloudwatch")
     cloudwatch.put_metric_alarm(AlarmName=name, **kwargs)
     arn = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["AlarmArn"]
     return Resource(logical_id, "AWS::CloudWatch::Alarm", name, name, arn, {"Arn": arn})

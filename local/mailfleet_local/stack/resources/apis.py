@@ -18,17 +18,19 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_api(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(merge_globals(d.globals.get("Api", {}), raw))
-    return register_api(d, logical_id, props, props.get("StageName", "Prod"))
+def create_api(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(merge_globals(deployer.globals.get("Api", {}), raw))
+    return register_api(deployer, logical_id, props, props.get("StageName", "Prod"))
 
 
-def register_api(d: Deployer, logical_id: str, props: dict[str, Any], stage: str) -> Resource:
-    api = d.client("apigateway").create_rest_api(name=props.get("Name") or logical_id)
+def register_api(
+    deployer: Deployer, logical_id: str, props: dict[str, Any], stage: str
+) -> Resource:
+    api = deployer.client("apigateway").create_rest_api(name=props.get("Name") or logical_id)
     api_id = api["id"]
     auth = props.get("Auth", {})
     authorizers = {
-        name: authorizer(d, name, spec) for name, spec in auth.get("Authorizers", {}).items()
+        name: authorizer(deployer, name, spec) for name, spec in auth.get("Authorizers", {}).items()
     }
     default = auth.get("DefaultAuthorizer")
     if default and default not in authorizers and default != "AWS_IAM":
@@ -45,7 +47,7 @@ def register_api(d: Deployer, logical_id: str, props: dict[str, Any], stage: str
         }
         status = spec.get("StatusCode")
         responses[rtype] = GatewayResponse(int(status) if status else None, body, headers)
-    d.apis[logical_id] = ApiInfo(
+    deployer.apis[logical_id] = ApiInfo(
         logical_id=logical_id,
         api_id=api_id,
         stage=str(stage),
@@ -60,7 +62,7 @@ def register_api(d: Deployer, logical_id: str, props: dict[str, Any], stage: str
     return Resource(logical_id, "AWS::Serverless::Api", api_id, api_id, None, attrs)
 
 
-def authorizer(d: Deployer, name: str, spec: dict[str, Any]) -> AuthorizerInfo:
+def authorizer(deployer: Deployer, name: str, spec: dict[str, Any]) -> AuthorizerInfo:
     identity = spec.get("Identity", {})
     if "UserPoolArn" in spec:
         kind = "COGNITO_USER_POOLS"
@@ -69,7 +71,7 @@ def authorizer(d: Deployer, name: str, spec: dict[str, Any]) -> AuthorizerInfo:
     function = None
     if "FunctionArn" in spec:
         arn = spec["FunctionArn"]
-        function = next((f for f in d.functions.values() if arn in (f.arn, f.name)), None)
+        function = next((f for f in deployer.functions.values() if arn in (f.arn, f.name)), None)
         if function is None:
             raise DeployError(f"authorizer {name}: no function in the template has {arn}")
     return AuthorizerInfo(

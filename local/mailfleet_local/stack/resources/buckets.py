@@ -62,13 +62,13 @@ def lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def create_bucket(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("BucketName") or d.name(logical_id, 63).lower().lstrip("-")
-    s3 = d.client("s3")
+def create_bucket(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(raw)
+    name = props.get("BucketName") or deployer.name(logical_id, 63).lower().lstrip("-")
+    s3 = deployer.client("s3")
     kwargs: dict[str, Any] = {"Bucket": name}
-    if d.region != "us-east-1":
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": d.region}
+    if deployer.region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": deployer.region}
     s3.create_bucket(**kwargs)
     versioning = props.get("VersioningConfiguration")
     if versioning:
@@ -88,7 +88,7 @@ def create_bucket(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource
     attrs = {
         "Arn": arn,
         "DomainName": f"{name}.s3.amazonaws.com",
-        "RegionalDomainName": f"{name}.s3.{d.region}.amazonaws.com",
-        "WebsiteURL": f"http://{name}.s3-website-{d.region}.amazonaws.com",
+        "RegionalDomainName": f"{name}.s3.{deployer.region}.amazonaws.com",
+        "WebsiteURL": f"http://{name}.s3-website-{deployer.region}.amazonaws.com",
     }
     return Resource(logical_id, "AWS::S3::Bucket", name, name, arn, attrs)

@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 
 
 def create_rule(
-    d: Deployer, logical_id: str, raw: dict[str, Any], source: str = "AWS::Events::Rule"
+    deployer: Deployer, logical_id: str, raw: dict[str, Any], source: str = "AWS::Events::Rule"
 ) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("Name") or d.name(logical_id, 64)
+    props = deployer.r.resolve(raw)
+    name = props.get("Name") or deployer.name(logical_id, 64)
     state = props.get("State", "ENABLED")
     kwargs: dict[str, Any] = {"Name": name, "State": state}
     for key in ("ScheduleExpression", "Description", "EventBusName"):
@@ -24,7 +24,7 @@ def create_rule(
             kwargs[key] = props[key]
     if "EventPattern" in props:
         kwargs["EventPattern"] = json.dumps(props["EventPattern"])
-    events = d.client("events")
+    events = deployer.client("events")
     arn = events.put_rule(**kwargs)["RuleArn"]
     targets = props.get("Targets", [])
     if targets:
@@ -36,7 +36,7 @@ def create_rule(
         )
     for target in targets:
         if "ScheduleExpression" in props:
-            d.add_schedule(
+            deployer.add_schedule(
                 logical_id,
                 name,
                 source,
@@ -47,8 +47,8 @@ def create_rule(
                 target.get("Input"),
             )
         else:
-            kind, target_id, target_name = d.target_of(target["Arn"])
-            d.event_rules.append(
+            kind, target_id, target_name = deployer.target_of(target["Arn"])
+            deployer.event_rules.append(
                 EventRuleInfo(
                     logical_id=logical_id,
                     name=name,

@@ -14,15 +14,15 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_function(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+def create_function(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
     own = {k: v for k, v in raw.items() if k != "Events"}
-    props = d.r.resolve(merge_globals(d.globals.get("Function", {}), own))
-    name = props.get("FunctionName") or d.name(logical_id, 64)
+    props = deployer.r.resolve(merge_globals(deployer.globals.get("Function", {}), own))
+    name = props.get("FunctionName") or deployer.name(logical_id, 64)
     code_uri = props.get("CodeUri")
     handler = props.get("Handler")
     if not isinstance(code_uri, str) or not handler:
         raise Unsupported("only a CodeUri directory with a Handler runs locally")
-    code_dir = (d.base_dir / code_uri).resolve()
+    code_dir = (deployer.base_dir / code_uri).resolve()
     module_path = handler.rpartition(".")[0]
     handler_file = code_dir / Path(*module_path.split(".")).with_suffix(".py")
     variables = props.get("Environment", {}).get("Variables", {})
@@ -32,7 +32,7 @@ def create_function(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resour
     kwargs: dict[str, Any] = {
         "FunctionName": name,
         "Runtime": props.get("Runtime", "python3.12"),
-        "Role": props.get("Role") or d.role_arn,
+        "Role": props.get("Role") or deployer.role_arn,
         "Handler": handler,
         "Code": {"ZipFile": dummy_zip()},
         "Timeout": timeout,
@@ -50,12 +50,12 @@ def create_function(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resour
         kwargs["TracingConfig"] = {"Mode": props["Tracing"]}
     if props.get("Tags"):
         kwargs["Tags"] = tags(props["Tags"])
-    arn = d.client("lambda").create_function(**kwargs)["FunctionArn"]
+    arn = deployer.client("lambda").create_function(**kwargs)["FunctionArn"]
     on_failure = (
         (props.get("EventInvokeConfig") or {}).get("DestinationConfig", {}).get("OnFailure")
     )
     lambda_bridge.register_function(name, code_dir, on_failure)
-    d.functions[logical_id] = FunctionInfo(
+    deployer.functions[logical_id] = FunctionInfo(
         logical_id=logical_id,
         name=name,
         arn=arn,

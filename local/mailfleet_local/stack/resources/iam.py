@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_shared_role(d: Deployer) -> None:
-    name = f"{d.stack}-local-execution-role"
+def create_shared_role(deployer: Deployer) -> None:
+    name = f"{deployer.stack}-local-execution-role"
     trust = {
         "Version": "2012-10-17",
         "Statement": [
@@ -32,43 +32,43 @@ def create_shared_role(d: Deployer) -> None:
             }
         ],
     }
-    iam = d.client("iam")
+    iam = deployer.client("iam")
     try:
         role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
     except iam.exceptions.EntityAlreadyExistsException:
         role = iam.get_role(RoleName=name)
-    d.role_arn = role["Role"]["Arn"]
-    d.r.physical[SHARED_ROLE] = Resource(
+    deployer.role_arn = role["Role"]["Arn"]
+    deployer.r.physical[SHARED_ROLE] = Resource(
         SHARED_ROLE,
         "AWS::IAM::Role",
         name,
         name,
-        d.role_arn,
-        {"Arn": d.role_arn, "RoleId": role["Role"]["RoleId"]},
+        deployer.role_arn,
+        {"Arn": deployer.role_arn, "RoleId": role["Role"]["RoleId"]},
     )
-    for logical_id, resource in d.resources.items():
+    for logical_id, resource in deployer.resources.items():
         if resource["Type"] in (FUNCTION, *STATE_MACHINES):
-            d.r.aliases[f"{logical_id}Role"] = SHARED_ROLE
+            deployer.r.aliases[f"{logical_id}Role"] = SHARED_ROLE
 
 
-def create_role(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("RoleName") or d.name(logical_id, 64)
+def create_role(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(raw)
+    name = props.get("RoleName") or deployer.name(logical_id, 64)
     kwargs: dict[str, Any] = {
         "RoleName": name,
         "AssumeRolePolicyDocument": json.dumps(props.get("AssumeRolePolicyDocument", {})),
         "Path": props.get("Path", "/"),
     }
-    role = d.client("iam").create_role(**kwargs)["Role"]
+    role = deployer.client("iam").create_role(**kwargs)["Role"]
     attrs = {"Arn": role["Arn"], "RoleId": role["RoleId"]}
     return Resource(logical_id, "AWS::IAM::Role", name, name, role["Arn"], attrs)
 
 
-def generated_role(d: Deployer, logical_id: str) -> str:
+def generated_role(deployer: Deployer, logical_id: str) -> str:
     """A role SAM would generate for an event (trusting the shared role's services)."""
-    iam = d.client("iam")
-    name = d.name(logical_id, 64)
-    trust = iam.get_role(RoleName=d.r.physical[SHARED_ROLE].name)["Role"]
+    iam = deployer.client("iam")
+    name = deployer.name(logical_id, 64)
+    trust = iam.get_role(RoleName=deployer.r.physical[SHARED_ROLE].name)["Role"]
     try:
         role = iam.create_role(
             RoleName=name, AssumeRolePolicyDocument=json.dumps(trust["AssumeRolePolicyDocument"])

@@ -11,9 +11,9 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_key(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+def create_key(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
     # moto signs and verifies with asymmetric keys (the audit sealer's ECC_NIST_P256).
-    props = d.r.resolve(raw)
+    props = deployer.r.resolve(raw)
     kwargs: dict[str, Any] = {
         "KeySpec": props.get("KeySpec", "SYMMETRIC_DEFAULT"),
         "KeyUsage": props.get("KeyUsage", "ENCRYPT_DECRYPT"),
@@ -22,7 +22,7 @@ def create_key(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
         kwargs["Description"] = props["Description"]
     if props.get("KeyPolicy"):
         kwargs["Policy"] = json.dumps(props["KeyPolicy"])
-    meta = d.client("kms").create_key(**kwargs)["KeyMetadata"]
+    meta = deployer.client("kms").create_key(**kwargs)["KeyMetadata"]
     return Resource(
         logical_id,
         "AWS::KMS::Key",

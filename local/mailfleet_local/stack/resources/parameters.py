@@ -11,9 +11,9 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_parameter(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("Name") or f"CFN-{logical_id}-{suffix(d.stack, logical_id)}"
+def create_parameter(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(raw)
+    name = props.get("Name") or f"CFN-{logical_id}-{suffix(deployer.stack, logical_id)}"
     kwargs: dict[str, Any] = {
         "Name": name,
         "Type": props.get("Type", "String"),
@@ -24,7 +24,7 @@ def create_parameter(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resou
             kwargs[key] = props[key]
     if props.get("Tags"):
         kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in tags(props["Tags"]).items()]
-    d.client("ssm").put_parameter(**kwargs)
-    arn = f"arn:aws:ssm:{d.region}:{d.account}:parameter/{name.lstrip('/')}"
+    deployer.client("ssm").put_parameter(**kwargs)
+    arn = f"arn:aws:ssm:{deployer.region}:{deployer.account}:parameter/{name.lstrip('/')}"
     attrs = {"Type": kwargs["Type"], "Value": kwargs["Value"]}
     return Resource(logical_id, "AWS::SSM::Parameter", name, name, arn, attrs)

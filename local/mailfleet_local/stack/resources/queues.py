@@ -10,13 +10,13 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_queue(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("QueueName") or d.name(logical_id, 80)
+def create_queue(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(raw)
+    name = props.get("QueueName") or deployer.name(logical_id, 80)
     attributes = {
         k: str(props[k]) for k in ("MessageRetentionPeriod", "VisibilityTimeout") if k in props
     }
-    sqs = d.client("sqs")
+    sqs = deployer.client("sqs")
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"

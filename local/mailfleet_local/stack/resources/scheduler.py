@@ -12,10 +12,13 @@ if TYPE_CHECKING:
 
 
 def create_schedule(
-    d: Deployer, logical_id: str, raw: dict[str, Any], source: str = "AWS::Scheduler::Schedule"
+    deployer: Deployer,
+    logical_id: str,
+    raw: dict[str, Any],
+    source: str = "AWS::Scheduler::Schedule",
 ) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("Name") or d.name(logical_id, 64)
+    props = deployer.r.resolve(raw)
+    name = props.get("Name") or deployer.name(logical_id, 64)
     target = props["Target"]
     kwargs: dict[str, Any] = {
         "Name": name,
@@ -23,7 +26,7 @@ def create_schedule(
         "FlexibleTimeWindow": props.get("FlexibleTimeWindow", {"Mode": "OFF"}),
         "Target": {
             "Arn": target["Arn"],
-            "RoleArn": target.get("RoleArn") or d.role_arn,
+            "RoleArn": target.get("RoleArn") or deployer.role_arn,
             **({"Input": target["Input"]} if "Input" in target else {}),
         },
         "State": props.get("State", "ENABLED"),
@@ -31,8 +34,8 @@ def create_schedule(
     for key in ("GroupName", "ScheduleExpressionTimezone", "Description"):
         if key in props:
             kwargs[key] = props[key]
-    arn = d.client("scheduler").create_schedule(**kwargs)["ScheduleArn"]
-    d.add_schedule(
+    arn = deployer.client("scheduler").create_schedule(**kwargs)["ScheduleArn"]
+    deployer.add_schedule(
         logical_id,
         name,
         source,
@@ -45,8 +48,8 @@ def create_schedule(
     return Resource(logical_id, "AWS::Scheduler::Schedule", name, name, arn, {"Arn": arn})
 
 
-def create_schedule_group(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("Name") or d.name(logical_id, 64)
-    arn = d.client("scheduler").create_schedule_group(Name=name)["ScheduleGroupArn"]
+def create_schedule_group(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(raw)
+    name = props.get("Name") or deployer.name(logical_id, 64)
+    arn = deployer.client("scheduler").create_schedule_group(Name=name)["ScheduleGroupArn"]
     return Resource(logical_id, "AWS::Scheduler::ScheduleGroup", name, name, arn, {"Arn": arn})

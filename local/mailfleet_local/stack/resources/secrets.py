@@ -52,11 +52,11 @@ def generate_secret_string(spec: Mapping[str, Any]) -> str:
     return value
 
 
-def create_secret(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("Name") or f"{logical_id}-{suffix(d.stack, logical_id)}"
-    if logical_id in d.secret_values:
-        value = d.secret_values[logical_id]
+def create_secret(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(raw)
+    name = props.get("Name") or f"{logical_id}-{suffix(deployer.stack, logical_id)}"
+    if logical_id in deployer.secret_values:
+        value = deployer.secret_values[logical_id]
         secret = value if isinstance(value, str) else json.dumps(value)
     elif "SecretString" in props:
         secret = str(props["SecretString"])
@@ -67,5 +67,5 @@ def create_secret(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource
         kwargs["Description"] = props["Description"]
     if props.get("Tags"):
         kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in tags(props["Tags"]).items()]
-    arn = d.client("secretsmanager").create_secret(**kwargs)["ARN"]
+    arn = deployer.client("secretsmanager").create_secret(**kwargs)["ARN"]
     return Resource(logical_id, "AWS::SecretsManager::Secret", arn, name, arn, {"Id": arn})

@@ -13,19 +13,19 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_state_machine(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+def create_state_machine(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
     own = {k: v for k, v in raw.items() if k != "Events"}
-    props = d.r.resolve(own)
+    props = deployer.r.resolve(own)
     name = (
         props.get("Name")
         or props.get("StateMachineName")
-        or f"{logical_id}-{suffix(d.stack, logical_id)}"
+        or f"{logical_id}-{suffix(deployer.stack, logical_id)}"
     )
     if "DefinitionUri" in props:
         uri = props["DefinitionUri"]
         if not isinstance(uri, str):
             raise Unsupported("DefinitionUri must be a local file")
-        path = d.base_dir / uri
+        path = deployer.base_dir / uri
         text = path.read_text()
         if path.suffix not in (".json",):
             import yaml
@@ -44,14 +44,14 @@ def create_state_machine(d: Deployer, logical_id: str, raw: dict[str, Any]) -> R
     if left:
         raise DeployError(f"{logical_id}: no DefinitionSubstitutions for {left}")
     json.loads(text)  # a broken substitution shows here, not at execution time
-    created = d.client("stepfunctions").create_state_machine(
+    created = deployer.client("stepfunctions").create_state_machine(
         name=name,
         definition=text,
-        roleArn=props.get("Role") or props.get("RoleArn") or d.role_arn,
+        roleArn=props.get("Role") or props.get("RoleArn") or deployer.role_arn,
         # moto's interpreter runs STANDARD only (EXPRESS is rejected).
         type="STANDARD",
     )
     arn = created["stateMachineArn"]
-    d.state_machines[logical_id] = arn
+    deployer.state_machines[logical_id] = arn
     attrs = {"Arn": arn, "Name": name}
     return Resource(logical_id, "AWS::Serverless::StateMachine", arn, name, arn, attrs)

@@ -11,9 +11,9 @@ if TYPE_CHECKING:
     from mailfleet_local.stack.deployer import Deployer
 
 
-def create_table(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
-    props = d.r.resolve(raw)
-    name = props.get("TableName") or d.name(logical_id)
+def create_table(deployer: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
+    props = deployer.r.resolve(raw)
+    name = props.get("TableName") or deployer.name(logical_id)
     kwargs: dict[str, Any] = {
         "TableName": name,
         "AttributeDefinitions": props["AttributeDefinitions"],
@@ -41,7 +41,7 @@ def create_table(d: Deployer, logical_id: str, raw: dict[str, Any]) -> Resource:
         }
     if props.get("Tags"):
         kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in tags(props["Tags"]).items()]
-    ddb = d.client("dynamodb")
+    ddb = deployer.client("dynamodb")
     table = ddb.create_table(**kwargs)["TableDescription"]
     ttl = props.get("TimeToLiveSpecification")
     if ttl and str(ttl.get("Enabled", "")).lower() == "true":
