@@ -211,10 +211,18 @@ class LocalAws:
             backend = lambda_bridge.lambda_backend(self.region, self.account_id)
             for info in deployment.functions.values():
                 backend.get_function(info.name)
-            tables = set(self.client("dynamodb").list_tables(Limit=100)["TableNames"])
+            tables = self._table_names()
         except Exception:
             return False
         return all(r.name in tables for r in deployment.resources.values() if r.type == TABLE)
+
+    def _table_names(self) -> set[str]:
+        if self._dynamodb is None:
+            from moto.dynamodb.models import dynamodb_backends
+
+            return set(dynamodb_backends[self.account_id][self.region].tables)
+        pages = self.client("dynamodb").get_paginator("list_tables").paginate()
+        return {name for page in pages for name in page["TableNames"]}
 
     def _has_functions(self) -> bool:
         return bool(lambda_bridge.lambda_backend(self.region, self.account_id).list_functions())
