@@ -248,7 +248,7 @@ def _resolver_for(deployment: Any, translated: dict[str, Any]) -> Callable[[Any]
         "AWS::StackId": f"arn:aws:cloudformation:{deployment.region}:"
                         f"{deployment.account_id}:stack/{deployment.stack_name}/local",
     }
-    resolver = stack._Resolver(pseudo, deployment.parameters,
+    resolver = stack.Resolver(pseudo, deployment.parameters,
                                translated.get("Mappings", {}), deployment.region)
     resolver.physical.update(deployment.resources)
     for name, expr in translated.get("Conditions", {}).items():

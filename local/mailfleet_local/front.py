@@ -179,6 +179,35 @@ def _stable_id(*parts: str, length: int = 6) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 
 
+def _single_and_multi(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """API Gateway's two views of repeated keys: the last value, and every value."""
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for key, value in pairs:
+        single[key] = value
+        multi.setdefault(key, []).append(value)
+    return single, multi
+
+
+def _identity(request: HttpRequest) -> dict[str, Any]:
+    """requestContext.identity of an unauthenticated (IAM-less) REST API call."""
+    user_agent = next((v for k, v in request.headers if k.lower() == "user-agent"), None)
+    return {
+        "cognitoIdentityPoolId": None,
+        "accountId": None,
+        "cognitoIdentityId": None,
+        "caller": None,
+        "sourceIp": request.client_ip,
+        "principalOrgId": None,
+        "accessKey": None,
+        "cognitoAuthenticationType": None,
+        "cognitoAuthenticationProvider": None,
+        "userArn": None,
+        "userAgent": user_agent,
+        "user": None,
+    }
+
+
 def _split_query(query: str) -> list[tuple[str, str]]:
     pairs = []
     for item in query.split("&"):
@@ -445,35 +474,45 @@ class ApiFront:
         request_id: str,
     ) -> dict[str, Any]:
         """The REST API (payload v1) proxy event, key for key as API Gateway sends it."""
-        d = self.deployment
         now = datetime.datetime.now(datetime.UTC)
-        headers_in = list(request.headers)
-        forwarded = next((v for k, v in headers_in if k.lower() == "x-forwarded-for"), None)
-        headers_in = [(k, v) for k, v in headers_in if k.lower() != "x-forwarded-for"]
-        headers_in.append(
-            (
-                "X-Forwarded-For",
-                f"{forwarded}, {request.client_ip}" if forwarded else request.client_ip,
-            )
-        )
-        headers_in.append(("X-Forwarded-Proto", "http"))
-        headers_in.append(("X-Forwarded-Port", str(self.port if self._server else 80)))
-        trace = f"Root=1-{int(now.timestamp()):08x}-{uuid.uuid4().hex[:24]}"
-        headers_in.append(("X-Amzn-Trace-Id", trace))
-        headers: dict[str, str] = {}
-        multi_headers: dict[str, list[str]] = {}
-        for key, value in headers_in:
-            headers[key] = value
-            multi_headers.setdefault(key, []).append(value)
-        pairs = _split_query(query)
-        qs: dict[str, str] = {}
-        multi_qs: dict[str, list[str]] = {}
-        for key, value in pairs:
-            qs[key] = value
-            multi_qs.setdefault(key, []).append(value)
+        headers, multi_headers = _single_and_multi(self._headers_in(request, now))
+        qs, multi_qs = _single_and_multi(_split_query(query))
         body, is_base64 = self._event_body(api, request)
-        user_agent = next((v for k, v in request.headers if k.lower() == "user-agent"), None)
-        request_context: dict[str, Any] = {
+        context = self._request_context(route, api, request, path, request_id, now)
+        if authorizer_context is not None:
+            context["authorizer"] = authorizer_context
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": request.method,
+            "headers": headers or None,
+            "multiValueHeaders": multi_headers or None,
+            "queryStringParameters": qs or None,
+            "multiValueQueryStringParameters": multi_qs or None,
+            "pathParameters": path_params or None,
+            "stageVariables": None,
+            "requestContext": context,
+            "body": body,
+            "isBase64Encoded": is_base64,
+        }
+
+    def _headers_in(self, request: HttpRequest, now: datetime.datetime) -> list[tuple[str, str]]:
+        """The client's headers and what API Gateway adds (forwarding, trace id)."""
+        headers = list(request.headers)
+        forwarded = next((v for k, v in headers if k.lower() == "x-forwarded-for"), None)
+        headers = [(k, v) for k, v in headers if k.lower() != "x-forwarded-for"]
+        chain = f"{forwarded}, {request.client_ip}" if forwarded else request.client_ip
+        headers.append(("X-Forwarded-For", chain))
+        headers.append(("X-Forwarded-Proto", "http"))
+        headers.append(("X-Forwarded-Port", str(self.port if self._server else 80)))
+        trace = f"Root=1-{int(now.timestamp()):08x}-{uuid.uuid4().hex[:24]}"
+        headers.append(("X-Amzn-Trace-Id", trace))
+        return headers
+
+    def _request_context(self, route: Route, api: ApiInfo, request: HttpRequest, path: str,
+                         request_id: str, now: datetime.datetime) -> dict[str, Any]:
+        d = self.deployment
+        return {
             "resourceId": _stable_id(api.api_id, route.path),
             "resourcePath": route.path,
             "httpMethod": request.method,
@@ -486,39 +525,10 @@ class ApiFront:
             "domainPrefix": api.api_id,
             "requestTimeEpoch": int(now.timestamp() * 1000),
             "requestId": request_id,
-            "identity": {
-                "cognitoIdentityPoolId": None,
-                "accountId": None,
-                "cognitoIdentityId": None,
-                "caller": None,
-                "sourceIp": request.client_ip,
-                "principalOrgId": None,
-                "accessKey": None,
-                "cognitoAuthenticationType": None,
-                "cognitoAuthenticationProvider": None,
-                "userArn": None,
-                "userAgent": user_agent,
-                "user": None,
-            },
+            "identity": _identity(request),
             "domainName": f"{api.api_id}.execute-api.{d.region}.amazonaws.com",
             "deploymentId": _stable_id(api.api_id, "deployment"),
             "apiId": api.api_id,
-        }
-        if authorizer_context is not None:
-            request_context["authorizer"] = authorizer_context
-        return {
-            "resource": route.path,
-            "path": path,
-            "httpMethod": request.method,
-            "headers": headers or None,
-            "multiValueHeaders": multi_headers or None,
-            "queryStringParameters": qs or None,
-            "multiValueQueryStringParameters": multi_qs or None,
-            "pathParameters": path_params or None,
-            "stageVariables": None,
-            "requestContext": request_context,
-            "body": body,
-            "isBase64Encoded": is_base64,
         }
 
     @staticmethod

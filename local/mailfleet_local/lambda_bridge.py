@@ -5,7 +5,7 @@ moto 5.2.5 (pinned exactly in requirements-dev.txt) with `lambda.use_docker: Fal
 method for one that imports the function's handler from its code directory and calls it,
 so an Invoke from boto3, from a handler or from Step Functions' interpreter runs our code.
 No public hook exists for this: every moto internal touched here is in this module, and
-tests/unit/test_lambda_bridge.py pins the behaviour.
+tests/local/test_lambda_bridge.py pins the behaviour.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ one transaction (docs/audit.md), so the local run needs the real behaviour: this
 replaces the one method with a version that
 
 - holds one lock for the transaction, and makes moto's single-item writes take it too
-  (DynamoDB serialises a transaction against other writes to its items);
+  (DynamoDB serialises a transaction against other writes to its items), and its reads
+  that copy items (GetItem, Query, Scan: moto updates an item in place, and a read that
+  projects it meanwhile failed with "dictionary changed size during iteration", a 500);
 - checks and applies each action as moto does, remembering only the items it changes,
   and on any failure restores just those items.
 
 No public hook exists: moto is pinned exactly (requirements-dev.txt) and
-tests/unit/test_moto_transactions.py checks this module against it.
+tests/local/test_moto_transactions.py checks this module against it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def install() -> None:
         return
     from moto.dynamodb.models import DynamoDBBackend
 
-    for name in ("put_item", "update_item", "delete_item"):
+    for name in ("put_item", "update_item", "delete_item", "get_item", "query", "scan"):
         setattr(DynamoDBBackend, name, _locked(getattr(DynamoDBBackend, name)))
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     _installed = True

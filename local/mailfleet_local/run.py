@@ -118,7 +118,8 @@ def main() -> int:
         if deployment.schedules:
             say(f"{len(deployment.schedules)} schedule(s) deployed; a local ticker fires them.")
         env_file = sam_local.write(deployment, aws.endpoint_url,
-                                   REPO_ROOT / sam_local.ENV_VARS_FILE)
+                                   REPO_ROOT / sam_local.ENV_VARS_FILE,
+                                   dynamodb_url=aws.endpoint_for("dynamodb"))
         say(f"sam local invoke --env-vars {env_file} --docker-network host: every function "
             "pointed at this embedded AWS.")
         lambda_bridge.install()

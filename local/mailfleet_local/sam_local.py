@@ -12,27 +12,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mailfleet_local.stack import _FAKE_CREDENTIALS, Deployment
+from mailfleet_local.stack import FAKE_CREDENTIALS, Deployment
 
 ENV_VARS_FILE = Path(".aws-sam") / "env-vars.json"
 
 
-def env_vars(deployment: Deployment, endpoint_url: str) -> dict[str, dict[str, str]]:
+def env_vars(deployment: Deployment, endpoint_url: str,
+             dynamodb_url: str | None = None) -> dict[str, dict[str, str]]:
     """{function logical id: {variable: value}}: the template's variables with the names
-    the local deployment gave, and the embedded AWS as every client's endpoint."""
+    the local deployment gave, and the embedded AWS as every client's endpoint (DynamoDB's
+    own when it runs in a process of its own)."""
     aws = {
         "AWS_ENDPOINT_URL": endpoint_url,
+        **({"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url} if dynamodb_url else {}),
         "AWS_DEFAULT_REGION": deployment.region,
         "AWS_REGION": deployment.region,
-        **{key.upper(): value for key, value in _FAKE_CREDENTIALS.items()},
+        **{key.upper(): value for key, value in FAKE_CREDENTIALS.items()},
     }
     return {logical_id: {**info.environment, **aws}
             for logical_id, info in sorted(deployment.functions.items())}
 
 
-def write(deployment: Deployment, endpoint_url: str, path: Path = ENV_VARS_FILE) -> Path:
+def write(deployment: Deployment, endpoint_url: str, path: Path = ENV_VARS_FILE,
+          dynamodb_url: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(env_vars(deployment, endpoint_url), indent=2) + "\n")
+    variables = env_vars(deployment, endpoint_url, dynamodb_url)
+    path.write_text(json.dumps(variables, indent=2) + "\n")
     return path
 
 

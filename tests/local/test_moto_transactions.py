@@ -17,7 +17,9 @@ from mailfleet_local import moto_transactions
 
 
 @pytest.fixture()
-def table() -> Iterator[Any]:
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    # moto in this process, not the DynamoDB process a running LocalAws points clients at.
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     moto_transactions.install()
     with mock_aws():
         resource = boto3.resource("dynamodb", region_name="us-east-1")
@@ -118,3 +120,39 @@ def test_no_table_is_copied(table: Any, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(copy, "deepcopy", watching)
     table.meta.client.transact_write_items(TransactItems=[_put("f", 1), _put("f", 2)])
     assert copied == []
+
+
+def test_reads_that_project_items_wait_for_writes(table: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read copying an item while an UpdateItem changes it in place answered 500
+    ("dictionary changed size during iteration"): GetItem, Query and Scan hold the lock."""
+    from moto.dynamodb.models.table import Table
+
+    held: dict[str, bool] = {}
+
+    def other_thread_can_lock() -> bool:
+        got: list[bool] = []
+
+        def attempt() -> None:
+            got.append(moto_transactions._LOCK.acquire(blocking=False))
+            if got[0]:
+                moto_transactions._LOCK.release()  # an RLock: by the thread that holds it
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+        return got[0]
+
+    for name in ("get_item", "query", "scan"):
+        real = getattr(Table, name)
+
+        def watching(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            held[_name] = not other_thread_can_lock()
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(Table, name, watching)
+    table.put_item(Item={"pk": "r", "sk": 1, "v": "x"})
+    table.get_item(Key={"pk": "r", "sk": 1}, ProjectionExpression="v")
+    table.query(KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": "r"})
+    table.scan()
+    assert held == {"get_item": True, "query": True, "scan": True}
