@@ -22,6 +22,7 @@ from mailfleet.logic.cutovers import Cutovers
 from mailfleet.models.cutovers import (
     CutoverAccepted,
     CutoverList,
+    CutoverPlan,
     CutoverRequest,
     CutoverStatus,
     CutoverView,
@@ -42,7 +43,9 @@ def router_for(
     @router.post("/cutovers", tags=["cutovers"],
                  summary="Move accounts to a new destination on every proxy (or director)",
                  responses=answers({202: ("started", CutoverAccepted),
-                                    200: "dry run: the plan, nothing contacted"}, 409))
+                                    200: ("dry run: the plan, nothing contacted", CutoverPlan)},
+                                   409),
+                 operation_id="submitCutover")
     def create_cutover(
         body: CutoverRequest,
         idempotency_key: Annotated[
@@ -57,7 +60,7 @@ def router_for(
         return json_response(202, accepted)
 
     @router.get("/cutovers/<cutover_id>",
-                 responses=answers({200: "the cutover"}, 404),
+                 responses=answers({200: "the cutover"}, 404), operation_id="getCutover",
                  tags=["cutovers"],
                 summary="A cutover with each account's status, remembered mapping and steps")
     def get_cutover(
@@ -72,7 +75,7 @@ def router_for(
         return CutoverView.model_validate(view)
 
     @router.get("/cutovers",
-                 responses=answers({200: "cutovers"}),
+                 responses=answers({200: "cutovers"}), operation_id="listCutovers",
                  tags=["cutovers"], summary="Recent cutovers, newest first")
     def list_cutovers(
         status: Annotated[CutoverStatus | None, Query()] = None,
@@ -88,7 +91,8 @@ def router_for(
 
     @router.post("/cutovers/<cutover_id>/rollback", tags=["cutovers"],
                  summary="Put every DONE account back as it was remembered",
-                 responses=answers({202: ("rollback started", CutoverAccepted)}, 404, 409))
+                 responses=answers({202: ("rollback started", CutoverAccepted)}, 404, 409),
+                 operation_id="rollbackCutover")
     def rollback_cutover(cutover_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
         return json_response(202, Cutovers().rollback(cutover_id, who))

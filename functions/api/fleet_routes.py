@@ -20,7 +20,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.health import FleetHealth
 from mailfleet.logic.schedules import Schedules
-from mailfleet.models.schedules import ScheduleCreate, ScheduleView, SweepRequest
+from mailfleet.models.jobs import JobAccepted
+from mailfleet.models.schedules import (
+    FleetHealthView,
+    ScheduleCreate,
+    ScheduleList,
+    ScheduleView,
+    SweepRequest,
+)
 from mailfleet.models.tokens import Role
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
@@ -34,7 +41,8 @@ def router_for(
     router = Router()
 
     @router.get("/fleet/health",
-                 responses=answers({200: "the fleet's health"}),
+                 responses=answers({200: ("the fleet's health", FleetHealthView)}),
+                operation_id="getFleetHealth",
                  tags=["fleet"],
                 summary="Up, down and unknown hosts per kind, from the last health sweep")
     def fleet_health() -> dict[str, Any]:
@@ -43,7 +51,8 @@ def router_for(
     @router.post("/fleet/sweep", tags=["fleet"],
                  summary="Probe every host now, or those of a kind and tags (followed as a "
                          "job, action health.sweep)",
-                 responses=answers({202: "the sweep job was started"}))
+                 responses=answers({202: ("the sweep job was started", JobAccepted)}),
+                 operation_id="sweepFleet")
     def fleet_sweep(body: Annotated[SweepRequest | None, Body()] = None) -> Response[Any]:
         who = caller(Role.OPERATOR)
         scope = body or SweepRequest()
@@ -52,13 +61,15 @@ def router_for(
 
     @router.post("/schedules", tags=["schedules"],
                  summary="Run a job on an EventBridge schedule (rate or cron)",
-                 responses=answers({201: ("created", ScheduleView)}, 409))
+                 responses=answers({201: ("created", ScheduleView)}, 409),
+                 operation_id="createSchedule")
     def create_schedule(body: ScheduleCreate) -> Response[Any]:
         who = caller(Role.ADMIN)
         return json_response(201, Schedules().create(body, who))
 
     @router.get("/schedules",
-                 responses=answers({200: "schedules"}),
+                 responses=answers({200: ("schedules", ScheduleList)}),
+                 operation_id="listSchedules",
                  tags=["schedules"], summary="Every schedule, by name")
     def list_schedules(limit: Limit = 50, next_token: NextToken = None) -> dict[str, Any]:
         who = caller(Role.VIEWER)
@@ -66,14 +77,14 @@ def router_for(
         return {"schedules": schedules, "next_token": token}
 
     @router.get("/schedules/<name>",
-                 responses=answers({200: "the schedule"}, 404),
+                 responses=answers({200: "the schedule"}, 404), operation_id="getSchedule",
                  tags=["schedules"],
                 summary="One schedule with its job and next run")
     def get_schedule(name: str) -> ScheduleView:
         return ScheduleView.model_validate(Schedules().get(name, caller(Role.VIEWER)))
 
     @router.delete("/schedules/<name>",
-                 responses=answers({204: "removed"}, 404, 409),
+                 responses=answers({204: "removed"}, 404, 409), operation_id="deleteSchedule",
                  tags=["schedules"], summary="Remove a schedule")
     def delete_schedule(name: str) -> Response[None]:
         who = caller(Role.ADMIN)
@@ -81,7 +92,7 @@ def router_for(
         return Response(status_code=204, body="")
 
     @router.post("/schedules/<name>/pause",
-                 responses=answers({200: "paused"}, 404),
+                 responses=answers({200: "paused"}, 404), operation_id="pauseSchedule",
                  tags=["schedules"],
                  summary="Stop a schedule's runs until it is resumed")
     def pause_schedule(name: str) -> ScheduleView:
@@ -89,7 +100,7 @@ def router_for(
         return ScheduleView.model_validate(Schedules().set_paused(name, True, who))
 
     @router.post("/schedules/<name>/resume",
-                 responses=answers({200: "running again"}, 404),
+                 responses=answers({200: "running again"}, 404), operation_id="resumeSchedule",
                  tags=["schedules"],
                  summary="Start a paused schedule's runs again")
     def resume_schedule(name: str) -> ScheduleView:

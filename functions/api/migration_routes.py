@@ -18,6 +18,7 @@ from mailfleet.models.cutovers import CutoverStatus
 from mailfleet.models.migrations import (
     MigrationAccepted,
     MigrationList,
+    MigrationPlan,
     MigrationRequest,
     MigrationView,
 )
@@ -39,7 +40,9 @@ def router_for(
                  summary="Move accounts with their mail to another Dovecot backend, then flip "
                          "their route on every director or proxy",
                  responses=answers({202: ("started", MigrationAccepted),
-                                    200: "dry run: the plan, nothing contacted"}, 409))
+                                    200: ("dry run: the plan, nothing contacted",
+                                          MigrationPlan)}, 409),
+                 operation_id="submitMigration")
     def create_migration(
         body: MigrationRequest,
         idempotency_key: Annotated[
@@ -54,7 +57,7 @@ def router_for(
         return json_response(202, accepted)
 
     @router.get("/migrations/<migration_id>", tags=["migrations"],
-                responses=answers({200: "the migration"}, 404),
+                responses=answers({200: "the migration"}, 404), operation_id="getMigration",
                 summary="A migration with each account's status, steps and mailbox counts")
     def get_migration(
         migration_id: str,
@@ -67,6 +70,7 @@ def router_for(
         return MigrationView.model_validate(view)
 
     @router.get("/migrations", tags=["migrations"], responses=answers({200: "migrations"}),
+                operation_id="listMigrations",
                 summary="Recent migrations, newest first")
     def list_migrations(
         status: Annotated[CutoverStatus | None, Query()] = None,
@@ -83,7 +87,8 @@ def router_for(
     @router.post("/migrations/<migration_id>/rollback", tags=["migrations"],
                  summary="Per DONE account: copy back what arrived since the flip, then put "
                          "the route back",
-                 responses=answers({202: ("rollback started", MigrationAccepted)}, 404, 409))
+                 responses=answers({202: ("rollback started", MigrationAccepted)}, 404, 409),
+                 operation_id="rollbackMigration")
     def rollback_migration(migration_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
         return json_response(202, Migrations().rollback(migration_id, who))

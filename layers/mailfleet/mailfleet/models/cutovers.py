@@ -151,6 +151,20 @@ class CutoverAccepted(Model):
     dry_run: bool = False
 
 
+class HostAddress(Model):
+    host: str
+    endpoint: str
+
+
+class CutoverPlan(CutoverAccepted):
+    """A dry run's answer: what would be switched, nobody contacted."""
+
+    max_concurrency: int | str
+    proxies: list[HostAddress]
+    backends: list[HostAddress]
+    left_out_in_maintenance: list[str] | None = None
+
+
 class StepRecord(Model):
     step: str
     outcome: str  # ok, retrying (a retry follows), failed

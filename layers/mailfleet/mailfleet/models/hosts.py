@@ -122,6 +122,26 @@ class Host(Model):
     health: dict[str, Any] | None = None
 
 
+class HostView(Host):
+    """A host as the API shows it: no credentials, with its last health sweep."""
+
+
+class HostList(Model):
+    hosts: list[HostView]
+    next_token: str | None = None
+
+
+class HostActions(Model):
+    """What a host accepts, from its driver (or, for Dovecot, the host's own command list)."""
+
+    host: str
+    kind: HostKind
+    source: str = Field(description="driver, cache, host, or unavailable (see error)")
+    actions: list[dict[str, Any]]
+    error: dict[str, Any] | None = Field(
+        default=None, description="why the host's own command list could not be read")
+
+
 class HostCreate(Model):
     model_config = ConfigDict(extra="forbid")
 

@@ -21,6 +21,7 @@ from mailfleet.models.cutovers import (
     AccountView,
     CutoverStatus,
     Destination,
+    HostAddress,
     HostSelection,
     Strategy,
     account_key,
@@ -128,6 +129,18 @@ class MigrationAccepted(Model):
     status: CutoverStatus
     total: int
     dry_run: bool = False
+
+
+class MigrationPlan(MigrationAccepted):
+    """A dry run's answer: what would be copied and flipped, nobody contacted."""
+
+    max_concurrency: int | str
+    source: HostAddress
+    destination: HostAddress
+    dsync_endpoint: str
+    source_dsync_endpoint: str
+    routing: dict[str, Any] = Field(description="as given, with each router's address")
+    left_out_in_maintenance: list[str] | None = None
 
 
 class MigrationView(Model):
