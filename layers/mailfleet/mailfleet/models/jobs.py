@@ -40,6 +40,16 @@ class ResultStatus(StrEnum):
         return self in (ResultStatus.FAILED, ResultStatus.TIMED_OUT)
 
 
+# A worker's answer for a job id with no job (a replayed or stray invocation): not a job
+# status, as no job has it.
+NO_SUCH_JOB = "UNKNOWN"
+
+
+def no_such_job(**ids: Any) -> dict[str, Any]:
+    """What a worker (in-process, a Map batch, the Map's close) answers for a missing job."""
+    return {**ids, "status": NO_SUCH_JOB, "skipped": "no such job"}
+
+
 class Targets(Model):
     """Either explicit host ids, or a kind and tags (hosts in maintenance are left out)."""
 
