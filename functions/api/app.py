@@ -19,10 +19,11 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 from once import Once
+from params import IdempotencyKey, Limit, NextToken
 from pydantic import StringConstraints
 
 from mailfleet import aws
@@ -93,8 +94,6 @@ app.enable_swagger(path="/swagger", **OPENAPI)  # type: ignore[arg-type]
 
 MAX_WAIT_SECONDS = 25  # API Gateway gives up at 29 s
 AUDIT_SCOPED_PAGES = 10
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-NextToken = Annotated[str | None, Query(description="from the previous page")]
 TagFilter = Annotated[str, StringConstraints(pattern=r"^[^:]+:[\s\S]*$")]
 DateTime = Annotated[
     str | None,
@@ -423,7 +422,7 @@ def host_actions(host_id: str) -> dict[str, Any]:
 def create_job(
     body: JobRequest,
     wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_SECONDS)] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
     answer, dry_run = _submit_job(body, who, idempotency_key, app.lambda_context)

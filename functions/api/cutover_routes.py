@@ -14,8 +14,9 @@ from typing import Annotated, Any
 from answers import answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from once import Once
+from params import IdempotencyKey, Limit, NextToken
 
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers
@@ -28,9 +29,6 @@ from mailfleet.models.cutovers import (
     CutoverView,
 )
 from mailfleet.models.tokens import Role
-
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-NextToken = Annotated[str | None, Query(description="from the previous page")]
 
 
 def router_for(
@@ -48,9 +46,7 @@ def router_for(
                  operation_id="submitCutover")
     def create_cutover(
         body: CutoverRequest,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=256)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         who = caller(Role.OPERATOR)
         answer, dry_run = submit(body, who, idempotency_key, router.lambda_context)

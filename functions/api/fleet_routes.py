@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from answers import answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from params import NextToken, ScheduleLimit
 
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.health import FleetHealth
@@ -29,9 +30,6 @@ from mailfleet.models.schedules import (
     SweepRequest,
 )
 from mailfleet.models.tokens import Role
-
-Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-NextToken = Annotated[str | None, Query(description="from the previous page")]
 
 
 def router_for(
@@ -71,7 +69,7 @@ def router_for(
                  responses=answers({200: ("schedules", ScheduleList)}),
                  operation_id="listSchedules",
                  tags=["schedules"], summary="Every schedule, by name")
-    def list_schedules(limit: Limit = 50, next_token: NextToken = None) -> dict[str, Any]:
+    def list_schedules(limit: ScheduleLimit = 50, next_token: NextToken = None) -> dict[str, Any]:
         who = caller(Role.VIEWER)
         schedules, token = Schedules().list(limit=limit, next_token=next_token, caller=who)
         return {"schedules": schedules, "next_token": token}
