@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import cutover_routes
 import fleet_routes
 import migration_routes
-from answers import answers
+from answers import answers, shown
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -433,7 +433,7 @@ def create_job(
     jobs = Jobs()
     wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
-        return json_response(200, jobs.view(answer["job_id"]))
+        return json_response(200, shown(JobView, jobs.view(answer["job_id"])))
     return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
 
 
@@ -450,7 +450,8 @@ def get_job(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    return Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
+    view = Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
+    return shown(JobView, view)
 
 
 @app.get(
@@ -466,7 +467,7 @@ def list_jobs(
     jobs, token = Jobs().list(
         status=status.value if status else None, limit=limit, next_token=next_token, caller=who
     )
-    return {"jobs": jobs, "next_token": token}
+    return shown(JobList, {"jobs": jobs, "next_token": token})
 
 
 @app.post(
@@ -478,7 +479,7 @@ def list_jobs(
 )
 def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(202, Jobs().cancel(job_id, who))
+    return json_response(202, shown(CancelAnswer, Jobs().cancel(job_id, who)))
 
 
 @app.post("/jobs/<job_id>/approve", tags=["jobs"],
@@ -487,7 +488,7 @@ def cancel_job(job_id: str) -> Response[dict[str, Any]]:
           summary="Let a destructive job awaiting approval start (admin, not its creator)")
 def approve_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
-    return json_response(202, Jobs().approve(job_id, who))
+    return json_response(202, shown(JobAccepted, Jobs().approve(job_id, who)))
 
 
 @app.post("/jobs/<job_id>/reject", tags=["jobs"],
@@ -496,7 +497,7 @@ def approve_job(job_id: str) -> Response[dict[str, Any]]:
           summary="Turn down a job awaiting approval (its creator or an admin): CANCELLED")
 def reject_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(200, Jobs().reject(job_id, who))
+    return json_response(200, shown(JobView, Jobs().reject(job_id, who)))
 
 
 # ---------------------------------------------------------------------- audit

@@ -99,8 +99,15 @@ class JobAccepted(Model):
     approval: dict[str, Any] | None = None
 
 
+# The views below are what the jobs table holds, as the API shows it: a field they do not
+# name (written by an older version, or a path's own note) is shown as it is.
+SHOWN_AS_STORED = ConfigDict(extra="allow", defer_build=True)
+
+
 class HostErrorView(Model):
     """One host's failure as results carry it (the shared taxonomy of mailfleet.errors)."""
+
+    model_config = SHOWN_AS_STORED
 
     type: ErrorType
     code: int | str | None = None
@@ -124,6 +131,8 @@ class HostErrorView(Model):
 
 class HostResult(Model):
     """One host's result in a job: every target gets exactly one."""
+
+    model_config = SHOWN_AS_STORED
 
     host: str
     status: ResultStatus
@@ -163,6 +172,8 @@ class HostResult(Model):
 
 
 class JobView(Model):
+    model_config = SHOWN_AS_STORED
+
     job_id: str
     action: str
     kind: HostKind | None = None
@@ -178,7 +189,7 @@ class JobView(Model):
     dry_run: bool = False
     max_concurrency: int | str
     max_errors: int | str | None = None
-    timeout_seconds: float
+    timeout_seconds: int | float  # as given: 30 stays 30
     path: str = "inprocess"
     schedule: str | None = None
     cancel_requested: bool = False
