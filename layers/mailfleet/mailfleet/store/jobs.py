@@ -89,7 +89,8 @@ class JobStore:
         return Change.update(
             self._table.name, {"pk": job_id, "sk": JOB_SK}, "SET cancel_requested = :t",
             condition="attribute_exists(pk) AND #s IN (:p, :r)",
-            names={"#s": "status"}, values={":t": True, ":p": "PENDING", ":r": "RUNNING"})
+            names={"#s": "status"}, values={":t": True, ":p": JobStatus.PENDING.value,
+                                          ":r": JobStatus.RUNNING.value})
 
     def transition_change(self, job_id: str, old: str, new: str, **fields: Any) -> Change:
         """Move a job from status `old` to `new` (with `fields`) only if it is still in
@@ -149,9 +150,11 @@ class JobStore:
                 Key={"pk": job_id, "sk": JOB_SK},
                 UpdateExpression="SET #s = :r, status_pk = :r, started_at = if_not_exists("
                 "started_at, :t), #p = :p",
-                ConditionExpression=Attr("status").is_in(["PENDING", "RUNNING"]),
+                ConditionExpression=Attr("status").is_in([JobStatus.PENDING.value,
+                                                          JobStatus.RUNNING.value]),
                 ExpressionAttributeNames={"#s": "status", "#p": "path"},
-                ExpressionAttributeValues={":r": "RUNNING", ":t": started_at, ":p": path},
+                ExpressionAttributeValues={":r": JobStatus.RUNNING.value, ":t": started_at,
+                                           ":p": path},
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
