@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from answers import answers
+from answers import answers, shown
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body
@@ -44,7 +44,7 @@ def router_for(
                  tags=["fleet"],
                 summary="Up, down and unknown hosts per kind, from the last health sweep")
     def fleet_health() -> dict[str, Any]:
-        return FleetHealth().fleet(caller(Role.VIEWER))
+        return shown(FleetHealthView, FleetHealth().fleet(caller(Role.VIEWER)))
 
     @router.post("/fleet/sweep", tags=["fleet"],
                  summary="Probe every host now, or those of a kind and tags (followed as a "
@@ -55,7 +55,7 @@ def router_for(
         who = caller(Role.OPERATOR)
         scope = body or SweepRequest()
         kind = scope.kind.value if scope.kind else None
-        return json_response(202, FleetHealth().submit(who, kind, scope.tags))
+        return json_response(202, shown(JobAccepted, FleetHealth().submit(who, kind, scope.tags)))
 
     @router.post("/schedules", tags=["schedules"],
                  summary="Run a job on an EventBridge schedule (rate or cron)",
