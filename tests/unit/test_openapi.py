@@ -50,7 +50,7 @@ def test_every_operation_has_a_unique_readable_operation_id(document: dict[str, 
     ids = [op.get("operationId") for _, _, op in _operations(document)]
     assert all(isinstance(i, str) and OPERATION_ID.match(i) for i in ids), ids
     assert len(ids) == len(set(ids)), sorted(ids)
-    # The names a generated client gets for the job routes (the README's scripts use them).
+    # The names a generated client gets for the job routes (the README names them).
     assert {"submitJob", "getJob", "listJobs", "cancelJob"} <= set(ids)
 
 
