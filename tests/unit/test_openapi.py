@@ -91,3 +91,22 @@ def test_every_operation_declares_its_client_errors(document: dict[str, Any]) ->
             body = op["responses"][code].get("content", {}).get("application/json", {})
             assert body.get("schema") == {"$ref": "#/components/schemas/ProblemBody"}, (
                 f"{method} {path} {code}")
+
+
+def test_every_drivers_actions_fit_the_declared_answer() -> None:
+    """GET /hosts/{id}/actions declares HostActions: what each driver describes fits it,
+    and reads back unchanged (Dovecot's from a real 2.3.19 command list)."""
+    from mailfleet.drivers import KINDS, driver_class
+    from mailfleet.drivers.dovecot import actions_from_commands
+    from mailfleet.models.hosts import HostActions, HostKind
+
+    commands = json.loads((API_DIR.parents[1] / "tests" / "data" /
+                           "doveadm-2.3.19-commands.json").read_text())
+    for kind in KINDS:
+        specs = (actions_from_commands(commands) if HostKind(kind) is HostKind.DOVECOT
+                 else driver_class(kind).static_actions())
+        answer = {"host": "h1", "kind": str(kind), "source": "driver",
+                  "actions": [spec.describe() for spec in specs.values()]}
+        typed = HostActions.model_validate(answer)
+        assert typed.actions, kind
+        assert typed.model_dump(mode="json", by_alias=True, exclude_unset=True) == answer
