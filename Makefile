@@ -20,7 +20,12 @@ BUILD_X86 := .aws-sam/build-x86_64
 SOURCES := template.yaml $(shell find functions layers -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 SAM_ENV := PATH="$(PY312_DIR):$$PATH" SAM_CLI_TELEMETRY=0
 
-.PHONY: run test lint bench deps venv sam-venv build build-check clean
+# The OpenAPI client generator (tests/e2e/test_generated_client.py): its own venv, as its
+# typer pin clashes with the CLI's.
+CODEGEN_VENV := .venv-codegen
+CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
+
+.PHONY: run test lint bench deps venv sam-venv codegen-venv build build-check clean
 
 $(STAMP): requirements-dev.txt layers/mailfleet/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +43,14 @@ $(SAM_STAMP):
 	touch $(SAM_STAMP)
 
 sam-venv: $(SAM_STAMP)
+
+$(CODEGEN_STAMP): requirements-codegen.txt
+	$(PYTHON) -m venv $(CODEGEN_VENV)
+	$(CODEGEN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CODEGEN_VENV)/bin/python -m pip install -q -r requirements-codegen.txt
+	touch $(CODEGEN_STAMP)
+
+codegen-venv: $(CODEGEN_STAMP)
 
 # The real build, as `sam deploy` would upload it (arm64, as the functions declare), then
 # bytecode compiled for 3.12: Lambda's /var/task and /opt are read-only, so without it
@@ -78,7 +91,7 @@ build: $(BUILD)/template.yaml $(BUILD_X86)/template.yaml $(RUNTIME_BOTO3_STAMP) 
 	.aws-sam/translated.json
 
 # Deps first: other steps in `make test` need Dovecot; the build tests need the build.
-test: venv deps build
+test: venv codegen-venv deps build
 	$(PY) -m ruff check .
 	MAILFLEET_REQUIRE_BUILD=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -100,4 +113,4 @@ bench: venv deps build
 	$(PY) -m bench.migration
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) $(CODEGEN_VENV) .pytest_cache .ruff_cache .aws-sam

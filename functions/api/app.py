@@ -14,15 +14,16 @@ from typing import Annotated, Any
 import cutover_routes
 import fleet_routes
 import migration_routes
-from answers import answers
+from answers import answers, shown
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 from once import Once
+from params import IdempotencyKey, Limit, NextToken
 from pydantic import StringConstraints
 
 from mailfleet import aws
@@ -43,10 +44,35 @@ from mailfleet.logic.problems import (
     invalid,
 )
 from mailfleet.logic.revocation import Cascade, Revocation
-from mailfleet.models.audit import AuditVerification
-from mailfleet.models.hosts import HostCreate, HostKind, HostPatch, ImportOutcome, InventoryImport
-from mailfleet.models.jobs import JobAccepted, JobRequest, JobStatus
-from mailfleet.models.tokens import Role, TokenCreate, TokenCreated, TokenScope
+from mailfleet.models.audit import AuditPage, AuditVerification
+from mailfleet.models.common import Liveness
+from mailfleet.models.hosts import (
+    HostActions,
+    HostCreate,
+    HostKind,
+    HostList,
+    HostPatch,
+    HostView,
+    ImportOutcome,
+    InventoryImport,
+)
+from mailfleet.models.jobs import (
+    CancelAnswer,
+    JobAccepted,
+    JobList,
+    JobRequest,
+    JobStatus,
+    JobView,
+)
+from mailfleet.models.tokens import (
+    Principal,
+    Revoked,
+    Role,
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    TokenScope,
+)
 from mailfleet.store.audit import AuditLog
 from mailfleet.store.audit_digests import Verifier
 from mailfleet.store.base import BadPageToken
@@ -68,8 +94,6 @@ app.enable_swagger(path="/swagger", **OPENAPI)  # type: ignore[arg-type]
 
 MAX_WAIT_SECONDS = 25  # API Gateway gives up at 29 s
 AUDIT_SCOPED_PAGES = 10
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-NextToken = Annotated[str | None, Query(description="from the previous page")]
 TagFilter = Annotated[str, StringConstraints(pattern=r"^[^:]+:[\s\S]*$")]
 DateTime = Annotated[
     str | None,
@@ -203,7 +227,9 @@ _submit_job = Once(lambda job, who: Jobs().submit(job, who))
     summary="Liveness (no authentication)",
     # security=[] alone is dropped from the document: say "no authentication" explicitly.
     openapi_extensions={"security": []},
-    responses={200: {"description": "alive"}},
+    responses={200: {"description": "alive",
+                     "content": {"application/json": {"model": Liveness}}}},
+    operation_id="getHealth",
 )
 def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -211,7 +237,8 @@ def health() -> dict[str, str]:
 
 @app.get(
     "/whoami",
-    responses=answers({200: "who you are"}),
+    responses=answers({200: ("who you are", Principal)}),
+    operation_id="whoami",
     tags=["meta"],
     summary="The caller's principal and role",
 )
@@ -233,6 +260,7 @@ def openapi() -> Response[dict[str, Any]]:
 @app.post(
     "/tokens",
     responses=answers({201: ("created; the token is shown this once", TokenCreated)}),
+    operation_id="createToken",
     tags=["tokens"],
     summary="Mint a token (shown once)",
 )
@@ -247,7 +275,8 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
 
 @app.get(
     "/tokens",
-    responses=answers({200: "tokens, never their values"}),
+    responses=answers({200: ("tokens, never their values", TokenList)}),
+    operation_id="listTokens",
     tags=["tokens"],
     summary="List tokens (never their values)",
 )
@@ -260,8 +289,9 @@ def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, A
 
 @app.delete(
     "/tokens/<token_id>",
-    responses=answers({204: "revoked", 200: "revoked, with what it created (?cascade=...)"},
-                      404),
+    responses=answers({204: "revoked",
+                       200: ("revoked, with what it created (?cascade=...)", Revoked)}, 404),
+    operation_id="revokeToken",
     tags=["tokens"],
     summary="Revoke a token at once (?cascade=none|pause|revoke: what it created)",
 )
@@ -283,7 +313,8 @@ def delete_token(
 # ---------------------------------------------------------------------- hosts
 @app.post(
     "/hosts",
-    responses=answers({201: "registered"}, 409),
+    responses=answers({201: ("registered", HostView)}, 409),
+    operation_id="createHost",
     tags=["hosts"],
     summary="Register a host (credentials go to Secrets Manager)",
 )
@@ -294,7 +325,8 @@ def create_host(body: HostCreate) -> Response[dict[str, Any]]:
 
 @app.get(
     "/hosts",
-    responses=answers({200: "hosts"}),
+    responses=answers({200: ("hosts", HostList)}),
+    operation_id="listHosts",
     tags=["hosts"],
     summary="List hosts by kind and tags",
 )
@@ -318,7 +350,8 @@ def list_hosts(
 
 @app.get(
     "/hosts/<host_id>",
-    responses=answers({200: "the host"}, 404),
+    responses=answers({200: ("the host", HostView)}, 404),
+    operation_id="getHost",
     tags=["hosts"],
     summary="One host with its last health",
 )
@@ -328,7 +361,8 @@ def get_host(host_id: str) -> dict[str, Any]:
 
 @app.patch(
     "/hosts/<host_id>",
-    responses=answers({200: "the host as changed"}, 404),
+    responses=answers({200: ("the host as changed", HostView)}, 404),
+    operation_id="updateHost",
     tags=["hosts"],
     summary="Change a host",
 )
@@ -340,6 +374,7 @@ def patch_host(host_id: str, body: HostPatch) -> dict[str, Any]:
 @app.delete(
     "/hosts/<host_id>",
     responses=answers({204: "removed"}, 404),
+    operation_id="deleteHost",
     tags=["hosts"],
     summary="Remove a host (and its managed secret)",
 )
@@ -352,6 +387,7 @@ def delete_host(host_id: str) -> Response[None]:
 @app.post(
     "/inventory/import",
     responses=answers({200: "each host's outcome"}),
+    operation_id="importInventory",
     tags=["hosts"],
     summary="Register or replace up to 1,000 hosts; each is taken or refused on its own",
 )
@@ -362,7 +398,8 @@ def import_inventory(body: InventoryImport) -> ImportOutcome:
 
 @app.get(
     "/hosts/<host_id>/actions",
-    responses=answers({200: "the actions"}, 404),
+    responses=answers({200: ("the actions", HostActions)}, 404),
+    operation_id="listHostActions",
     tags=["hosts"],
     summary="Actions the host accepts",
 )
@@ -374,15 +411,18 @@ def host_actions(host_id: str) -> dict[str, Any]:
 @app.post(
     "/jobs",
     responses=answers(
-        {202: ("started", JobAccepted), 200: "finished within ?wait, or a dry run"}, 409
+        {202: ("started", JobAccepted),
+         200: ("finished within ?wait (the job), or a dry run (the plan)",
+               JobView | JobAccepted)}, 409
     ),
+    operation_id="submitJob",
     tags=["jobs"],
     summary="Run one action on many hosts",
 )
 def create_job(
     body: JobRequest,
     wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_SECONDS)] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
     answer, dry_run = _submit_job(body, who, idempotency_key, app.lambda_context)
@@ -393,13 +433,14 @@ def create_job(
     jobs = Jobs()
     wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
-        return json_response(200, jobs.view(answer["job_id"]))
+        return json_response(200, shown(JobView, jobs.view(answer["job_id"])))
     return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
 
 
 @app.get(
     "/jobs/<job_id>",
-    responses=answers({200: "the job"}, 404),
+    responses=answers({200: ("the job", JobView)}, 404),
+    operation_id="getJob",
     tags=["jobs"],
     summary="A job with its per-host results",
 )
@@ -409,11 +450,13 @@ def get_job(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    return Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
+    view = Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
+    return shown(JobView, view)
 
 
 @app.get(
-    "/jobs", responses=answers({200: "jobs"}), tags=["jobs"], summary="Recent jobs, newest first"
+    "/jobs", responses=answers({200: ("jobs", JobList)}), tags=["jobs"],
+    summary="Recent jobs, newest first", operation_id="listJobs",
 )
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,
@@ -424,40 +467,44 @@ def list_jobs(
     jobs, token = Jobs().list(
         status=status.value if status else None, limit=limit, next_token=next_token, caller=who
     )
-    return {"jobs": jobs, "next_token": token}
+    return shown(JobList, {"jobs": jobs, "next_token": token})
 
 
 @app.post(
     "/jobs/<job_id>/cancel",
-    responses=answers({202: "cancel requested"}, 404, 409),
+    responses=answers({202: ("cancel requested", CancelAnswer)}, 404, 409),
+    operation_id="cancelJob",
     tags=["jobs"],
     summary="Stop starting hosts; skip the rest",
 )
 def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(202, Jobs().cancel(job_id, who))
+    return json_response(202, shown(CancelAnswer, Jobs().cancel(job_id, who)))
 
 
 @app.post("/jobs/<job_id>/approve", tags=["jobs"],
-          responses=answers({202: "approved: the job starts"}, 404, 409),
+          responses=answers({202: ("approved: the job starts", JobAccepted)}, 404, 409),
+          operation_id="approveJob",
           summary="Let a destructive job awaiting approval start (admin, not its creator)")
 def approve_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
-    return json_response(202, Jobs().approve(job_id, who))
+    return json_response(202, shown(JobAccepted, Jobs().approve(job_id, who)))
 
 
 @app.post("/jobs/<job_id>/reject", tags=["jobs"],
-          responses=answers({200: "rejected: CANCELLED"}, 404, 409),
+          responses=answers({200: ("rejected: CANCELLED", JobView)}, 404, 409),
+          operation_id="rejectJob",
           summary="Turn down a job awaiting approval (its creator or an admin): CANCELLED")
 def reject_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(200, Jobs().reject(job_id, who))
+    return json_response(200, shown(JobView, Jobs().reject(job_id, who)))
 
 
 # ---------------------------------------------------------------------- audit
 @app.get(
     "/audit",
-    responses=answers({200: "events"}),
+    responses=answers({200: ("events", AuditPage)}),
+    operation_id="listAuditEvents",
     tags=["audit"],
     summary="The audit trail, newest first",
 )
@@ -506,6 +553,7 @@ def audit(
 @app.get(
     "/audit/verify",
     responses=answers({200: "the verification"}),
+    operation_id="verifyAudit",
     tags=["audit"],
     summary="Check the events against the signed digests (paged: follow next_token)",
 )

@@ -14,22 +14,21 @@ from typing import Annotated, Any
 from answers import answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from once import Once
+from params import IdempotencyKey, Limit, NextToken
 
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers
 from mailfleet.models.cutovers import (
     CutoverAccepted,
     CutoverList,
+    CutoverPlan,
     CutoverRequest,
     CutoverStatus,
     CutoverView,
 )
 from mailfleet.models.tokens import Role
-
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-NextToken = Annotated[str | None, Query(description="from the previous page")]
 
 
 def router_for(
@@ -42,12 +41,12 @@ def router_for(
     @router.post("/cutovers", tags=["cutovers"],
                  summary="Move accounts to a new destination on every proxy (or director)",
                  responses=answers({202: ("started", CutoverAccepted),
-                                    200: "dry run: the plan, nothing contacted"}, 409))
+                                    200: ("dry run: the plan, nothing contacted", CutoverPlan)},
+                                   409),
+                 operation_id="submitCutover")
     def create_cutover(
         body: CutoverRequest,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=256)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         who = caller(Role.OPERATOR)
         answer, dry_run = submit(body, who, idempotency_key, router.lambda_context)
@@ -57,7 +56,7 @@ def router_for(
         return json_response(202, accepted)
 
     @router.get("/cutovers/<cutover_id>",
-                 responses=answers({200: "the cutover"}, 404),
+                 responses=answers({200: "the cutover"}, 404), operation_id="getCutover",
                  tags=["cutovers"],
                 summary="A cutover with each account's status, remembered mapping and steps")
     def get_cutover(
@@ -72,7 +71,7 @@ def router_for(
         return CutoverView.model_validate(view)
 
     @router.get("/cutovers",
-                 responses=answers({200: "cutovers"}),
+                 responses=answers({200: "cutovers"}), operation_id="listCutovers",
                  tags=["cutovers"], summary="Recent cutovers, newest first")
     def list_cutovers(
         status: Annotated[CutoverStatus | None, Query()] = None,
@@ -88,7 +87,8 @@ def router_for(
 
     @router.post("/cutovers/<cutover_id>/rollback", tags=["cutovers"],
                  summary="Put every DONE account back as it was remembered",
-                 responses=answers({202: ("rollback started", CutoverAccepted)}, 404, 409))
+                 responses=answers({202: ("rollback started", CutoverAccepted)}, 404, 409),
+                 operation_id="rollbackCutover")
     def rollback_cutover(cutover_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
         return json_response(202, Cutovers().rollback(cutover_id, who))

@@ -12,19 +12,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from answers import answers
+from answers import answers, shown
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from params import NextToken, ScheduleLimit
 
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.health import FleetHealth
 from mailfleet.logic.schedules import Schedules
-from mailfleet.models.schedules import ScheduleCreate, ScheduleView, SweepRequest
+from mailfleet.models.jobs import JobAccepted
+from mailfleet.models.schedules import (
+    FleetHealthView,
+    ScheduleCreate,
+    ScheduleList,
+    ScheduleView,
+    SweepRequest,
+)
 from mailfleet.models.tokens import Role
-
-Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
-NextToken = Annotated[str | None, Query(description="from the previous page")]
 
 
 def router_for(
@@ -34,46 +39,50 @@ def router_for(
     router = Router()
 
     @router.get("/fleet/health",
-                 responses=answers({200: "the fleet's health"}),
+                 responses=answers({200: ("the fleet's health", FleetHealthView)}),
+                operation_id="getFleetHealth",
                  tags=["fleet"],
                 summary="Up, down and unknown hosts per kind, from the last health sweep")
     def fleet_health() -> dict[str, Any]:
-        return FleetHealth().fleet(caller(Role.VIEWER))
+        return shown(FleetHealthView, FleetHealth().fleet(caller(Role.VIEWER)))
 
     @router.post("/fleet/sweep", tags=["fleet"],
                  summary="Probe every host now, or those of a kind and tags (followed as a "
                          "job, action health.sweep)",
-                 responses=answers({202: "the sweep job was started"}))
+                 responses=answers({202: ("the sweep job was started", JobAccepted)}),
+                 operation_id="sweepFleet")
     def fleet_sweep(body: Annotated[SweepRequest | None, Body()] = None) -> Response[Any]:
         who = caller(Role.OPERATOR)
         scope = body or SweepRequest()
         kind = scope.kind.value if scope.kind else None
-        return json_response(202, FleetHealth().submit(who, kind, scope.tags))
+        return json_response(202, shown(JobAccepted, FleetHealth().submit(who, kind, scope.tags)))
 
     @router.post("/schedules", tags=["schedules"],
                  summary="Run a job on an EventBridge schedule (rate or cron)",
-                 responses=answers({201: ("created", ScheduleView)}, 409))
+                 responses=answers({201: ("created", ScheduleView)}, 409),
+                 operation_id="createSchedule")
     def create_schedule(body: ScheduleCreate) -> Response[Any]:
         who = caller(Role.ADMIN)
         return json_response(201, Schedules().create(body, who))
 
     @router.get("/schedules",
-                 responses=answers({200: "schedules"}),
+                 responses=answers({200: ("schedules", ScheduleList)}),
+                 operation_id="listSchedules",
                  tags=["schedules"], summary="Every schedule, by name")
-    def list_schedules(limit: Limit = 50, next_token: NextToken = None) -> dict[str, Any]:
+    def list_schedules(limit: ScheduleLimit = 50, next_token: NextToken = None) -> dict[str, Any]:
         who = caller(Role.VIEWER)
         schedules, token = Schedules().list(limit=limit, next_token=next_token, caller=who)
         return {"schedules": schedules, "next_token": token}
 
     @router.get("/schedules/<name>",
-                 responses=answers({200: "the schedule"}, 404),
+                 responses=answers({200: "the schedule"}, 404), operation_id="getSchedule",
                  tags=["schedules"],
                 summary="One schedule with its job and next run")
     def get_schedule(name: str) -> ScheduleView:
         return ScheduleView.model_validate(Schedules().get(name, caller(Role.VIEWER)))
 
     @router.delete("/schedules/<name>",
-                 responses=answers({204: "removed"}, 404, 409),
+                 responses=answers({204: "removed"}, 404, 409), operation_id="deleteSchedule",
                  tags=["schedules"], summary="Remove a schedule")
     def delete_schedule(name: str) -> Response[None]:
         who = caller(Role.ADMIN)
@@ -81,7 +90,7 @@ def router_for(
         return Response(status_code=204, body="")
 
     @router.post("/schedules/<name>/pause",
-                 responses=answers({200: "paused"}, 404),
+                 responses=answers({200: "paused"}, 404), operation_id="pauseSchedule",
                  tags=["schedules"],
                  summary="Stop a schedule's runs until it is resumed")
     def pause_schedule(name: str) -> ScheduleView:
@@ -89,7 +98,7 @@ def router_for(
         return ScheduleView.model_validate(Schedules().set_paused(name, True, who))
 
     @router.post("/schedules/<name>/resume",
-                 responses=answers({200: "running again"}, 404),
+                 responses=answers({200: "running again"}, 404), operation_id="resumeSchedule",
                  tags=["schedules"],
                  summary="Start a paused schedule's runs again")
     def resume_schedule(name: str) -> ScheduleView:

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from answers import answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from once import Once
+from params import IdempotencyKey, Limit, NextToken
 
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.migrations import Migrations
@@ -18,13 +19,11 @@ from mailfleet.models.cutovers import CutoverStatus
 from mailfleet.models.migrations import (
     MigrationAccepted,
     MigrationList,
+    MigrationPlan,
     MigrationRequest,
     MigrationView,
 )
 from mailfleet.models.tokens import Role
-
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-NextToken = Annotated[str | None, Query(description="from the previous page")]
 
 
 def router_for(
@@ -39,12 +38,12 @@ def router_for(
                  summary="Move accounts with their mail to another Dovecot backend, then flip "
                          "their route on every director or proxy",
                  responses=answers({202: ("started", MigrationAccepted),
-                                    200: "dry run: the plan, nothing contacted"}, 409))
+                                    200: ("dry run: the plan, nothing contacted",
+                                          MigrationPlan)}, 409),
+                 operation_id="submitMigration")
     def create_migration(
         body: MigrationRequest,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=256)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         who = caller(Role.OPERATOR)
         answer, dry_run = submit(body, who, idempotency_key, router.lambda_context)
@@ -54,7 +53,7 @@ def router_for(
         return json_response(202, accepted)
 
     @router.get("/migrations/<migration_id>", tags=["migrations"],
-                responses=answers({200: "the migration"}, 404),
+                responses=answers({200: "the migration"}, 404), operation_id="getMigration",
                 summary="A migration with each account's status, steps and mailbox counts")
     def get_migration(
         migration_id: str,
@@ -67,6 +66,7 @@ def router_for(
         return MigrationView.model_validate(view)
 
     @router.get("/migrations", tags=["migrations"], responses=answers({200: "migrations"}),
+                operation_id="listMigrations",
                 summary="Recent migrations, newest first")
     def list_migrations(
         status: Annotated[CutoverStatus | None, Query()] = None,
@@ -83,7 +83,8 @@ def router_for(
     @router.post("/migrations/<migration_id>/rollback", tags=["migrations"],
                  summary="Per DONE account: copy back what arrived since the flip, then put "
                          "the route back",
-                 responses=answers({202: ("rollback started", MigrationAccepted)}, 404, 409))
+                 responses=answers({202: ("rollback started", MigrationAccepted)}, 404, 409),
+                 operation_id="rollbackMigration")
     def rollback_migration(migration_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
         return json_response(202, Migrations().rollback(migration_id, who))

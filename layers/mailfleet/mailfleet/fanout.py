@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from mailfleet.drivers.base import Deadline
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.models.hosts import Host
-from mailfleet.models.jobs import ResultStatus
+from mailfleet.models.jobs import HostResult, ResultStatus
 
 # A host whose driver ignores its deadline gets this much longer before we abandon it.
 GRACE_SECONDS = 2.0
@@ -107,9 +107,6 @@ class Summary:
     stopped_by: str | None = None  # "max_errors" | "cancelled" | "time" | None
 
 
-_FAILURES = (ResultStatus.FAILED, ResultStatus.TIMED_OUT)
-
-
 class FanOut:
     """One job's fan-out: what both engines share, one method per rule. Admission and
     the in-flight bound, per-host caps and abandonment are each engine's own (a thread
@@ -147,7 +144,7 @@ class FanOut:
         once per host."""
         started, started_at = (task.started, task.started_at) if task else (None, None)
         result = _shape(host, status, started, started_at, **fields)
-        if status in _FAILURES and not counted:
+        if status.failed and not counted:
             self.budget.failed()
         with self._counts_lock:
             self.counts[status.value] += 1
@@ -407,7 +404,7 @@ class EventLoopFanOut(FanOut):
                       **fields: Any) -> None:
         """`record`, with a shared budget counted in a thread: the slot this host frees
         is not reused before we know whether max_errors is reached."""
-        counted = status in _FAILURES and self._remote_checks is self.budget
+        counted = status.failed and self._remote_checks is self.budget
         if counted:
             loop = asyncio.get_running_loop()
             if not await loop.run_in_executor(None, _fail_and_check, self.budget):
@@ -495,15 +492,12 @@ def _shape(host: Host, status: ResultStatus, started: float | None, started_at: 
            *, output: Any = None, error: dict[str, Any] | None = None, attempts: int = 0,
            ) -> dict[str, Any]:
     """One host's result record."""
-    result: dict[str, Any] = {"host": host.id, "status": status.value, "attempts": attempts}
-    if output is not None:
-        result["output"] = _bounded(output)
-    if error is not None:
-        result["error"] = error
+    result = HostResult(host=host.id, status=status, attempts=attempts,
+                        output=_bounded(output) if output is not None else None, error=error)
     if started_at is not None and started is not None:
-        result.update(started_at=started_at, finished_at=_now_iso(),
-                      duration_ms=int((time.monotonic() - started) * 1000))
-    return result
+        result.started_at, result.finished_at = started_at, _now_iso()
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+    return result.item()
 
 
 def _fail_and_check(budget: ErrorBudget) -> bool:

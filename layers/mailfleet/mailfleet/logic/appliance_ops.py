@@ -26,7 +26,7 @@ from mailfleet.logic.job_paths import JobPath
 from mailfleet.logic.job_records import JobRecords, count_failures
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import HostKind
-from mailfleet.models.jobs import JobStatus, ResultStatus
+from mailfleet.models.jobs import HostResult, JobStatus, ResultStatus
 from mailfleet.redact import mask_values, redact
 from mailfleet.store.blobs import S3BlobStore
 from mailfleet.store.hosts import HostNotFound
@@ -177,23 +177,18 @@ class ApplianceOperations(JobPath):
         op_state = state.get("op") or {}
         job_id, host_id = state["job_id"], state["host"]
         phase = op_state.get("phase")
-        result: dict[str, Any] = {"host": host_id, "attempts": int(op_state.get("attempts", 0))}
+        error = op_state.get("error")
         if state.get("error") is not None:
-            phase = "failed"
-            result["error"] = _step_error(state["error"])
-        elif op_state.get("error") is not None:
-            result["error"] = op_state["error"]
-        result["status"] = {
-            "succeeded": ResultStatus.SUCCEEDED, "skipped": ResultStatus.SKIPPED,
-            "timed_out": ResultStatus.TIMED_OUT,
-        }.get(str(phase), ResultStatus.FAILED).value
-        if op_state.get("output") is not None:
-            result["output"] = op_state["output"]
+            phase, error = "failed", _step_error(state["error"])
+        built = HostResult(
+            host=host_id, attempts=int(op_state.get("attempts", 0)), error=error,
+            status={"succeeded": ResultStatus.SUCCEEDED, "skipped": ResultStatus.SKIPPED,
+                    "timed_out": ResultStatus.TIMED_OUT}.get(str(phase), ResultStatus.FAILED),
+            output=op_state.get("output"))
         if op_state.get("started_at"):
-            result["started_at"] = op_state["started_at"]
-            result["finished_at"] = now_iso()
-            result["duration_ms"] = int((time.time() - float(op_state["started"])) * 1000)
-        result = self._without_secrets(host_id, op_state.get("action"), result)
+            built.started_at, built.finished_at = op_state["started_at"], now_iso()
+            built.duration_ms = int((time.time() - float(op_state["started"])) * 1000)
+        result = self._without_secrets(host_id, op_state.get("action"), built.item())
         self.store.write_results(job_id, [result])
         if result["status"] == ResultStatus.SUCCEEDED.value and isinstance(result.get("output"),
                                                                           dict):

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from mailfleet import aws
@@ -41,8 +42,22 @@ PENDING_GRACE_SECONDS = 300
 CONFLICTS_SHOWN = 100
 ACCOUNTS_PAGE = 1000
 _LIVE = (CutoverStatus.PENDING.value, CutoverStatus.RUNNING.value)
+
+
+class ExecutionStatus(StrEnum):
+    """Step Functions' own statuses of an execution (DescribeExecution, EventBridge)."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    ABORTED = "ABORTED"
+    PENDING_REDRIVE = "PENDING_REDRIVE"
+
+
 # What an ended execution says about the cutover, when our Finish step could not say it.
-_EXECUTION_ENDED = {"ABORTED": "stopped", "FAILED": "failed", "TIMED_OUT": "timed out"}
+_EXECUTION_ENDED = {ExecutionStatus.ABORTED: "stopped", ExecutionStatus.FAILED: "failed",
+                    ExecutionStatus.TIMED_OUT: "timed out"}
 
 
 class Cutovers:
@@ -431,7 +446,8 @@ class Cutovers:
             )
         except Exception:
             return cutover  # unknown: leave it as it is, the next look tries again
-        if execution["status"] in ("RUNNING", "SUCCEEDED", "PENDING_REDRIVE"):
+        if execution["status"] in (ExecutionStatus.RUNNING, ExecutionStatus.SUCCEEDED,
+                                   ExecutionStatus.PENDING_REDRIVE):
             return cutover  # SUCCEEDED: our Finish step wrote (or is writing) the status
         self.execution_ended(
             {
@@ -471,7 +487,7 @@ class Cutovers:
             mode=execution_input.get("mode", cutover.get("phase", self.noun)),
             positions=execution_input.get("positions"),
             error={"type": "execution", "code": status, "message": message},
-            stopped=status == "ABORTED",
+            stopped=status == ExecutionStatus.ABORTED,
         )
 
     def finish(

@@ -32,7 +32,7 @@ from mailfleet.config import settings
 from mailfleet.fanout import GRACE_SECONDS, ErrorBudget, LocalErrorBudget
 from mailfleet.logic.job_paths import JobPath, out_of_time_check
 from mailfleet.models.common import now_iso, resolve_limit
-from mailfleet.models.jobs import JobStatus
+from mailfleet.models.jobs import JobStatus, no_such_job
 from mailfleet.store.jobs import RAN_PREFIX, JobNotFound, JobStore
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ class DistributedJobs(JobPath):
         try:
             job = self.store.get_for_run(job_id)
         except JobNotFound:  # a replayed or stray invocation: nothing to run or record
-            return {"batch": index, "status": "UNKNOWN", "skipped": "no such job"}
+            return no_such_job(batch=index)
         if JobStatus(job["status"]).final:
             return {"batch": index, "skipped": "the job is over"}
         if job["status"] == JobStatus.AWAITING_APPROVAL:
@@ -261,7 +261,7 @@ class DistributedJobs(JobPath):
         try:
             job = self.store.get(job_id)
         except JobNotFound:
-            return {"job_id": job_id, "status": "UNKNOWN", "skipped": "no such job"}
+            return no_such_job(job_id=job_id)
         if JobStatus(job["status"]).final:
             return {"job_id": job_id, "status": job["status"], "skipped": "already final"}
         if reason or error:

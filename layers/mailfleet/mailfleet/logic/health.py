@@ -35,7 +35,7 @@ from mailfleet.logic.job_records import JobRecords
 from mailfleet.logic.problems import conflict, forbidden, invalid
 from mailfleet.models.common import now_iso
 from mailfleet.models.hosts import Host, HostKind
-from mailfleet.models.jobs import JobStatus, ResultStatus
+from mailfleet.models.jobs import HostResult, JobStatus, ResultStatus
 from mailfleet.store.hosts import HostNotFound, HostStore
 from mailfleet.store.jobs import BatchedResults
 
@@ -362,8 +362,7 @@ class FleetHealth:
 
 
 def _gone(host_id: str) -> dict[str, Any]:
-    return {"host": host_id, "status": ResultStatus.SKIPPED.value, "attempts": 0,
-            "output": {"skipped": "host was removed from the inventory"}}
+    return HostResult.skipped(host_id, "host was removed from the inventory").item()
 
 
 def emit_metrics(report: SweepReport) -> None:

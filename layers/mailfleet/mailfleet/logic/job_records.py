@@ -9,15 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from mailfleet.errors import ErrorType, HostError
 from mailfleet.logic.caller import Caller
 from mailfleet.models.common import now_iso
-from mailfleet.models.jobs import JobStatus, ResultStatus
+from mailfleet.models.jobs import HostResult, JobStatus, ResultStatus
 from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.hosts import HostStore
 from mailfleet.store.jobs import JobStore
-
-# The results that count against a job's max_errors.
-FAILURES = frozenset({ResultStatus.FAILED.value, ResultStatus.TIMED_OUT.value})
 
 
 class JobRecords:
@@ -29,41 +27,15 @@ class JobRecords:
 
     def skip(self, job_id: str, hosts: list[str], why: str) -> None:
         """Record SKIPPED for each of `hosts` (never started)."""
-        self.store.write_results(
-            job_id,
-            [
-                {
-                    "host": h,
-                    "status": ResultStatus.SKIPPED.value,
-                    "attempts": 0,
-                    "output": {"skipped": why},
-                }
-                for h in hosts
-            ],
-        )
+        self.store.write_results(job_id, [HostResult.skipped(h, why) for h in hosts])
 
     def fail(self, job_id: str, hosts: list[str], reason: str) -> None:
         """Record FAILED for each of `hosts` without a result (the worker running them broke)."""
         results, _ = self.store.results(job_id)
         recorded = {r["host"] for r in results}
+        broke = HostError(ErrorType.COMMAND, reason, code="worker", retryable=True)
         self.store.write_results(
-            job_id,
-            [
-                {
-                    "host": h,
-                    "status": ResultStatus.FAILED.value,
-                    "attempts": 0,
-                    "error": {
-                        "type": "command",
-                        "code": "worker",
-                        "retryable": True,
-                        "message": reason,
-                    },
-                }
-                for h in hosts
-                if h not in recorded
-            ],
-        )
+            job_id, [HostResult.failed(h, broke) for h in hosts if h not in recorded])
 
     def close(
         self,
@@ -137,7 +109,7 @@ class JobRecords:
 
 def count_failures(results: list[dict[str, Any]]) -> int:
     """How many of these results count against max_errors."""
-    return sum(1 for r in results if r["status"] in FAILURES)
+    return sum(1 for r in results if ResultStatus(r["status"]).failed)
 
 
 def final_status(counts: dict[str, int], *, cancelled: bool) -> JobStatus:

@@ -43,7 +43,7 @@ from mailfleet.logic.problems import (
 )
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import Host, HostKind
-from mailfleet.models.jobs import JobRequest, JobStatus, ResultStatus
+from mailfleet.models.jobs import HostResult, JobRequest, JobStatus, ResultStatus, no_such_job
 from mailfleet.models.tokens import Role
 from mailfleet.redact import mask_values
 from mailfleet.store import secrets
@@ -569,7 +569,7 @@ class Jobs:
             job = self.store.get(job_id)
         except JobNotFound:
             # A replayed or stray invocation: nothing to run, nothing to record.
-            return {"job_id": job_id, "status": "UNKNOWN", "skipped": "no such job"}
+            return no_such_job(job_id=job_id)
         if JobStatus(job["status"]).final:
             return {"job_id": job_id, "status": job["status"], "skipped": "already final"}
         if job["status"] == JobStatus.AWAITING_APPROVAL:
@@ -595,7 +595,7 @@ class Jobs:
         )
         if summary.stopped_by == "time" and continue_later is not None:
             continue_later(job_id)
-            return {"job_id": job_id, "status": "RUNNING", "handed_over": True}
+            return {"job_id": job_id, "status": JobStatus.RUNNING.value, "handed_over": True}
         if summary.stopped_by == "time":
             return path.close(job, stopped_by=summary.stopped_by)
         # Every host now has a result, and this worker knows each one's status: the job
@@ -619,23 +619,8 @@ class Jobs:
         items = self.hosts.get_many(todo)
         gone = [h for h in todo if h not in items]
         if gone:  # counted in the Summary below, with the hosts that ran
-            self.store.write_results(
-                job_id,
-                [
-                    {
-                        "host": h,
-                        "status": ResultStatus.FAILED.value,
-                        "attempts": 0,
-                        "error": {
-                            "type": "unsupported",
-                            "code": None,
-                            "retryable": False,
-                            "message": "host was removed from the inventory",
-                        },
-                    }
-                    for h in gone
-                ],
-            )
+            removed = HostError(ErrorType.UNSUPPORTED, "host was removed from the inventory")
+            self.store.write_results(job_id, [HostResult.failed(h, removed) for h in gone])
         params = json.loads(job.get("run_params") or "{}")
         action = job["action"]
         refused = self._refused_at_run(job, params)

@@ -29,6 +29,11 @@ class AuditEvent(Model):
     hash: str  # SHA-256 of the event's own content
 
 
+class AuditPage(Model):
+    events: list[AuditEvent]
+    next_token: str | None = None
+
+
 class AuditProblem(Model):
     """One thing verification found wrong, and where."""
 

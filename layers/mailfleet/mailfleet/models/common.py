@@ -16,6 +16,10 @@ class Model(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
 
+class Liveness(Model):
+    status: str
+
+
 def now_iso() -> str:
     """UTC timestamps with microseconds: sortable as strings, as the tables need."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -151,6 +151,20 @@ class CutoverAccepted(Model):
     dry_run: bool = False
 
 
+class HostAddress(Model):
+    host: str
+    endpoint: str
+
+
+class CutoverPlan(CutoverAccepted):
+    """A dry run's answer: what would be switched, nobody contacted."""
+
+    max_concurrency: int | str
+    proxies: list[HostAddress]
+    backends: list[HostAddress]
+    left_out_in_maintenance: list[str] | None = None
+
+
 class StepRecord(Model):
     step: str
     outcome: str  # ok, retrying (a retry follows), failed
@@ -174,20 +188,16 @@ class AccountView(Model):
     finished_at: str | None = None
 
 
-class CutoverView(Model):
-    cutover_id: str
+class AccountMoveView(Model):
+    """What a cutover and a migration both show (each adds its id, where the accounts go
+    and how): progress per account, who started it and when, and why it stopped."""
+
     status: CutoverStatus
-    phase: str = Field(default="cutover", description="cutover, or rollback once one is asked")
     counts: dict[str, int]
     total: int
-    destination: str
-    strategy: Strategy
-    proxies: list[str]
-    backends: list[str] = Field(default_factory=list)
     delay_seconds: int
     max_concurrency: int
     tolerated_failure_percentage: float
-    drain: str | None = None
     dry_run: bool = False
     created_by: str
     created_at: str
@@ -201,6 +211,16 @@ class CutoverView(Model):
     rollback_requested_at: str | None = None
     accounts: list[AccountView] | None = None
     next_token: str | None = None
+
+
+class CutoverView(AccountMoveView):
+    cutover_id: str
+    phase: str = Field(default="cutover", description="cutover, or rollback once one is asked")
+    destination: str
+    strategy: Strategy
+    proxies: list[str]
+    backends: list[str] = Field(default_factory=list)
+    drain: str | None = None
 
 
 class CutoverList(Model):

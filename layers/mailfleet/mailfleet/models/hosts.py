@@ -122,6 +122,41 @@ class Host(Model):
     health: dict[str, Any] | None = None
 
 
+class HostView(Host):
+    """A host as the API shows it: no credentials, with its last health sweep."""
+
+
+class HostList(Model):
+    hosts: list[HostView]
+    next_token: str | None = None
+
+
+class ActionView(Model):
+    """One action a host accepts, with what the action policy says of it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    description: str | None = None
+    mutating: bool
+    action_class: str = Field(alias="class", description="read, session, change, "
+                              "destructive, or never (not allowed through jobs)")
+    least_role: str | None = None
+    policy: str = Field(description="the rule's reason")
+    parameters: dict[str, Any] = Field(description="JSON schema of its params")
+
+
+class HostActions(Model):
+    """What a host accepts, from its driver (or, for Dovecot, the host's own command list)."""
+
+    host: str
+    kind: HostKind
+    source: str = Field(description="driver, cache, host, or unavailable (see error)")
+    actions: list[ActionView]
+    error: dict[str, Any] | None = Field(
+        default=None, description="why the host's own command list could not be read")
+
+
 class HostCreate(Model):
     model_config = ConfigDict(extra="forbid")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
+from mailfleet.errors import ErrorType, HostError
 from mailfleet.models.common import Concurrency, CountOrPercent, Model
 from mailfleet.models.hosts import HostId, HostKind, TagKey, TagValue
 
@@ -32,6 +33,21 @@ class ResultStatus(StrEnum):
     FAILED = "FAILED"
     TIMED_OUT = "TIMED_OUT"
     SKIPPED = "SKIPPED"
+
+    @property
+    def failed(self) -> bool:
+        """Counts against a job's max_errors (and its final status)."""
+        return self in (ResultStatus.FAILED, ResultStatus.TIMED_OUT)
+
+
+# A worker's answer for a job id with no job (a replayed or stray invocation): not a job
+# status, as no job has it.
+NO_SUCH_JOB = "UNKNOWN"
+
+
+def no_such_job(**ids: Any) -> dict[str, Any]:
+    """What a worker (in-process, a Map batch, the Map's close) answers for a missing job."""
+    return {**ids, "status": NO_SUCH_JOB, "skipped": "no such job"}
 
 
 class Targets(Model):
@@ -83,14 +99,41 @@ class JobAccepted(Model):
     approval: dict[str, Any] | None = None
 
 
+# The views below are what the jobs table holds, as the API shows it: a field they do not
+# name (written by an older version, or a path's own note) is shown as it is.
+SHOWN_AS_STORED = ConfigDict(extra="allow", defer_build=True)
+
+
 class HostErrorView(Model):
-    type: str
+    """One host's failure as results carry it (the shared taxonomy of mailfleet.errors)."""
+
+    model_config = SHOWN_AS_STORED
+
+    type: ErrorType
     code: int | str | None = None
     message: str
     retryable: bool = False
+    details: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, error: HostError) -> HostErrorView:
+        return cls(type=error.type, code=error.code, message=error.message,
+                   retryable=error.retryable, details=error.details or None)
+
+    def item(self) -> dict[str, Any]:
+        """As stored and shown: `code` always present (null when the host gave none)."""
+        out: dict[str, Any] = {"type": self.type.value, "code": self.code,
+                               "message": self.message, "retryable": self.retryable}
+        if self.details:
+            out["details"] = self.details
+        return out
 
 
 class HostResult(Model):
+    """One host's result in a job: every target gets exactly one."""
+
+    model_config = SHOWN_AS_STORED
+
     host: str
     status: ResultStatus
     output: Any = None
@@ -100,8 +143,37 @@ class HostResult(Model):
     started_at: str | None = None
     finished_at: str | None = None
 
+    @classmethod
+    def skipped(cls, host: str, why: str) -> HostResult:
+        """Never contacted (max_errors reached, cancelled, not started, dry run...)."""
+        return cls(host=host, status=ResultStatus.SKIPPED, output={"skipped": why})
+
+    @classmethod
+    def failed(cls, host: str, error: HostError | HostErrorView) -> HostResult:
+        """Failed without a call made (or the worker running it broke)."""
+        if isinstance(error, HostError):
+            error = HostErrorView.of(error)
+        return cls(host=host, status=ResultStatus.FAILED, error=error)
+
+    def item(self) -> dict[str, Any]:
+        """The record as the jobs table keeps it and the API shows it: unset fields left
+        out, the output as the driver gave it."""
+        out: dict[str, Any] = {"host": self.host, "status": self.status.value,
+                               "attempts": self.attempts}
+        if self.output is not None:
+            out["output"] = self.output
+        if self.error is not None:
+            out["error"] = self.error.item()
+        for name in ("started_at", "finished_at", "duration_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
 
 class JobView(Model):
+    model_config = SHOWN_AS_STORED
+
     job_id: str
     action: str
     kind: HostKind | None = None
@@ -110,12 +182,14 @@ class JobView(Model):
     counts: dict[str, int]
     total: int
     created_by: str
+    created_by_token: str | None = None
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    dry_run: bool = False
     max_concurrency: int | str
     max_errors: int | str | None = None
-    timeout_seconds: float
+    timeout_seconds: int | float  # as given: 30 stays 30
     path: str = "inprocess"
     schedule: str | None = None
     cancel_requested: bool = False
@@ -123,3 +197,14 @@ class JobView(Model):
     approval: dict[str, Any] | None = None
     results: list[HostResult] | None = None
     next_token: str | None = None
+
+
+class JobList(Model):
+    jobs: list[JobView]
+    next_token: str | None = None
+
+
+class CancelAnswer(Model):
+    job_id: str
+    status: JobStatus
+    cancel_requested: bool = Field(description="false: the job had already ended")

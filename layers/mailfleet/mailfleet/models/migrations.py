@@ -18,9 +18,10 @@ from mailfleet.models.common import CountOrPercent, Model
 from mailfleet.models.cutovers import (
     MAX_ACCOUNTS,
     MAX_DELAY_SECONDS,
-    AccountView,
+    AccountMoveView,
     CutoverStatus,
     Destination,
+    HostAddress,
     HostSelection,
     Strategy,
     account_key,
@@ -130,35 +131,28 @@ class MigrationAccepted(Model):
     dry_run: bool = False
 
 
-class MigrationView(Model):
+class MigrationPlan(MigrationAccepted):
+    """A dry run's answer: what would be copied and flipped, nobody contacted."""
+
+    max_concurrency: int | str
+    source: HostAddress
+    destination: HostAddress
+    dsync_endpoint: str
+    source_dsync_endpoint: str
+    routing: dict[str, Any] = Field(description="as given, with each router's address")
+    left_out_in_maintenance: list[str] | None = None
+
+
+class MigrationView(AccountMoveView):
     migration_id: str
-    status: CutoverStatus
     phase: str = Field(default="migration",
                        description="migration, or rollback once one is asked")
-    counts: dict[str, int]
-    total: int
     source: str
     destination: str
     dsync_endpoint: str
     source_dsync_endpoint: str
     routing: dict[str, Any]
-    delay_seconds: int
-    max_concurrency: int
-    tolerated_failure_percentage: float
     copy_timeout_seconds: int
-    dry_run: bool = False
-    created_by: str
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: dict[str, Any] | None = None
-    halted: str | None = Field(default=None, description="why no further account started")
-    left_out_in_maintenance: list[str] | None = None
-    rollbacks: int | None = None
-    rollback_requested_by: str | None = None
-    rollback_requested_at: str | None = None
-    accounts: list[AccountView] | None = None
-    next_token: str | None = None
 
 
 class MigrationList(Model):

@@ -71,6 +71,11 @@ class ScheduleView(Model):
     arn: str
 
 
+class ScheduleList(Model):
+    schedules: list[ScheduleView]
+    next_token: str | None = None
+
+
 class SweepRequest(Model):
     """POST /fleet/sweep's optional body: without it, every host not in maintenance."""
 
@@ -78,3 +83,25 @@ class SweepRequest(Model):
 
     kind: HostKind | None = None
     tags: dict[TagKey, TagValue] | None = None
+
+
+class KindHealth(Model):
+    up: int
+    down: int
+    unknown: int
+
+
+class DestinationDown(Model):
+    host: str
+    destination: str
+
+
+class FleetHealthView(Model):
+    """GET /fleet/health: the last sweep's view (hosts in maintenance or never swept are
+    unknown)."""
+
+    counts: dict[str, KindHealth] = Field(description="per host kind")
+    down: list[str]
+    destinations_down: list[DestinationDown]
+    maintenance: list[str] = Field(default_factory=list)
+    swept_at: str | None = None

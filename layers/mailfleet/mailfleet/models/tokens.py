@@ -92,3 +92,32 @@ class Principal(Model):
     role: Role
     token_id: str | None = None
     scope: TokenScope | None = None
+
+
+class TokenList(Model):
+    tokens: list[TokenView] = Field(description="never their values")
+    next_token: str | None = None
+
+
+class TokenBrief(Model):
+    token_id: str | None = None
+    name: str | None = None
+    role: str | None = None
+    created_at: str | None = None
+
+
+class CreatedByToken(Model):
+    tokens: list[TokenBrief]
+    schedules: list[str]
+
+
+class Revoked(Model):
+    """DELETE /tokens/{id}?cascade=...: what the token had created, and what was done
+    with it."""
+
+    token_id: str
+    revoked: bool
+    cascade: str
+    created: CreatedByToken
+    revoked_tokens: list[str]
+    paused_schedules: list[str]

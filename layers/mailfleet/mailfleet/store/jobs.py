@@ -10,6 +10,7 @@ import gzip
 import json
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -17,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from mailfleet import aws
 from mailfleet.config import settings
+from mailfleet.models.jobs import HostResult, JobStatus
 from mailfleet.store.audit import Change
 from mailfleet.store.base import (
     batch_put,
@@ -30,7 +32,7 @@ from mailfleet.store.base import (
 JOB_SK = "job"
 RESULT_PREFIX = "host#"
 LIST_PK = "JOB"
-FINAL_STATUSES = ["SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED"]
+FINAL_STATUSES = [s.value for s in JobStatus if s.final]
 # Result counts added up by the batches of a Distributed Map job (`ran_SUCCEEDED`, ...).
 RAN_PREFIX = "ran_"
 # Target lists are kept gzipped in the job item; this many ids stay well under 400 KB.
@@ -87,7 +89,8 @@ class JobStore:
         return Change.update(
             self._table.name, {"pk": job_id, "sk": JOB_SK}, "SET cancel_requested = :t",
             condition="attribute_exists(pk) AND #s IN (:p, :r)",
-            names={"#s": "status"}, values={":t": True, ":p": "PENDING", ":r": "RUNNING"})
+            names={"#s": "status"}, values={":t": True, ":p": JobStatus.PENDING.value,
+                                          ":r": JobStatus.RUNNING.value})
 
     def transition_change(self, job_id: str, old: str, new: str, **fields: Any) -> Change:
         """Move a job from status `old` to `new` (with `fields`) only if it is still in
@@ -147,9 +150,11 @@ class JobStore:
                 Key={"pk": job_id, "sk": JOB_SK},
                 UpdateExpression="SET #s = :r, status_pk = :r, started_at = if_not_exists("
                 "started_at, :t), #p = :p",
-                ConditionExpression=Attr("status").is_in(["PENDING", "RUNNING"]),
+                ConditionExpression=Attr("status").is_in([JobStatus.PENDING.value,
+                                                          JobStatus.RUNNING.value]),
                 ExpressionAttributeNames={"#s": "status", "#p": "path"},
-                ExpressionAttributeValues={":r": "RUNNING", ":t": started_at, ":p": path},
+                ExpressionAttributeValues={":r": JobStatus.RUNNING.value, ":t": started_at,
+                                           ":p": path},
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -218,12 +223,15 @@ class JobStore:
         return [_job_from_item(i) for i in items], token
 
     # ------------------------------------------------------------------ results
-    def write_results(self, job_id: str, results: list[dict[str, Any]]) -> int:
-        """Write results in batches of 25; returns the number of BatchWriteItem requests."""
+    def write_results(self, job_id: str, results: Sequence[HostResult | dict[str, Any]]
+                      ) -> int:
+        """Write results in batches of 25; returns the number of BatchWriteItem requests.
+        A result is a HostResult, or the record one made (the engine's, already shaped)."""
         expires = int(time.time()) + settings().job_retention_days * 86400
+        records = [r.item() if isinstance(r, HostResult) else r for r in results]
         items = [
             to_dynamo(dict(r, pk=job_id, sk=RESULT_PREFIX + r["host"], expires_at=expires))
-            for r in results
+            for r in records
         ]
         return batch_put(self._table, items)
 
