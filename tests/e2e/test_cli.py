@@ -361,7 +361,9 @@ def test_ctrl_c_stops_watching_not_the_job(run: Callable[..., Any],
     sink.bind(("127.0.0.1", 0))
     sink.listen(50)
     try:
-        slow = [uid("slow") for _ in range(4)]
+        # 8 hosts of 3 s one after another: the job outlives the watch by far, and a
+        # cancel waits for one host at most.
+        slow = [uid("slow") for _ in range(8)]
         for host_id in slow:
             body = host_body(fleet["instances"][0], host_id)
             body["endpoint"] = f"http://127.0.0.1:{sink.getsockname()[1]}"
@@ -371,11 +373,15 @@ def test_ctrl_c_stops_watching_not_the_job(run: Callable[..., Any],
         assert started.returncode == 0, started.stderr
         job_id = json.loads(started.stdout)["job_id"]
 
-        watcher = subprocess.Popen([str(MAILFLEET), "jobs", "watch", job_id], env=cli_env(),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Started as a shell without job control starts it (a script, `&`, CI): with
+        # SIGINT ignored. The watch must still stop on it (it used to run to the end).
+        watcher = subprocess.Popen(
+            ["bash", "-c", 'trap "" INT; exec "$0" jobs watch "$1"', str(MAILFLEET), job_id],
+            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert watcher.stderr is not None
-            first = watcher.stderr.readline()  # the watch is under way
+            # The first progress line: the watch is under way, its Ctrl-C handler set.
+            first = watcher.stderr.readline()
             assert f"job {job_id}" in first
             watcher.send_signal(signal.SIGINT)
             _, rest = watcher.communicate(timeout=30)
