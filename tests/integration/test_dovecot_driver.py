@@ -32,12 +32,13 @@ from mailfleet.drivers.http import forget_sessions, session_for
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
 from mailfleet.models.hosts import Credentials, Host
 from mailfleet_local.peers.dovecot import DovecotInstance
+from tests.conftest import DOVEADM_COMMANDS
 from tests.fixtures.dovecot import driver_for, host_for
 
 pytestmark = pytest.mark.dovecot
 
 # A copy of ../shared/contracts/doveadm-2.3.19-commands.json, kept in the repo.
-CONTRACT_COMMANDS = Path(__file__).resolve().parents[1] / "data" / "doveadm-2.3.19-commands.json"
+CONTRACT_COMMANDS = DOVEADM_COMMANDS
 DROPPED = "DROPPED"
 NO_ANSWER = "NO_ANSWER"
 
