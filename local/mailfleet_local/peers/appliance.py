@@ -477,6 +477,12 @@ class ApplianceDouble:
             self._advance()
             return self._update_body(self._update)
 
+    def update_running(self) -> bool:
+        """Whether an update really runs now, whatever its status file says."""
+        with self._lock:
+            self._advance()
+            return self._update.running
+
     def inject(self, endpoint: str, failure: str, *, times: int = 1, **details: Any) -> None:
         """Make the next `times` requests to `endpoint` ("setup", "/backup/download") fail:
 
