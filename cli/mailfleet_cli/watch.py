@@ -65,7 +65,8 @@ def ctrl_c_stops_watching() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if previous is not None:  # None: set outside Python, and not ours to restore
+            signal.signal(signal.SIGINT, previous)
 
 
 def _poll_interval(total: int, elapsed: float) -> float:
