@@ -12,6 +12,7 @@ import typer
 
 from mailfleet_cli.errors import CliError, Exit, exit_for_status
 from mailfleet_cli.output import RESULT_ORDER, cell_text, details, emit, out, styled, table, when
+from mailfleet_cli.parsing import count_or_percent, list_params
 from mailfleet_cli.state import STATE, Limit, NextToken, Output, Wait, WatchFor, more
 from mailfleet_cli.watch import ACCOUNTS_FINAL, current_step, watch_accounts
 
@@ -113,6 +114,19 @@ def start(client: Client, kind: str, body: dict[str, Any], key: str | None, wait
     finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for), fmt)
 
 
+def run_options(body: dict[str, Any], max_concurrency: str | None,
+                tolerated_failure_percentage: float | None, dry_run: bool) -> dict[str, Any]:
+    """`body` with the options every account run takes (both kinds alike)."""
+    concurrency = count_or_percent("--max-concurrency", max_concurrency, minimum=1)
+    if concurrency is not None:
+        body["max_concurrency"] = concurrency
+    if tolerated_failure_percentage is not None:
+        body["tolerated_failure_percentage"] = tolerated_failure_percentage
+    if dry_run:
+        body["dry_run"] = True
+    return body
+
+
 def show(kind: str, ident: str, fmt: Any, steps: bool = False) -> None:
     view = STATE.client().get(f"/{kind}s/{ident}", params={"accounts_limit": 10000})
     finish(kind, view, fmt, steps)
@@ -137,15 +151,7 @@ def rollback(kind: str, ident: str, wait: bool, watch_for: float | None, fmt: An
 
 def list_(kind: str, status: str | None, limit: int | None, next_token: str | None,
           fmt: Any) -> None:
-    params: dict[str, Any] = {}
-    if status:
-        if status.upper() not in STATUSES:
-            raise CliError(f"--status: {status!r} is one of {', '.join(STATUSES)}")
-        params["status"] = status.upper()
-    if limit:
-        params["limit"] = limit
-    if next_token:
-        params["next_token"] = next_token
+    params = list_params(status, STATUSES, limit, next_token)
 
     def render(data: dict[str, Any]) -> None:
         rows = [[c.get(f"{kind}_id"), styled(c.get("status")), c.get("total"),

@@ -10,7 +10,7 @@ import typer
 
 from mailfleet_cli.commands import _accounts
 from mailfleet_cli.errors import CliError
-from mailfleet_cli.parsing import count_or_percent, parse_tags
+from mailfleet_cli.parsing import parse_tags
 from mailfleet_cli.state import STATE, Output, Wait, WatchFor
 
 app = typer.Typer(help="Move accounts between destinations without downtime.",
@@ -92,13 +92,7 @@ def start(
         body["strategy"] = strategy.value
     if drain:
         body["drain"] = drain
-    concurrency = count_or_percent("--max-concurrency", max_concurrency, minimum=1)
-    if concurrency is not None:
-        body["max_concurrency"] = concurrency
-    if tolerated_failure_percentage is not None:
-        body["tolerated_failure_percentage"] = tolerated_failure_percentage
-    if dry_run:
-        body["dry_run"] = True
+    _accounts.run_options(body, max_concurrency, tolerated_failure_percentage, dry_run)
     _accounts.start(STATE.client(), "cutover", body, idempotency_key, wait, watch_for,
                     STATE.fmt(output))
 

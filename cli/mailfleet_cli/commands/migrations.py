@@ -10,7 +10,6 @@ import typer
 from mailfleet_cli.commands import _accounts
 from mailfleet_cli.commands.cutovers import selection
 from mailfleet_cli.errors import CliError
-from mailfleet_cli.parsing import count_or_percent
 from mailfleet_cli.state import STATE, Output, Wait, WatchFor
 
 app = typer.Typer(help="Move accounts and their mail between Dovecot backends (dsync).",
@@ -84,15 +83,9 @@ def start(
         body["dsync_endpoint"] = dsync_endpoint
     if delay is not None:
         body["delay_seconds"] = delay
-    concurrency = count_or_percent("--max-concurrency", max_concurrency, minimum=1)
-    if concurrency is not None:
-        body["max_concurrency"] = concurrency
-    if tolerated_failure_percentage is not None:
-        body["tolerated_failure_percentage"] = tolerated_failure_percentage
     if copy_timeout is not None:
         body["copy_timeout_seconds"] = copy_timeout
-    if dry_run:
-        body["dry_run"] = True
+    _accounts.run_options(body, max_concurrency, tolerated_failure_percentage, dry_run)
     _accounts.start(STATE.client(), "migration", body, idempotency_key, wait, watch_for,
                     STATE.fmt(output))
 
