@@ -25,7 +25,9 @@ SAM_ENV := PATH="$(PY312_DIR):$$PATH" SAM_CLI_TELEMETRY=0
 .PHONY: run test lint bench deps venv sam-venv build build-check clean
 
 $(STAMP): requirements-dev.txt layers/mailfleet/requirements.txt pyproject.toml
-	$(PYTHON) -m venv --clear $(VENV)
+	@# An existing 3.12 venv is updated in place; any other (3.11 from before) made anew.
+	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null \
+		|| $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
