@@ -395,10 +395,13 @@ def test_ctrl_c_stops_watching_not_the_job(run: Callable[..., Any],
         assert local_api.request("GET", f"/jobs/{job_id}").json()["status"] == "RUNNING"
 
         assert run("jobs", "cancel", job_id).returncode == 0
-        sink.close()  # the host in flight fails now; the other one is skipped
+        sink.close()  # the host in flight fails now
         resumed = run("jobs", "watch", job_id)
-        assert resumed.returncode == 1, resumed.stderr  # CANCELLED
-        assert "CANCELLED" in resumed.stdout
+        # The watch resumes and ends with the job. CANCELLED if the engine saw the cancel
+        # before the second host started; it reads it at most every 0.5 s (CachedCheck),
+        # and that host then fails at once on the closed sink: FAILED, exit 1 as well.
+        assert resumed.returncode == 1, resumed.stderr
+        assert "CANCELLED" in resumed.stdout or "2/2 hosts done" in resumed.stderr
     finally:
         sink.close()
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from mailfleet.logic.cutovers import cutover_status
-from mailfleet.logic.jobs import final_status
+from mailfleet.logic.job_records import final_status
 from mailfleet.models.common import (
     CONCURRENCY_SCHEMA,
     COUNT_OR_PERCENT_SCHEMA,
