@@ -410,7 +410,7 @@ def test_a_reboot_followed_step_by_step_is_watched_from_the_request(
     assert back.output is not None and back.output["status"] == "back"
     assert back.output["away_seconds"] > 0 and back.seen.away_since is not None
     late, _ = driver.start_operation("reboot", {}, Deadline.after(10))
-    wait_for(lambda: appliance.reboots == 2 and appliance.is_up)
+    wait_until(lambda: appliance.reboots == 2 and appliance.is_up)
     missed = driver.follow_operation(late, Deadline.after(10))  # one look, too late
     assert not missed.done and missed.seen.away_since is None
 
