@@ -1,18 +1,20 @@
 # mailfleet — two commands: `make run` and `make test`. Each prepares what it needs.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Lambda's python3.12 runtime: the venvs and sam build use a python3.12 too (pyenv's here,
+# or one on PATH), so the tests run the interpreter the functions run on.
+PY312_DIR := $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin) \
+	$(patsubst %/python3.12,%,$(shell command -v python3.12 2>/dev/null)))
+PYTHON ?= $(if $(PY312_DIR),$(PY312_DIR)/python3.12,python3.12)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Named after the interpreter: a venv made by an older Makefile (3.11) is made again.
+STAMP := $(VENV)/.installed-py312
 
 # The SAM CLI pins its own boto3 (and aws-sam-translator its own pydantic): its own venv.
 SAM_CLI_VERSION := 1.170.0
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
-# Lambda's python3.12 runtime: sam build needs a python3.12 on PATH (pyenv's here).
-PY312_DIR := $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin) \
-	$(patsubst %/python3.12,%,$(shell command -v python3.12 2>/dev/null)))
 # The boto3 the python3.12 runtime ships (what a handler imports on AWS: not the layer's).
 RUNTIME_BOTO3 := 1.40.4
 BUILD := .aws-sam/build
@@ -28,7 +30,9 @@ CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
 .PHONY: run test lint bench deps venv sam-venv codegen-venv build build-check clean
 
 $(STAMP): requirements-dev.txt layers/mailfleet/requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# An existing 3.12 venv is updated in place; any other (3.11 from before) made anew.
+	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null \
+		|| $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
@@ -37,7 +41,7 @@ $(STAMP): requirements-dev.txt layers/mailfleet/requirements.txt pyproject.toml
 venv: $(STAMP)
 
 $(SAM_STAMP):
-	$(PYTHON) -m venv $(SAM_VENV)
+	$(PYTHON) -m venv --clear $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SAM_VENV)/bin/python -m pip install -q aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $(SAM_STAMP)

@@ -17,6 +17,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from bench.stack import BenchStack
@@ -27,35 +28,25 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-def run(writers: int, events: int, *, changes: bool) -> dict[str, Any]:
-    from mailfleet.config import settings
-    from mailfleet.store import audit as audit_store
+# One writer's work: each step returns None when it went through, or what failed.
+Step = Callable[[int, int], object]
 
-    per_writer = max(1, events // writers)
+
+def _measure(writers: int, steps: int, step: Step) -> dict[str, Any]:
+    """`writers` threads, each taking `steps` steps (step(writer, i)) in turn: the rate and
+    the latency of one step; a failed step is counted, not timed."""
     latencies: list[float] = []
-    failures: list[str] = []
+    failures: list[object] = []
     lock = threading.Lock()
-    record = getattr(audit_store, "Change", None) if changes else None
-    tokens = settings().tokens_table
 
     def writer(n: int) -> None:
-        log = audit_store.AuditLog()
         own: list[float] = []
-        for i in range(per_writer):
+        for i in range(steps):
             began = time.perf_counter()
-            try:
-                fields = dict(actor=f"bench-{n}", action="bench.append", target=f"w{n}",
-                              outcome="ok", params={"i": i})
-                if record is not None:
-                    item = {"token_id": uuid.uuid4().hex, "name": "bench", "role": "viewer"}
-                    log.record(audit_store.Change.put(tokens, item,
-                                                      condition="attribute_not_exists(token_id)"),
-                               **fields)
-                else:
-                    log.append(**fields)
-            except Exception as exc:  # counted and shown: a lost event is the finding
+            failure = step(n, i)
+            if failure is not None:
                 with lock:
-                    failures.append(type(exc).__name__)
+                    failures.append(failure)
                 continue
             own.append(time.perf_counter() - began)
         with lock:
@@ -79,45 +70,52 @@ def run(writers: int, events: int, *, changes: bool) -> dict[str, Any]:
     }
 
 
+def run(writers: int, events: int, *, changes: bool) -> dict[str, Any]:
+    from mailfleet.config import settings
+    from mailfleet.store import audit as audit_store
+
+    record = getattr(audit_store, "Change", None) if changes else None
+    tokens = settings().tokens_table
+    # Each writer its own AuditLog, as each Lambda container has its own.
+    logs = {n: audit_store.AuditLog() for n in range(writers)}
+
+    def append(n: int, i: int) -> object:
+        log = logs[n]
+        fields = dict(actor=f"bench-{n}", action="bench.append", target=f"w{n}",
+                      outcome="ok", params={"i": i})
+        try:
+            if record is not None:
+                item = {"token_id": uuid.uuid4().hex, "name": "bench", "role": "viewer"}
+                log.record(audit_store.Change.put(tokens, item,
+                                                  condition="attribute_not_exists(token_id)"),
+                           **fields)
+            else:
+                log.append(**fields)
+        except Exception as exc:  # counted and shown: a lost event is the finding
+            return type(exc).__name__
+        return None
+
+    return _measure(writers, max(1, events // writers), append)
+
+
 def run_http(api: str, token: str, clients: int, requests_total: int) -> dict[str, Any]:
     """POST /tokens from `clients` threads, each with its own pooled session."""
     import requests
 
-    per_client = max(1, requests_total // clients)
-    latencies: list[float] = []
-    failures: list[int] = []
-    lock = threading.Lock()
+    sessions = {n: requests.Session() for n in range(clients)}
+    for session in sessions.values():
+        session.headers["Authorization"] = f"Bearer {token}"
 
-    def client(n: int) -> None:
-        own: list[float] = []
-        with requests.Session() as session:
-            session.headers["Authorization"] = f"Bearer {token}"
-            for i in range(per_client):
-                began = time.perf_counter()
-                answer = session.post(f"{api}/tokens", json={"role": "viewer",
-                                                             "name": f"bench-{n}-{i}"}, timeout=30)
-                if answer.status_code != 201:
-                    with lock:
-                        failures.append(answer.status_code)
-                    continue
-                own.append(time.perf_counter() - began)
-        with lock:
-            latencies.extend(own)
+    def post(n: int, i: int) -> object:
+        answer = sessions[n].post(f"{api}/tokens", timeout=30,
+                                  json={"role": "viewer", "name": f"bench-{n}-{i}"})
+        return None if answer.status_code == 201 else answer.status_code
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
-    return {
-        "writers": clients, "events": len(latencies), "failed": len(failures),
-        "rate": len(latencies) / elapsed if elapsed else 0.0,
-        "p50_ms": statistics.median(latencies) * 1000 if latencies else 0.0,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
-        "max_ms": max(latencies) * 1000 if latencies else 0.0,
-    }
+    try:
+        return _measure(clients, max(1, requests_total // clients), post)
+    finally:
+        for session in sessions.values():
+            session.close()
 
 
 def seal_and_verify(events: int) -> None:

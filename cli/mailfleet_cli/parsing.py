@@ -132,6 +132,21 @@ def count_or_percent(option: str, raw: str | None, minimum: int = 0) -> int | st
     return number
 
 
+def list_params(status: str | None, statuses: list[str], limit: int | None,
+                next_token: str | None) -> dict[str, Any]:
+    """The query of a list command: a known status, the page size, the page to go on from."""
+    params: dict[str, Any] = {}
+    if status:
+        if status.upper() not in statuses:
+            raise CliError(f"--status: {status!r} is one of {', '.join(statuses)}")
+        params["status"] = status.upper()
+    if limit:
+        params["limit"] = limit
+    if next_token:
+        params["next_token"] = next_token
+    return params
+
+
 def parse_bool(field: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in _TRUE:

@@ -8,8 +8,12 @@ otherwise (logs, CI). Ctrl-C stops watching, never the work, and says how to res
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
@@ -46,6 +50,23 @@ class Interrupted(CliError):
     def __init__(self, what: str, resume: str) -> None:
         super().__init__(f"stopped watching; the {what} goes on. Resume with: {resume}",
                          Exit.INTERRUPTED)
+
+
+@contextmanager
+def ctrl_c_stops_watching() -> Iterator[None]:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt while watching, however we were started.
+    A shell without job control (a script, `cmd &`, CI) starts commands with SIGINT
+    ignored, and Python then never installs its handler: the watch went on until the
+    work ended. Stopping a watch is always safe, so the handler is asked for here."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (a watch run inside a test thread)
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: set outside Python, and not ours to restore
+            signal.signal(signal.SIGINT, previous)
 
 
 def _poll_interval(total: int, elapsed: float) -> float:
@@ -92,6 +113,15 @@ def _job_line(job_id: str, view: dict[str, Any], p: dict[str, int]) -> str:
 def watch_job(client: Client, job_id: str, *, quiet: bool = False,
               limit: float | None = None) -> dict[str, Any]:
     """Poll GET /jobs/{id} until the job is final; its last answer, every result in it."""
+    with ctrl_c_stops_watching():
+        try:
+            return _watch_job(client, job_id, quiet=quiet, limit=limit)
+        except KeyboardInterrupt:
+            raise Interrupted("job", f"mailfleet jobs watch {job_id}") from None
+
+
+def _watch_job(client: Client, job_id: str, *, quiet: bool, limit: float | None
+               ) -> dict[str, Any]:
     started = time.monotonic()
     deadline = _deadline(limit)
     view = client.get(f"/jobs/{job_id}")
@@ -113,32 +143,28 @@ def watch_job(client: Client, job_id: str, *, quiet: bool = False,
     task = progress.add_task(f"{view.get('action', 'job')} {job_id}",
                              total=view.get("total") or None, breakdown="")
     last_line = ""
-    try:
-        with progress:
-            while True:
-                p = job_progress(view)
-                status = view.get("status", "")
-                breakdown = (f"[green]{p['succeeded']} ok[/] [red]{p['failed']} failed[/] "
-                             f"[dim]{p['skipped']} skipped[/] [cyan]{p['running']} running[/]")
-                if status == "AWAITING_APPROVAL":
-                    breakdown = "[magenta]awaiting approval by another admin[/]"
-                progress.update(task, completed=p["done"], total=p["total"] or None,
-                                breakdown=breakdown)
-                line = _job_line(job_id, view, p)
-                if not live and not quiet and line != last_line:
-                    note(line)
-                last_line = line
-                if status in JOB_FINAL:
-                    break
-                if time.monotonic() > deadline:
-                    raise CliError(f"job {job_id} still {status} after the watch limit; "
-                                   f"resume with: mailfleet jobs watch {job_id}",
-                                   Exit.STILL_RUNNING)
-                time.sleep(_poll_interval(p["total"], time.monotonic() - started))
-                view = client.get(f"/jobs/{job_id}")
-    except KeyboardInterrupt:
-        raise Interrupted("job", f"mailfleet jobs watch {job_id}") from None
-    return view
+    with progress:
+        while True:
+            p = job_progress(view)
+            status = view.get("status", "")
+            breakdown = (f"[green]{p['succeeded']} ok[/] [red]{p['failed']} failed[/] "
+                         f"[dim]{p['skipped']} skipped[/] [cyan]{p['running']} running[/]")
+            if status == "AWAITING_APPROVAL":
+                breakdown = "[magenta]awaiting approval by another admin[/]"
+            progress.update(task, completed=p["done"], total=p["total"] or None,
+                            breakdown=breakdown)
+            line = _job_line(job_id, view, p)
+            if not live and not quiet and line != last_line:
+                note(line)
+            last_line = line
+            if status in JOB_FINAL:
+                return view
+            if time.monotonic() > deadline:
+                raise CliError(f"job {job_id} still {status} after the watch limit; "
+                               f"resume with: mailfleet jobs watch {job_id}",
+                               Exit.STILL_RUNNING)
+            time.sleep(_poll_interval(p["total"], time.monotonic() - started))
+            view = client.get(f"/jobs/{job_id}")
 
 
 # ---------------------------------------------------------------------- cutovers, migrations
@@ -192,34 +218,40 @@ def watch_accounts(client: Client, kind: str, ident: str, *, quiet: bool = False
                    limit: float | None = None, rollback: bool = False) -> dict[str, Any]:
     """Poll GET /{kind}s/{id} until final, showing accounts by status and their steps.
     `rollback`: just asked for, so the final status it had before does not count."""
+    with ctrl_c_stops_watching():
+        try:
+            return _watch_accounts(client, kind, ident, quiet=quiet, limit=limit,
+                                   rollback=rollback)
+        except KeyboardInterrupt:
+            raise Interrupted(kind, f"mailfleet {kind}s watch {ident}") from None
+
+
+def _watch_accounts(client: Client, kind: str, ident: str, *, quiet: bool,
+                    limit: float | None, rollback: bool) -> dict[str, Any]:
     path = f"/{kind}s/{ident}"
     started = time.monotonic()
     deadline = _deadline(limit)
     live = err.is_terminal and not quiet
     seen: dict[str, tuple[str, str]] = {}
     view = client.get(path, params={"accounts_limit": 10000})
-    try:
-        with Live(accounts_display(kind, ident, view), console=err, transient=False,
-                  auto_refresh=False, redirect_stdout=False) if live else _NoLive() as screen:
-            while True:
-                if live:
-                    screen.update(accounts_display(kind, ident, view), refresh=True)
-                elif not quiet:
-                    _account_lines(kind, ident, view, seen)
-                if view.get("status") in ACCOUNTS_FINAL and not (
-                    rollback and _rollback_not_begun(view, time.monotonic() - started)
-                ):
-                    break
-                if time.monotonic() > deadline:
-                    raise CliError(f"{kind} {ident} still {view.get('status')} after the watch "
-                                   f"limit; resume with: mailfleet {kind}s watch {ident}",
-                                   Exit.STILL_RUNNING)
-                time.sleep(_poll_interval(int(view.get("total") or 0),
-                                          time.monotonic() - started))
-                view = client.get(path, params={"accounts_limit": 10000})
-    except KeyboardInterrupt:
-        raise Interrupted(kind, f"mailfleet {kind}s watch {ident}") from None
-    return view
+    with Live(accounts_display(kind, ident, view), console=err, transient=False,
+              auto_refresh=False, redirect_stdout=False) if live else _NoLive() as screen:
+        while True:
+            if live:
+                screen.update(accounts_display(kind, ident, view), refresh=True)
+            elif not quiet:
+                _account_lines(kind, ident, view, seen)
+            if view.get("status") in ACCOUNTS_FINAL and not (
+                rollback and _rollback_not_begun(view, time.monotonic() - started)
+            ):
+                return view
+            if time.monotonic() > deadline:
+                raise CliError(f"{kind} {ident} still {view.get('status')} after the watch "
+                               f"limit; resume with: mailfleet {kind}s watch {ident}",
+                               Exit.STILL_RUNNING)
+            time.sleep(_poll_interval(int(view.get("total") or 0),
+                                      time.monotonic() - started))
+            view = client.get(path, params={"accounts_limit": 10000})
 
 
 def _rollback_not_begun(view: dict[str, Any], elapsed: float) -> bool:

@@ -5,7 +5,7 @@ on Powertools idempotency; the same key with another body is a 409."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -23,12 +23,11 @@ from mailfleet.config import settings
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import conflict
 
-Body = TypeVar("Body", bound=BaseModel)
 # What a submit returns: (the answer, whether it was a dry run).
-Submit = Callable[[Body, Caller], tuple[dict[str, Any], bool]]
+type Submit[Body: BaseModel] = Callable[[Body, Caller], tuple[dict[str, Any], bool]]
 
 
-class Once(Generic[Body]):
+class Once[Body: BaseModel]:
     """Wraps one submit function. Each instance has its own persistence layer: one shared
     between differently configured decorators broke (shared/local-aws.md)."""
 

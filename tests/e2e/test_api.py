@@ -12,6 +12,7 @@ import pytest
 
 from mailfleet_local.peers.dovecot import DovecotInstance
 from tests.fixtures.dovecot import host_body
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.dovecot
 
@@ -45,12 +46,10 @@ def job(local_api: Any, body: dict[str, Any], wait: float = 20, **kw: Any) -> di
 
 
 def wait_for(local_api: Any, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while True:
+    def final() -> dict[str, Any] | None:
         data = local_api.request("GET", f"/jobs/{job_id}").json()
-        if data["status"] not in ("PENDING", "RUNNING") or time.monotonic() > end:
-            return data
-        time.sleep(0.1)
+        return data if data["status"] not in ("PENDING", "RUNNING") else None
+    return wait_until(final, timeout, interval=0.1, what=f"job {job_id} final")
 
 
 def test_who_sees_a_real_imap_session_and_kick_ends_it(local_api: Any, fleet: dict[str, Any]
@@ -224,7 +223,9 @@ def test_cancel_a_job(local_api: Any, fleet: dict[str, Any]) -> None:
         accepted = local_api.request("POST", "/jobs", json={
             "action": "who", "targets": {"hosts": slow}, "max_concurrency": 1,
             "timeout_seconds": 2}).json()
-        time.sleep(0.5)
+        wait_until(lambda: local_api.request("GET", f"/jobs/{accepted['job_id']}"
+                                             ).json()["status"] == "RUNNING", 10,
+                   what="the job under way")
         cancel = local_api.request("POST", f"/jobs/{accepted['job_id']}/cancel")
         assert cancel.status_code == 202
         done = wait_for(local_api, accepted["job_id"])

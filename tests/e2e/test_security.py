@@ -12,7 +12,6 @@ Dovecot (and pymap, and the TLS doubles of the proxy and appliance):
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +40,7 @@ from tests.fixtures.maintenance import (
     pymap_body,
     register,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.dovecot
 
@@ -76,12 +76,10 @@ def post_job(api: Any, body: dict[str, Any], token: str, wait: float | None = No
 
 
 def finished(api: Any, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while True:
+    def final() -> dict[str, Any] | None:
         data = dict(api.request("GET", f"/jobs/{job_id}").json())
-        if data["status"] not in ("PENDING", "RUNNING") or time.monotonic() > end:
-            return data
-        time.sleep(0.1)
+        return data if data["status"] not in ("PENDING", "RUNNING") else None
+    return wait_until(final, timeout, interval=0.1, what=f"job {job_id} final")
 
 
 def run(api: Any, body: dict[str, Any], token: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mailfleet.errors import ErrorType, HostError, InvalidParams
 from mailfleet_local.certs import make_self_signed
 from mailfleet_local.peers.appliance import ApplianceDouble, ApplianceTimings
 from tests.fixtures.appliance import DictBlobStore, MemoryKeeper
+from tests.waiting import wait_until
 
 Double = Callable[..., ApplianceDouble]
 MakeDriver = Callable[..., ApplianceDriver]
@@ -249,25 +250,18 @@ def test_update_refused_while_one_runs_without_posting(
     )
     started = run(appliance_driver(double), "update", {**package(), "wait": False})
     assert started == {"status": "started", "location": f"{PREFIX}/update"}
-    wait_for(lambda: double.update_state()["status"] == "running")
+    wait_until(lambda: double.update_state()["status"] == "running")
     error = fails(appliance_driver(double), "update", package())
     assert error.type is ErrorType.COMMAND and error.code == "E1004"
     assert "no update was posted" in error.message
     assert len(double.requests_to("update", "POST")) == 1  # ours was never sent
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def _lingering_e1004(double: ApplianceDouble, driver: ApplianceDriver) -> None:
     """An update, a second POST refused while it runs: GET /update says failed/E1004."""
     run(driver, "update", {**package(), "wait": False})
     assert raw_post(double, "update", {"update": ("x.enc", b"x")}).status_code == 202
-    wait_for(lambda: double.update_state().get("error-code") == "E1004")
+    wait_until(lambda: double.update_state().get("error-code") == "E1004")
 
 
 def test_lingering_e1004_is_not_mistaken_for_our_outcome(
@@ -277,7 +271,8 @@ def test_lingering_e1004_is_not_mistaken_for_our_outcome(
         timings=ApplianceTimings(script_start=0.25, update=0.3, refusal_delay=0.05)
     )
     _lingering_e1004(double, appliance_driver(double))
-    time.sleep(0.7)  # the first update has finished...
+    wait_until(lambda: not double.update_running(), 5, interval=0.02,
+               what="the first update finished")
     state = double.update_state()
     assert state["status"] == "failed" and state["error-code"] == "E1004"  # ...yet E1004
     double.clear_log()
@@ -320,7 +315,7 @@ def test_a_foreign_refusal_during_our_update_is_reported_as_hiding_it(
 
     thread = threading.Thread(target=ours)
     thread.start()
-    wait_for(lambda: (double.update_state()["percentage"] or 0) >= 20)
+    wait_until(lambda: (double.update_state()["percentage"] or 0) >= 20)
     assert raw_post(double, "update", {"update": ("x.enc", b"x")}).status_code == 202
     thread.join(10)
     error = result["error"]
@@ -415,7 +410,7 @@ def test_a_reboot_followed_step_by_step_is_watched_from_the_request(
     assert back.output is not None and back.output["status"] == "back"
     assert back.output["away_seconds"] > 0 and back.seen.away_since is not None
     late, _ = driver.start_operation("reboot", {}, Deadline.after(10))
-    wait_for(lambda: appliance.reboots == 2 and appliance.is_up)
+    wait_until(lambda: appliance.reboots == 2 and appliance.is_up)
     missed = driver.follow_operation(late, Deadline.after(10))  # one look, too late
     assert not missed.done and missed.seen.away_since is None
 

@@ -107,7 +107,7 @@ def test_a_backup_that_outlives_its_timeout_times_out(
     job = run_backup([host], timeout_seconds=1)
     assert job["status"] == "FAILED", job
     result = job["results"][0]
-    assert result["status"] == "TIMED_OUT"
+    assert result["status"] == "TIMED_OUT", result
     assert result["error"]["type"] == "timeout"
     assert "did not finish within 1 s (last status: running)" in result["error"]["message"]
 

@@ -5,7 +5,6 @@ on AWS, and the run fails naming function, action and resource."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.fixtures.maintenance import (
     register,
     uid,
 )
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -38,13 +38,10 @@ def api(local_api: Any) -> Any:
 
 
 def wait_final(job_id: str, timeout: float = 60) -> str:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def final() -> str | None:
         status, _ = JobStore().status(job_id)
-        if status not in ("PENDING", "RUNNING"):
-            return str(status)
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still running after {timeout} s")
+        return str(status) if status not in ("PENDING", "RUNNING") else None
+    return wait_until(final, timeout, interval=0.2, what=f"job {job_id} final")
 
 
 def test_a_host_deleted_and_registered_again_within_the_recovery_window(

@@ -21,6 +21,7 @@ from mailfleet.store.cutovers import CutoverStore
 from mailfleet_local import lambda_bridge
 from mailfleet_local.peers.proxy import ProxyDouble
 from tests.fixtures.stack import LocalApi, shared_local_api
+from tests.waiting import wait_until
 
 FINAL = ("SUCCEEDED", "PARTIAL", "FAILED", "CANCELLED", "ROLLED_BACK")
 PROXY_STEPS = ["remember", "hold_logins", "switch", "invalidate", "kick", "verify"]
@@ -90,15 +91,12 @@ def start(api: LocalApi, body: dict[str, Any], **headers: str) -> dict[str, Any]
 
 def wait_final(api: LocalApi, cutover_id: str, timeout: float = 180) -> dict[str, Any]:
     """Poll lightly (one account per look) until final, then fetch every account."""
-    end = time.monotonic() + timeout
-    while True:
+    def final() -> bool:
         answer = api.request("GET", f"/cutovers/{cutover_id}", params={"accounts_limit": 1})
         assert answer.status_code == 200, answer.text
-        view = answer.json()
-        if view["status"] in FINAL:
-            break
-        assert time.monotonic() < end, f"cutover still {view['status']}: {view['counts']}"
-        time.sleep(0.25)
+        return answer.json()["status"] in FINAL
+
+    wait_until(final, timeout, interval=0.25, what=f"cutover {cutover_id} final")
     answer = api.request("GET", f"/cutovers/{cutover_id}", params={"accounts_limit": 10000})
     assert answer.status_code == 200, answer.text
     return answer.json()
@@ -433,14 +431,11 @@ def test_a_stopped_execution_still_gets_a_final_status(
     cutover_id = accepted["cutover_id"]
     sfn = api.aws.client("stepfunctions")
     arn = _execution_arn(api, cutover_id)
-    deadline = time.monotonic() + 30
-    while not any(d.mapping_of(accounts[0]) for d in fleet.doubles):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: any(d.mapping_of(accounts[0]) for d in fleet.doubles), 30,
+               interval=0.01, what="the first account mapped")
     sfn.stop_execution(executionArn=arn, error="operator", cause="stopped by the test")
-    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    described = wait_until(lambda: (lambda d: d if d["status"] != "RUNNING" else None)(
+        sfn.describe_execution(executionArn=arn)), 30, interval=0.01, what="the stop")
     assert described["status"] == "ABORTED"
     # What EventBridge delivers to the step function on AWS: the status is written then,
     # without anybody asking for the cutover.

@@ -21,6 +21,7 @@ from mailfleet.config import settings
 from mailfleet.logic import distributed
 from mailfleet.logic.connect import pack_commands
 from mailfleet.store.jobs import JobStore
+from tests.waiting import wait_until
 
 HOSTS = 1200
 API_KEY = "sim-fleet-doveadm-key"
@@ -85,12 +86,9 @@ def submit(local_api: Any, fleet: dict[str, Any], **body: Any) -> dict[str, Any]
 
 
 def wait_final(local_api: Any, job_id: str, timeout: float = 90) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status, _ = JobStore().status(job_id)  # cheap; the API read below is the check
-        if status not in ("PENDING", "RUNNING"):
-            break
-        time.sleep(0.25)
+    # The store's status is cheap to poll; the API read below is the check.
+    wait_until(lambda: JobStore().status(job_id)[0] not in ("PENDING", "RUNNING"), timeout,
+               interval=0.25, what=f"job {job_id} final")
     view = local_api.request("GET", f"/jobs/{job_id}")
     assert view.status_code == 200, view.text
     return view.json()
@@ -271,7 +269,7 @@ def test_shared_budget_counts_each_failure_once_and_stops_at_the_limit() -> None
     assert store.count == 3
     assert not other.may_start()  # read again at once after its own failure
     # The other batch sees it within REFRESH_SECONDS, and never counts past the limit.
-    time.sleep(distributed.SharedErrorBudget.REFRESH_SECONDS)
-    assert not mine.may_start()
+    wait_until(lambda: not mine.may_start(), 10 * distributed.SharedErrorBudget.REFRESH_SECONDS,
+               what="the other batch's failures seen")
     mine.failed()
     assert store.count == 3

@@ -32,12 +32,14 @@ from mailfleet.drivers.http import forget_sessions, session_for
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
 from mailfleet.models.hosts import Credentials, Host
 from mailfleet_local.peers.dovecot import DovecotInstance
+from tests.conftest import DOVEADM_COMMANDS
 from tests.fixtures.dovecot import driver_for, host_for
+from tests.waiting import wait_until, wait_until_steady
 
 pytestmark = pytest.mark.dovecot
 
 # A copy of ../shared/contracts/doveadm-2.3.19-commands.json, kept in the repo.
-CONTRACT_COMMANDS = Path(__file__).resolve().parents[1] / "data" / "doveadm-2.3.19-commands.json"
+CONTRACT_COMMANDS = DOVEADM_COMMANDS
 DROPPED = "DROPPED"
 NO_ANSWER = "NO_ANSWER"
 
@@ -98,13 +100,7 @@ def raw_command(
 
 def log_mark(inst: DovecotInstance) -> int:
     """Where the log ends once earlier requests' lines (written asynchronously) are in."""
-    size = len(inst.log_text())
-    while True:
-        time.sleep(0.15)
-        now = len(inst.log_text())
-        if now == size:
-            return size
-        size = now
+    return wait_until_steady(lambda: len(inst.log_text()), quiet=0.15)
 
 
 def posts_since(
@@ -112,15 +108,12 @@ def posts_since(
 ) -> int:
     """POSTs the host logged since `mark` (its access log is written asynchronously)."""
     needle = '"POST /doveadm/v1 HTTP/1.1"' + (f" {status}" if status else "")
-    until = time.monotonic() + 2.0
-    count = 0
-    while time.monotonic() < until:
-        count = inst.log_text()[mark:].count(needle)
-        if count >= expect:
-            break
-        time.sleep(0.05)
-    time.sleep(0.2)  # and nothing more arrives
-    return inst.log_text()[mark:].count(needle)
+    def count() -> int:
+        return inst.log_text()[mark:].count(needle)
+
+    # Those expected, then no more for a while (a retry would show as one more).
+    wait_until(lambda: count() >= expect, 2.0, what=f"{expect} POSTs logged")
+    return wait_until_steady(count, quiet=0.2)
 
 
 def run(
@@ -258,10 +251,8 @@ def test_reload_on_every_host(dovecot_hosts: list[DovecotInstance]) -> None:
     for inst in dovecot_hosts:
         mark = log_mark(inst)
         assert run(driver_for(inst), "reload") == []
-        until = time.monotonic() + 3
-        while "SIGHUP received - reloading" not in inst.log_text()[mark:]:
-            assert time.monotonic() < until, "the master did not reload"
-            time.sleep(0.05)
+        wait_until(lambda i=inst, m=mark: "SIGHUP received - reloading" in i.log_text()[m:],
+                   3, what="the master reloaded")
         assert inst.running
 
 
@@ -767,10 +758,8 @@ def test_the_event_loop_path_meets_the_real_server(dovecot_host: DovecotInstance
         perform_async(driver_for(dovecot_host), "mailboxList", {})
     assert info.value.type is ErrorType.CONNECTION and not info.value.retryable
     assert "closed the connection without a response" in info.value.message
-    until = time.monotonic() + 3  # the crash reaches the log a moment after the close
-    while "Fatal" not in dovecot_host.log_text()[mark:] and time.monotonic() < until:
-        time.sleep(0.05)
-    assert "Fatal" in dovecot_host.log_text()[mark:]
+    # The crash reaches the log a moment after the close.
+    wait_until(lambda: "Fatal" in dovecot_host.log_text()[mark:], 3, what="the crash logged")
     # A host that is down.
     down = Host(id="loop-down", kind="dovecot", endpoint=f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(HostError) as info:

@@ -27,6 +27,7 @@ from tests.fixtures.maintenance import (
     register,
     uid,
 )
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -183,12 +184,9 @@ def test_post_fleet_sweep_is_followed_as_a_job(local_api: Any, fleet: dict[str, 
     assert answer.status_code == 202, answer.text
     assert answer.json()["total"] == 5  # not the host in maintenance
     job_id = answer.json()["job_id"]
-    deadline = time.monotonic() + 60
-    while True:
-        job = local_api.request("GET", f"/jobs/{job_id}").json()
-        if job["status"] not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    job = wait_until(lambda: (lambda job: job if job["status"] not in ("PENDING", "RUNNING")
+                              else None)(local_api.request("GET", f"/jobs/{job_id}").json()),
+                     60, interval=0.2, what="the sweep final")
     assert job["action"] == "health.sweep" and job["status"] == "PARTIAL", job
     results = {r["host"]: r for r in job["results"]}
     assert results[ids["dead"]]["status"] == "FAILED"

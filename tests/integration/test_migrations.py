@@ -27,6 +27,7 @@ from mailfleet_local.peers.dovecot import DovecotInstance, free_port_on
 from mailfleet_local.peers.proxy import ProxyDouble
 from tests.fixtures.dovecot import host_body
 from tests.fixtures.stack import LocalApi, shared_local_api
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.dovecot
 
@@ -114,15 +115,13 @@ def start(api: LocalApi, body: dict[str, Any], **headers: str) -> dict[str, Any]
 
 
 def wait_final(api: LocalApi, migration_id: str, timeout: float = 240) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while True:
+    def final() -> dict[str, Any] | None:
         answer = api.request("GET", f"/migrations/{migration_id}")
         assert answer.status_code == 200, answer.text
         view = answer.json()
-        if view["status"] in FINAL:
-            return view
-        assert time.monotonic() < end, f"migration still {view['status']}: {view['counts']}"
-        time.sleep(0.25)
+        return view if view["status"] in FINAL else None
+
+    return wait_until(final, timeout, interval=0.25, what=f"migration {migration_id} final")
 
 
 def imap_to(host: str, port: int, user: str) -> imaplib.IMAP4:
@@ -209,7 +208,7 @@ def moved(api: LocalApi, backends: Backends) -> dict[str, Any]:
         append(before, f"archived-{i}", "Archive")
     before.logout()
     appender = Appender(backends, user).start()
-    time.sleep(0.3)
+    wait_until(lambda: len(appender.appended) >= 5, 30, what="mail appended before the move")
     accepted = start(api, backends.body([user]))
     view = wait_final(api, accepted["migration_id"])
     appender.stop()
@@ -551,10 +550,8 @@ def test_dry_run_conflicts_and_invalid_requests(api: LocalApi, backends: Backend
     clash = api.request("POST", "/migrations", json=backends.body(["user5"]))
     assert clash.status_code == 409, clash.text
     assert clash.json()["conflicts"] == [{"account": "user5", "cutover_id": cutover_id}]
-    end = time.monotonic() + 120
-    while api.request("GET", f"/cutovers/{cutover_id}").json()["status"] not in FINAL:
-        assert time.monotonic() < end
-        time.sleep(0.25)
+    wait_until(lambda: api.request("GET", f"/cutovers/{cutover_id}").json()["status"] in FINAL,
+               120, interval=0.25, what="the cutover final")
     assert api.request("GET", "/migrations/nope").status_code == 404
     assert api.request("GET", f"/cutovers/{plan['migration_id']}").status_code == 404
     listed = api.request("GET", "/migrations", params={"limit": 100}).json()["migrations"]
@@ -588,16 +585,14 @@ def test_a_stopped_execution_still_gets_a_final_status(
     monkeypatch.setattr(migration_steps, "COPY_CALL_SECONDS", 0.2)
     migration_id = start(api, backends.body([user]))["migration_id"]
     store = MigrationStore()
-    deadline = time.monotonic() + 60
-    while not any(s["step"] == "pre_copy" for s in store.account(migration_id, 0)["steps"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: any(s["step"] == "pre_copy"
+                           for s in store.account(migration_id, 0)["steps"]),
+               60, interval=0.01, what="the pre-copy under way")
     sfn = api.aws.client("stepfunctions")
     arn = store.get(migration_id)["execution_arn"]
     sfn.stop_execution(executionArn=arn, error="operator", cause="stopped by the test")
-    while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    described = wait_until(lambda: (lambda d: d if d["status"] != "RUNNING" else None)(
+        sfn.describe_execution(executionArn=arn)), 60, interval=0.01, what="the stop")
     # What EventBridge delivers to the step function on AWS (the rule covers both machines).
     event = {"detail-type": "Step Functions Execution Status Change", "source": "aws.states",
              "detail": {k: v for k, v in described.items() if isinstance(v, str)}}

@@ -22,6 +22,7 @@ from tests.fixtures.maintenance import (
     scope_sweeps,
     uid,
 )
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -44,14 +45,14 @@ def schedule_body(name: str, site: str, **extra: Any) -> dict[str, Any]:
 
 
 def wait_for_scheduled_job(api: Any, name: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished_job() -> str | None:
         jobs = api.request("GET", "/jobs", params={"limit": 100}).json()["jobs"]
         mine = [j for j in jobs if j.get("schedule") == name]
-        if mine and mine[0]["status"] not in ("PENDING", "RUNNING"):
-            return api.request("GET", f"/jobs/{mine[0]['job_id']}").json()
-        time.sleep(0.1)
-    raise AssertionError(f"no finished job of schedule {name} within {timeout} s")
+        done = mine and mine[0]["status"] not in ("PENDING", "RUNNING")
+        return mine[0]["job_id"] if done else None
+    job_id = wait_until(finished_job, timeout, interval=0.1,
+                        what=f"a finished job of schedule {name}")
+    return api.request("GET", f"/jobs/{job_id}").json()
 
 
 def test_a_schedule_created_through_the_api_runs_an_audited_job(

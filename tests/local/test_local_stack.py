@@ -22,6 +22,7 @@ from mailfleet_local import lambda_bridge, stack
 from mailfleet_local.front import ApiFront, evaluate_policy, match_route
 from mailfleet_local.stack import DeployError, Deployment, LocalAws, Route
 from tests.fixtures.stack import TEMPLATE, LocalApi, shared_local_api, shared_local_aws
+from tests.waiting import wait_until
 
 REPO = TEMPLATE.parent
 
@@ -702,12 +703,9 @@ def test_mini_template_state_machine_runs_the_worker(aws: LocalAws, mini: Deploy
     definition = json.loads(sfn.describe_state_machine(stateMachineArn=arn)["definition"])
     assert definition["States"]["Work"]["Resource"] == mini.functions["Worker"].arn
     execution = sfn.start_execution(stateMachineArn=arn, name="run-1", input='{"x": 1}')
-    deadline = time.monotonic() + 30
-    while (described := sfn.describe_execution(executionArn=execution["executionArn"]))[
-        "status"
-    ] == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    described = wait_until(lambda: (lambda d: d if d["status"] != "RUNNING" else None)(
+        sfn.describe_execution(executionArn=execution["executionArn"])), 30,
+        what="the execution finished")
     assert described["status"] == "SUCCEEDED", described
     output = json.loads(described["output"])
     assert output["done"] == {"table": "mini-table"}

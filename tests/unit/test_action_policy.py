@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,21 +18,24 @@ from mailfleet.drivers.policy import ActionClass
 from mailfleet.models.tokens import Role
 from mailfleet.redact import REDACTED, mask_values, redact
 from mailfleet_local import security_doc
+from tests.conftest import DOVEADM_COMMANDS, shared_contract
 
 REPO = Path(__file__).resolve().parents[2]
-CONTRACT = REPO.parent.parent / "shared" / "contracts" / "doveadm-2.3.19-commands.json"
-COMMANDS = json.loads(security_doc.COMMANDS.read_text())
 
 
-def test_the_repository_copy_is_the_contracts_command_list() -> None:
-    if CONTRACT.exists():
-        assert json.loads(CONTRACT.read_text()) == COMMANDS
-    assert len(COMMANDS) == 96
+def test_the_repository_copy_is_the_contracts_command_list(
+        doveadm_commands: list[dict[str, Any]]) -> None:
+    contract = shared_contract("doveadm-2.3.19-commands.json")
+    if contract is not None:
+        assert json.loads(contract.read_text()) == doveadm_commands
+    assert security_doc.COMMANDS == DOVEADM_COMMANDS  # the docs are made from the same copy
+    assert len(doveadm_commands) == 96
 
 
-def test_every_doveadm_command_of_2_3_19_is_classified() -> None:
-    assert {c["command"] for c in COMMANDS} == set(RULES)
-    specs = actions_from_commands(COMMANDS)
+def test_every_doveadm_command_of_2_3_19_is_classified(
+        doveadm_commands: list[dict[str, Any]]) -> None:
+    assert {c["command"] for c in doveadm_commands} == set(RULES)
+    specs = actions_from_commands(doveadm_commands)
     for name, spec in specs.items():
         shown = spec.describe()
         assert shown["class"] == RULES[name].action_class.value

@@ -34,11 +34,11 @@ from mailfleet.drivers.dovecot import (
 )
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
 from mailfleet.models.hosts import Credentials, Host
+from tests.conftest import DOVEADM_COMMANDS
 
-# A copy of ../shared/contracts/doveadm-2.3.19-commands.json, kept in the repo.
-CONTRACT = Path(__file__).resolve().parents[1] / "data" / "doveadm-2.3.19-commands.json"
-COMMANDS: list[dict[str, Any]] = json.loads(CONTRACT.read_text())
 SECRET = "s3cret-key-value"
+# doveadm's command list (the doveadm_commands fixture, tests/conftest.py).
+type Commands = list[dict[str, Any]]
 
 
 def reply(kind: str, payload: Any, tag: str = "t") -> bytes:
@@ -152,11 +152,11 @@ def test_malformed_replies_are_command_errors(body: bytes) -> None:
 # -- validation against the contract's command list ------------------------------------------
 
 
-def test_unknown_command_and_case() -> None:
+def test_unknown_command_and_case(doveadm_commands: Commands) -> None:
     with pytest.raises(Unsupported):
-        validate_against(COMMANDS, "frobnicate", {})
+        validate_against(doveadm_commands, "frobnicate", {})
     with pytest.raises(Unsupported) as info:
-        validate_against(COMMANDS, "statsdump", {})
+        validate_against(doveadm_commands, "statsdump", {})
     assert "'statsDump'" in info.value.message
 
 
@@ -173,11 +173,10 @@ def test_unknown_command_and_case() -> None:
         ("quotaGet", {"user": 123}, "user"),
     ],
 )
-def test_unknown_parameters_and_wrong_types(
-    action: str, params: dict[str, Any], field: str
-) -> None:
+def test_unknown_parameters_and_wrong_types(action: str, params: dict[str, Any], field: str,
+        doveadm_commands: Commands) -> None:
     with pytest.raises(InvalidParams) as info:
-        validate_against(COMMANDS, action, params)
+        validate_against(doveadm_commands, action, params)
     assert info.value.field == field and info.value.code == field
     assert repr(field) in info.value.message
 
@@ -198,11 +197,10 @@ def test_unknown_parameters_and_wrong_types(
         ("fsStat", {"fsDriver": "posix", "path": "/x"}, "fsArgs"),
     ],
 )
-def test_inputs_that_crash_the_worker_are_refused(
-    action: str, params: dict[str, Any], field: str
-) -> None:
+def test_inputs_that_crash_the_worker_are_refused(action: str, params: dict[str, Any], field: str,
+        doveadm_commands: Commands) -> None:
     with pytest.raises(InvalidParams) as info:
-        validate_against(COMMANDS, action, params)
+        validate_against(doveadm_commands, action, params)
     assert info.value.field == field
     assert "crash" in info.value.message or "batch" in info.value.message
 
@@ -223,29 +221,31 @@ def test_inputs_that_crash_the_worker_are_refused(
         ("dictInc", {"user": "a", "key": "shared/n", "difference": -2}),
     ],
 )
-def test_valid_inputs_pass_unchanged(action: str, params: dict[str, Any] | None) -> None:
-    assert validate_against(COMMANDS, action, params) == (params or {})
+def test_valid_inputs_pass_unchanged(action: str, params: dict[str, Any] | None,
+        doveadm_commands: Commands) -> None:
+    assert validate_against(doveadm_commands, action, params) == (params or {})
 
 
-def test_who_is_normalised_to_separate_connections() -> None:
-    assert validate_against(COMMANDS, "who", {}) == {"separateConnections": True}
+def test_who_is_normalised_to_separate_connections(doveadm_commands: Commands) -> None:
+    assert validate_against(doveadm_commands, "who", {}) == {"separateConnections": True}
     assert (
-        validate_against(COMMANDS, "who", {"separateConnections": False})["separateConnections"]
+        validate_against(doveadm_commands, "who",
+                         {"separateConnections": False})["separateConnections"]
         is True
     )
 
 
-def test_params_must_be_an_object() -> None:
+def test_params_must_be_an_object(doveadm_commands: Commands) -> None:
     with pytest.raises(InvalidParams) as info:
-        validate_against(COMMANDS, "who", ["mask"])  # type: ignore[arg-type]
+        validate_against(doveadm_commands, "who", ["mask"])  # type: ignore[arg-type]
     assert info.value.field is None and "JSON object" in info.value.message
 
 
 # -- schemas and specs -----------------------------------------------------------------------
 
 
-def test_schemas_follow_parameter_types() -> None:
-    by_name = {c["command"]: c for c in COMMANDS}
+def test_schemas_follow_parameter_types(doveadm_commands: Commands) -> None:
+    by_name = {c["command"]: c for c in doveadm_commands}
     kick = command_schema(by_name["kick"])
     assert kick["additionalProperties"] is False
     assert kick["properties"]["force"]["type"] == "boolean"
@@ -260,8 +260,8 @@ def test_schemas_follow_parameter_types() -> None:
     assert {"required": ["allUsers"]} in fetch["anyOf"]
 
 
-def test_specs_and_mutating_flags() -> None:
-    specs = actions_from_commands(COMMANDS)
+def test_specs_and_mutating_flags(doveadm_commands: Commands) -> None:
+    specs = actions_from_commands(doveadm_commands)
     assert len(specs) == 96
     names = set(specs)
     assert dv.READ_ONLY <= names, "READ_ONLY names a command the host does not have"
@@ -580,9 +580,10 @@ def test_missing_credentials(via: Any) -> None:
 # -- the command list: cache, TTL and seeding ------------------------------------------------
 
 
-def test_command_list_is_cached_per_host(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_list_is_cached_per_host(fake: Any, monkeypatch: pytest.MonkeyPatch,
+        doveadm_commands: Commands) -> None:
     dv.forget_commands()
-    state = fake(lambda seen: http(200, CONTRACT.read_bytes()))
+    state = fake(lambda seen: http(200, DOVEADM_COMMANDS.read_bytes()))
     first = driver_at(state, host_id="cached")
     assert "who" in first.actions()
     second = driver_at(state, host_id="cached")  # a new driver, same process
@@ -591,7 +592,7 @@ def test_command_list_is_cached_per_host(fake: Any, monkeypatch: pytest.MonkeyPa
     assert state.requests[0].path == "/doveadm/v1"
     # Past the TTL the host is asked again.
     monkeypatch.setattr(dv, "COMMANDS_TTL", -1.0)
-    dv.remember_commands(first.host, COMMANDS)
+    dv.remember_commands(first.host, doveadm_commands)
     second.actions()
     assert len(state.requests) == 2
     dv.forget_commands("cached")

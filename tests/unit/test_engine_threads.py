@@ -41,10 +41,12 @@ def test_a_hung_host_gives_its_slot_to_a_new_thread(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(fanout, "GRACE_SECONDS", 0.1)
     release = threading.Event()
     ran_on: dict[str, int] = {}
+    hung: list[threading.Thread] = []
 
     def perform(host: Host, deadline: Deadline) -> Any:
         ran_on[host.id] = threading.get_ident()
         if host.id == "h0000":
+            hung.append(threading.current_thread())
             release.wait(30)
         return "ok"
 
@@ -57,7 +59,8 @@ def test_a_hung_host_gives_its_slot_to_a_new_thread(monkeypatch: pytest.MonkeyPa
     # The hung thread never took another host; the rest ran on its replacement.
     assert ran_on["h0000"] not in {ran_on[f"h{i:04d}"] for i in range(1, 6)}
     release.set()
-    time.sleep(0.1)  # the hung thread returns now: its late answer is not recorded again
+    hung[0].join(10)  # the hung thread returns now: its late answer is not recorded again
+    assert not hung[0].is_alive()
     assert len(sink.results) == 6
 
 

@@ -3,14 +3,17 @@ read back as {status, counts, accounts: [{account, status, previous, error, step
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mailfleet_cli.errors import CliError, Exit, exit_for_status
 from mailfleet_cli.output import RESULT_ORDER, cell_text, details, emit, out, styled, table, when
-from mailfleet_cli.state import STATE, more
+from mailfleet_cli.parsing import count_or_percent, list_params
+from mailfleet_cli.state import STATE, Limit, NextToken, Output, Wait, WatchFor, more
 from mailfleet_cli.watch import ACCOUNTS_FINAL, current_step, watch_accounts
 
 if TYPE_CHECKING:
@@ -111,6 +114,19 @@ def start(client: Client, kind: str, body: dict[str, Any], key: str | None, wait
     finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for), fmt)
 
 
+def run_options(body: dict[str, Any], max_concurrency: str | None,
+                tolerated_failure_percentage: float | None, dry_run: bool) -> dict[str, Any]:
+    """`body` with the options every account run takes (both kinds alike)."""
+    concurrency = count_or_percent("--max-concurrency", max_concurrency, minimum=1)
+    if concurrency is not None:
+        body["max_concurrency"] = concurrency
+    if tolerated_failure_percentage is not None:
+        body["tolerated_failure_percentage"] = tolerated_failure_percentage
+    if dry_run:
+        body["dry_run"] = True
+    return body
+
+
 def show(kind: str, ident: str, fmt: Any, steps: bool = False) -> None:
     view = STATE.client().get(f"/{kind}s/{ident}", params={"accounts_limit": 10000})
     finish(kind, view, fmt, steps)
@@ -135,15 +151,7 @@ def rollback(kind: str, ident: str, wait: bool, watch_for: float | None, fmt: An
 
 def list_(kind: str, status: str | None, limit: int | None, next_token: str | None,
           fmt: Any) -> None:
-    params: dict[str, Any] = {}
-    if status:
-        if status.upper() not in STATUSES:
-            raise CliError(f"--status: {status!r} is one of {', '.join(STATUSES)}")
-        params["status"] = status.upper()
-    if limit:
-        params["limit"] = limit
-    if next_token:
-        params["next_token"] = next_token
+    params = list_params(status, STATUSES, limit, next_token)
 
     def render(data: dict[str, Any]) -> None:
         rows = [[c.get(f"{kind}_id"), styled(c.get("status")), c.get("total"),
@@ -154,3 +162,56 @@ def list_(kind: str, status: str | None, limit: int | None, next_token: str | No
         more(data)
 
     emit(STATE.client().get(f"/{kind}s", params=params), fmt, render)
+
+
+# ---------------------------------------------------------------------- the shared commands
+# show, watch, rollback and list read the same for both kinds: written once, registered on
+# each kind's app by add_commands with that kind's id argument, help and examples.
+Steps = Annotated[bool, typer.Option("--steps", help="Every step of every account.")]
+Status = Annotated[str | None, typer.Option("--status", "-s", show_default=False,
+                                            help=", ".join(STATUSES))]
+
+
+def _show(kind: str, ident: str, steps: Steps = False, output: Output = None) -> None:
+    show(kind, ident, STATE.fmt(output), steps)
+
+
+def _watch(kind: str, ident: str, watch_for: WatchFor = None, output: Output = None) -> None:
+    watch(kind, ident, watch_for, STATE.fmt(output))
+
+
+def _rollback(kind: str, ident: str, wait: Wait = False, watch_for: WatchFor = None,
+              output: Output = None) -> None:
+    rollback(kind, ident, wait, watch_for, STATE.fmt(output))
+
+
+def _list(kind: str, status: Status = None, limit: Limit = None, next_token: NextToken = None,
+          output: Output = None) -> None:
+    list_(kind, status, limit, next_token, STATE.fmt(output))
+
+
+def _for_kind(command: Callable[..., None], kind: str, help_text: str) -> Callable[..., None]:
+    """`command` for one kind: its `ident` argument named <kind>_id, as Typer shows it."""
+    name = f"{kind}_id"
+    signature = inspect.signature(command, eval_str=True)
+    params = [p.replace(name=name, annotation=Annotated[
+                  str, typer.Argument(help=f"{kind.capitalize()} id.")])
+              if p.name == "ident" else p for p in list(signature.parameters.values())[1:]]
+
+    def for_kind(**given: Any) -> None:
+        if name in given:
+            given["ident"] = given.pop(name)
+        command(kind, **given)
+
+    for_kind.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    for_kind.__annotations__ = {p.name: p.annotation for p in params}
+    for_kind.__doc__ = help_text
+    return for_kind
+
+
+def add_commands(app: typer.Typer, kind: str, helps: dict[str, str],
+                 epilogs: dict[str, str]) -> None:
+    """show, watch, rollback and list on `app`, with their help and examples by name."""
+    for name, command in (("show", _show), ("watch", _watch), ("rollback", _rollback),
+                          ("list", _list)):
+        app.command(name, epilog=epilogs[name])(_for_kind(command, kind, helps[name]))

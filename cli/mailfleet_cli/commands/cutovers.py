@@ -10,8 +10,8 @@ import typer
 
 from mailfleet_cli.commands import _accounts
 from mailfleet_cli.errors import CliError
-from mailfleet_cli.parsing import count_or_percent, parse_tags
-from mailfleet_cli.state import STATE, Limit, NextToken, Output, Wait, WatchFor
+from mailfleet_cli.parsing import parse_tags
+from mailfleet_cli.state import STATE, Output, Wait, WatchFor
 
 app = typer.Typer(help="Move accounts between destinations without downtime.",
                   no_args_is_help=True)
@@ -92,43 +92,20 @@ def start(
         body["strategy"] = strategy.value
     if drain:
         body["drain"] = drain
-    concurrency = count_or_percent("--max-concurrency", max_concurrency, minimum=1)
-    if concurrency is not None:
-        body["max_concurrency"] = concurrency
-    if tolerated_failure_percentage is not None:
-        body["tolerated_failure_percentage"] = tolerated_failure_percentage
-    if dry_run:
-        body["dry_run"] = True
+    _accounts.run_options(body, max_concurrency, tolerated_failure_percentage, dry_run)
     _accounts.start(STATE.client(), "cutover", body, idempotency_key, wait, watch_for,
                     STATE.fmt(output))
 
 
-@app.command("show", epilog="Example: mailfleet cutovers show 01JD5... -o json")
-def show(cutover_id: CutoverId,
-         steps: Annotated[bool, typer.Option("--steps", help="Every step of every account.")
-                          ] = False,
-         output: Output = None) -> None:
-    """A cutover: each account's status, remembered mapping and last step."""
-    _accounts.show("cutover", cutover_id, STATE.fmt(output), steps)
-
-
-@app.command("watch", epilog="Example: mailfleet cutovers watch 01JD5...  (Ctrl-C stops "
-                             "watching, not the cutover)")
-def watch(cutover_id: CutoverId, watch_for: WatchFor = None, output: Output = None) -> None:
-    """Follow a cutover live: accounts by status and the step each one is on."""
-    _accounts.watch("cutover", cutover_id, watch_for, STATE.fmt(output))
-
-
-@app.command("rollback", epilog="Example: mailfleet cutovers rollback 01JD5... --wait")
-def rollback(cutover_id: CutoverId, wait: Wait = False, watch_for: WatchFor = None,
-             output: Output = None) -> None:
-    """Put every DONE account back as it was remembered."""
-    _accounts.rollback("cutover", cutover_id, wait, watch_for, STATE.fmt(output))
-
-
-@app.command("list", epilog="Example: mailfleet cutovers list --status RUNNING")
-def list_(status: Annotated[str | None, typer.Option("--status", "-s", show_default=False,
-                                                     help=", ".join(_accounts.STATUSES))] = None,
-          limit: Limit = None, next_token: NextToken = None, output: Output = None) -> None:
-    """Recent cutovers, newest first."""
-    _accounts.list_("cutover", status, limit, next_token, STATE.fmt(output))
+_accounts.add_commands(app, "cutover", helps={
+    "show": "A cutover: each account's status, remembered mapping and last step.",
+    "watch": "Follow a cutover live: accounts by status and the step each one is on.",
+    "rollback": "Put every DONE account back as it was remembered.",
+    "list": "Recent cutovers, newest first.",
+}, epilogs={
+    "show": "Example: mailfleet cutovers show 01JD5... -o json",
+    "watch": "Example: mailfleet cutovers watch 01JD5...  (Ctrl-C stops watching, not the "
+             "cutover)",
+    "rollback": "Example: mailfleet cutovers rollback 01JD5... --wait",
+    "list": "Example: mailfleet cutovers list --status RUNNING",
+})

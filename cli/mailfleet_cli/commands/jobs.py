@@ -20,7 +20,13 @@ from mailfleet_cli.output import (
     table,
     when,
 )
-from mailfleet_cli.parsing import coerce_params, count_or_percent, parse_params, parse_tags
+from mailfleet_cli.parsing import (
+    coerce_params,
+    count_or_percent,
+    list_params,
+    parse_params,
+    parse_tags,
+)
 from mailfleet_cli.state import STATE, Limit, NextToken, Output, Wait, WatchFor, more
 from mailfleet_cli.watch import JOB_FINAL, job_progress, watch_job
 
@@ -300,15 +306,7 @@ def list_(
     output: Output = None,
 ) -> None:
     """Recent jobs, newest first."""
-    params: dict[str, Any] = {}
-    if status:
-        if status.upper() not in STATUSES:
-            raise CliError(f"--status: {status!r} is one of {', '.join(STATUSES)}")
-        params["status"] = status.upper()
-    if limit:
-        params["limit"] = limit
-    if next_token:
-        params["next_token"] = next_token
+    params = list_params(status, STATUSES, limit, next_token)
 
     def render(data: dict[str, Any]) -> None:
         rows = [[j.get("job_id"), j.get("action"), j.get("kind") or "", styled(j.get("status")),

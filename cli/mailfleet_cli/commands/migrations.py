@@ -10,8 +10,7 @@ import typer
 from mailfleet_cli.commands import _accounts
 from mailfleet_cli.commands.cutovers import selection
 from mailfleet_cli.errors import CliError
-from mailfleet_cli.parsing import count_or_percent
-from mailfleet_cli.state import STATE, Limit, NextToken, Output, Wait, WatchFor
+from mailfleet_cli.state import STATE, Output, Wait, WatchFor
 
 app = typer.Typer(help="Move accounts and their mail between Dovecot backends (dsync).",
                   no_args_is_help=True)
@@ -84,44 +83,21 @@ def start(
         body["dsync_endpoint"] = dsync_endpoint
     if delay is not None:
         body["delay_seconds"] = delay
-    concurrency = count_or_percent("--max-concurrency", max_concurrency, minimum=1)
-    if concurrency is not None:
-        body["max_concurrency"] = concurrency
-    if tolerated_failure_percentage is not None:
-        body["tolerated_failure_percentage"] = tolerated_failure_percentage
     if copy_timeout is not None:
         body["copy_timeout_seconds"] = copy_timeout
-    if dry_run:
-        body["dry_run"] = True
+    _accounts.run_options(body, max_concurrency, tolerated_failure_percentage, dry_run)
     _accounts.start(STATE.client(), "migration", body, idempotency_key, wait, watch_for,
                     STATE.fmt(output))
 
 
-@app.command("show", epilog="Example: mailfleet migrations show 01JD5...")
-def show(migration_id: MigrationId,
-         steps: Annotated[bool, typer.Option("--steps", help="Every step of every account.")
-                          ] = False,
-         output: Output = None) -> None:
-    """A migration: each account's status and steps (copies and counts)."""
-    _accounts.show("migration", migration_id, STATE.fmt(output), steps)
-
-
-@app.command("watch", epilog="Example: mailfleet migrations watch 01JD5...")
-def watch(migration_id: MigrationId, watch_for: WatchFor = None, output: Output = None) -> None:
-    """Follow a migration live: accounts by status and the step each one is on."""
-    _accounts.watch("migration", migration_id, watch_for, STATE.fmt(output))
-
-
-@app.command("rollback", epilog="Example: mailfleet migrations rollback 01JD5... --wait")
-def rollback(migration_id: MigrationId, wait: Wait = False, watch_for: WatchFor = None,
-             output: Output = None) -> None:
-    """Copy back what arrived since the flip and put each DONE account's route back."""
-    _accounts.rollback("migration", migration_id, wait, watch_for, STATE.fmt(output))
-
-
-@app.command("list", epilog="Example: mailfleet migrations list --limit 5")
-def list_(status: Annotated[str | None, typer.Option("--status", "-s", show_default=False,
-                                                     help=", ".join(_accounts.STATUSES))] = None,
-          limit: Limit = None, next_token: NextToken = None, output: Output = None) -> None:
-    """Recent migrations, newest first."""
-    _accounts.list_("migration", status, limit, next_token, STATE.fmt(output))
+_accounts.add_commands(app, "migration", helps={
+    "show": "A migration: each account's status and steps (copies and counts).",
+    "watch": "Follow a migration live: accounts by status and the step each one is on.",
+    "rollback": "Copy back what arrived since the flip and put each DONE account's route back.",
+    "list": "Recent migrations, newest first.",
+}, epilogs={
+    "show": "Example: mailfleet migrations show 01JD5...",
+    "watch": "Example: mailfleet migrations watch 01JD5...",
+    "rollback": "Example: mailfleet migrations rollback 01JD5... --wait",
+    "list": "Example: mailfleet migrations list --limit 5",
+})

@@ -21,7 +21,6 @@ keeps field names only: never a token, a hash or a form value.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import heapq
@@ -32,7 +31,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import tarfile
 import tempfile
@@ -49,6 +47,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from mailfleet_local.certs import SelfSigned, make_self_signed
+from mailfleet_local.peers.tls_listener import TlsListener
 
 PREFIX = "/api/v1/admin"
 API_VERSION = "1.24.0"
@@ -365,8 +364,7 @@ class ApplianceDouble:
         self._fingerprint = ""
         self._ssl_ctx: ssl.SSLContext | None = None
         self._port = port
-        self._listener: socket.socket | None = None
-        self._accepting: threading.Thread | None = None
+        self._listener = TlsListener("appliance", self._context, self._serve, backlog=64)
         self._stopped = threading.Event()
         self._up = False
 
@@ -404,9 +402,7 @@ class ApplianceDouble:
     def stop(self) -> None:
         self._stopped.set()
         self._close_listener()
-        if self._accepting is not None:
-            self._accepting.join(timeout=2)
-            self._accepting = None
+        self._listener.join()
         if self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -477,6 +473,12 @@ class ApplianceDouble:
             self._advance()
             return self._update_body(self._update)
 
+    def update_running(self) -> bool:
+        """Whether an update really runs now, whatever its status file says."""
+        with self._lock:
+            self._advance()
+            return self._update.running
+
     def inject(self, endpoint: str, failure: str, *, times: int = 1, **details: Any) -> None:
         """Make the next `times` requests to `endpoint` ("setup", "/backup/download") fail:
 
@@ -526,55 +528,21 @@ class ApplianceDouble:
     # ---- sockets ---------------------------------------------------------------------
 
     def _listen(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self._port))
-        listener.listen(64)
-        self._port = listener.getsockname()[1]
-        self._listener = listener
+        self._port = self._listener.listen(self._port)
         self._up = True
-        self._accepting = threading.Thread(target=self._accept_loop, args=(listener,),
-                                           name=f"appliance-{self._port}", daemon=True)
-        self._accepting.start()
 
     def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
         self._up = False
-        if listener is not None:
-            # shutdown wakes the blocked accept(); close alone does not on Linux
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+        self._listener.close()
 
-    def _accept_loop(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        raw.settimeout(10)
+    def _context(self) -> ssl.SSLContext:
         with self._lock:
             self._advance()  # a finished POST /certs changes the certificate right now
             ctx = self._ssl_ctx
         assert ctx is not None
-        try:
-            conn = ctx.wrap_socket(raw, server_side=True)
-        except (OSError, ssl.SSLError):
-            raw.close()
-            return
-        try:
-            self._serve_one(conn)
-        except (OSError, ssl.SSLError, ValueError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
+        return ctx
 
-    def _serve_one(self, conn: ssl.SSLSocket) -> None:
+    def _serve(self, conn: ssl.SSLSocket, client: str) -> None:
         rfile = conn.makefile("rb")
         try:
             line = rfile.readline(_MAX_LINE + 1)
@@ -816,8 +784,7 @@ class ApplianceDouble:
         with self._lock:
             self._close_listener()
             self.reboots += 1
-        if self._accepting is not None:
-            self._accepting.join(timeout=2)
+        self._listener.join()
         if self._stopped.wait(self.timings.reboot_downtime):
             return
         with self._lock:

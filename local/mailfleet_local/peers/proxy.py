@@ -30,6 +30,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from mailfleet_local.certs import SelfSigned, make_self_signed
+from mailfleet_local.peers.tls_listener import TlsListener
 
 MIN_TOKEN_LEN = 32
 TEXT = "text/plain; charset=utf-8"
@@ -212,8 +213,7 @@ class ProxyDouble:
         self.cert: SelfSigned = make_self_signed(self._cert_dir, name="proxy")
         self._ssl = self.cert.server_context()
         self._port = port
-        self._listener: socket.socket | None = None
-        self._accepter: threading.Thread | None = None
+        self._listener: TlsListener | None = None
         self._conns = _Conns()
         self._alive = threading.Event()
 
@@ -242,16 +242,14 @@ class ProxyDouble:
     def start(self) -> ProxyDouble:
         if self._listener is not None:
             return self
-        listener = socket.create_server(("127.0.0.1", self._port), backlog=128)
-        self._port = listener.getsockname()[1]
+        # Each life its own `alive`: a connection of the last one never serves this one.
+        alive = self._alive = threading.Event()
+        alive.set()
+        listener = TlsListener("proxy-double", lambda: self._ssl,
+                               lambda conn, client: self._serve(conn, client, alive),
+                               io_timeout=self.io_timeout)
+        self._port = listener.listen(self._port)
         self._listener = listener
-        self._alive = threading.Event()
-        self._alive.set()
-        self._accepter = threading.Thread(
-            target=self._accept_loop, args=(listener, self._alive),
-            name=f"proxy-double-{self._port}", daemon=True,
-        )
-        self._accepter.start()
         return self
 
     def die(self) -> None:
@@ -260,10 +258,6 @@ class ProxyDouble:
         if listener is None:
             return
         self._alive.clear()
-        try:
-            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
-        except OSError:
-            pass
         listener.close()
         with self._conns.lock:
             for conn in list(self._conns.open):
@@ -271,9 +265,7 @@ class ProxyDouble:
                     socket.socket.shutdown(conn, socket.SHUT_RDWR)
                 except OSError:
                     pass
-        if self._accepter is not None:
-            self._accepter.join(timeout=2)
-            self._accepter = None
+        listener.join()
 
     def revive(self) -> ProxyDouble:
         """Answer again on the same port, with the state it had when it died."""
@@ -426,36 +418,16 @@ class ProxyDouble:
 
     # ---- serving ----------------------------------------------------------------------
 
-    def _accept_loop(self, listener: socket.socket, alive: threading.Event) -> None:
-        while True:
-            try:
-                conn, addr = listener.accept()
-            except OSError:
-                return  # listener shut down by die()
-            if not alive.is_set():
-                conn.close()
-                return
-            threading.Thread(target=self._serve, args=(conn, addr[0], alive),
-                             daemon=True).start()
-
-    def _serve(self, raw: socket.socket, client: str, alive: threading.Event) -> None:
-        raw.settimeout(self.io_timeout)
-        conn: socket.socket = raw
-        try:
-            conn = self._ssl.wrap_socket(raw, server_side=True)
-        except (OSError, ValueError):
-            raw.close()
-            return  # handshake failed or the client hung up (e.g. a pin mismatch)
+    def _serve(self, conn: socket.socket, client: str, alive: threading.Event) -> None:
+        if not alive.is_set():
+            return  # it came in as die() cut everything off
         with self._conns.lock:
             self._conns.open.add(conn)
         try:
             self._serve_one(conn, client, alive)
-        except (OSError, ValueError):
-            pass  # the client went away, or die() cut us off
         finally:
             with self._conns.lock:
                 self._conns.open.discard(conn)
-            conn.close()
 
     def _serve_one(self, conn: socket.socket, client: str, alive: threading.Event) -> None:
         reader = conn.makefile("rb")

@@ -47,10 +47,8 @@ class HostStore:
         return Change.delete(self._table.name, {"id": host_id},
                              condition="attribute_exists(id)")
 
-    def get(self, host_id: str) -> Host:
-        item = self.get_item(host_id)
-        return Host.model_validate(item)
-
+    # Reads give the stored item: the Host's fields and the internal ones kept beside them
+    # (health, a driver's cached command list), which a Host model would drop.
     def get_item(self, host_id: str) -> dict[str, Any]:
         item = self._table.get_item(Key={"id": host_id}, ConsistentRead=True).get("Item")
         if item is None:

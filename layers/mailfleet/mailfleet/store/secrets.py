@@ -143,7 +143,8 @@ def prefetch(names: Iterable[str]) -> None:
 
 
 def _cache_key(name: str) -> tuple[Any, ...]:
-    # The key Powertools' get_secret(name, transform="json") looks up in its cache.
+    # The key Powertools' get_secret(name, transform="json") looks up in its cache. A
+    # private method of theirs: tests/unit/test_secrets_cache.py fails if it changes.
     provider = parameters.secrets.DEFAULT_PROVIDERS["secrets"]
     return tuple(provider._build_cache_key(name=name, transform="json"))
 
