@@ -17,6 +17,7 @@ from typing import Any
 
 from mailfleet import aws
 from mailfleet.config import settings
+from mailfleet.drivers import KINDS, driver_class
 from mailfleet.drivers.appliance import OPERATIONS, ApplianceDriver, Follow, Look, Seen
 from mailfleet.drivers.appliance_admin.operations import timed_out
 from mailfleet.drivers.base import Deadline, Driver
@@ -25,7 +26,6 @@ from mailfleet.logic import connect
 from mailfleet.logic.job_paths import JobPath
 from mailfleet.logic.job_records import JobRecords, count_failures
 from mailfleet.models.common import now_iso, resolve_limit
-from mailfleet.models.hosts import HostKind
 from mailfleet.models.jobs import JobStatus, ResultStatus
 from mailfleet.redact import mask_values, redact
 from mailfleet.store.blobs import S3BlobStore
@@ -44,7 +44,8 @@ REBOOT_WATCH_SECONDS = 20.0
 def is_long_operation(kind: str | None, action: str, params: dict[str, Any]) -> bool:
     """Whether a job runs as the state machine: an appliance's long action, unless the
     caller asked only to start it (`wait: false`)."""
-    return kind == HostKind.APPLIANCE and action in OPERATIONS and params.get("wait") is not False
+    return (kind in KINDS and action in driver_class(kind).long_operations
+            and action in OPERATIONS and params.get("wait") is not False)
 
 
 class ApplianceOperations(JobPath):

@@ -25,7 +25,6 @@ from mailfleet.logic import connect
 from mailfleet.logic.cutovers import SYSTEM, Cutovers
 from mailfleet.models.common import now_iso
 from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, account_key
-from mailfleet.models.hosts import HostKind
 from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.cutovers import CutoverStore
 from mailfleet.store.hosts import HostStore
@@ -36,8 +35,7 @@ HOST_TIMEOUT_SECONDS = 10.0
 # driver that saw a 401 or 429 then refuses every later account without a request.
 DRIVER_TTL_SECONDS = 60.0
 HOST_ITEMS_TTL_SECONDS = 5.0
-# doveadm: "no such session" on kick, "temporary failure" while the director moves a user.
-NOT_FOUND = 68
+# doveadm: "temporary failure" while the director moves a user.
 TEMPFAIL = 75
 DIRECTOR_COMMANDS = ("directorStatus", "directorMove", "directorKick", "directorUpdate",
                      "directorFlush")
@@ -218,9 +216,7 @@ class CutoverSteps:
         account = item["account"]
 
         def kick(host: dict[str, Any], driver: Driver) -> Any:
-            if host["kind"] == HostKind.DOVECOT:
-                return _dovecot_kick(driver, account)
-            return perform(driver, "connections.kick", {"identifier": account})
+            return driver.end_sessions(account, Deadline.after(HOST_TIMEOUT_SECONDS))
 
         self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
         return item
@@ -239,7 +235,7 @@ class CutoverSteps:
         def kick(host: dict[str, Any], driver: Driver) -> Any:
             if host["id"] in directors:
                 return perform(driver, "directorKick", {"user": account})
-            return _dovecot_kick(driver, account)
+            return driver.end_sessions(account, Deadline.after(HOST_TIMEOUT_SECONDS))
 
         self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
         return item
@@ -379,10 +375,9 @@ class CutoverSteps:
         directors = set(plan["proxies"]) if plan["strategy"] == Strategy.DIRECTOR else set()
 
         def check(host: dict[str, Any], driver: Driver) -> Any:
-            if host["kind"] != HostKind.DOVECOT:
+            if not driver.describes_own_actions:
                 return _small(perform(driver, "stats", {}))
-            commands = driver.fetch_commands(  # type: ignore[attr-defined]
-                Deadline.after(HOST_TIMEOUT_SECONDS))
+            commands = driver.fetch_commands(Deadline.after(HOST_TIMEOUT_SECONDS))
             needed = DIRECTOR_COMMANDS if host["id"] in directors else ("kick",)
             missing = sorted(set(needed) - {c.get("command") for c in commands})
             if missing:
@@ -554,18 +549,9 @@ def _audit_log() -> AuditLog:
 
 def perform(driver: Driver, action: str, params: dict[str, Any]) -> Any:
     deadline = Deadline.after(HOST_TIMEOUT_SECONDS)
-    if driver.kind == HostKind.PROXY:
+    if not driver.describes_own_actions:
         params = driver.validate(action, params, deadline)  # static: asks nobody
     return driver.perform(action, params, deadline)
-
-
-def _dovecot_kick(driver: Driver, account: str) -> Any:
-    try:
-        return perform(driver, "kick", {"mask": [account]})
-    except HostError as exc:
-        if exc.type == ErrorType.EXIT_CODE and exc.code == NOT_FOUND:
-            return {"kicked": 0}  # no session there: nothing to end
-        raise
 
 
 def _director_status(driver: Driver, account: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 from mailfleet import aws
 from mailfleet.config import settings
+from mailfleet.drivers import kind_for
+from mailfleet.drivers.base import HostRole
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import Conflict, Unavailable, conflict, forbidden, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
@@ -76,11 +78,12 @@ class Cutovers:
     def submit(self, request: CutoverRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a cutover. Returns (answer, dry_run)."""
         director = request.strategy == Strategy.DIRECTOR
-        kind = HostKind.DOVECOT if director else HostKind.PROXY
+        kind = kind_for(HostRole.DIRECTOR if director else HostRole.PROXY)
         proxies, left_out = self._resolve(request.proxies, kind, "proxies", caller)
         backends: list[dict[str, Any]] = []
         if request.backends is not None:
-            backends, _ = self._resolve(request.backends, HostKind.DOVECOT, "backends", caller)
+            backends, _ = self._resolve(request.backends, kind_for(HostRole.BACKEND), "backends",
+                                        caller)
         keys = {account_key(a): a for a in request.accounts}
         busy, stale = self._conflicts(keys)
         if busy:

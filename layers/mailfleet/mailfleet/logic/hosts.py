@@ -66,8 +66,9 @@ class Inventory:
 
     def actions(self, host_id: str, caller: Caller | None = None) -> dict[str, Any]:
         item = self._item(host_id, caller)
-        if item["kind"] != HostKind.DOVECOT:
-            specs = driver_class(item["kind"]).static_actions()
+        driver = driver_class(item["kind"])
+        if not driver.describes_own_actions:
+            specs = driver.static_actions()
             return {
                 "host": host_id,
                 "kind": item["kind"],
@@ -88,9 +89,7 @@ class Inventory:
                     "error": exc.to_dict(),
                     "actions": [],
                 }
-        from mailfleet.drivers.dovecot import actions_from_commands
-
-        specs = actions_from_commands(commands)
+        specs = driver.actions_from_commands(commands)
         return {
             "host": host_id,
             "kind": item["kind"],

@@ -16,7 +16,7 @@ from typing import Any
 from mailfleet import aws
 from mailfleet.config import settings
 from mailfleet.drivers import driver_class
-from mailfleet.drivers.base import Deadline, validate_params
+from mailfleet.drivers.base import Deadline, Driver, validate_params
 from mailfleet.drivers.policy import Decision
 from mailfleet.errors import ErrorType, HostError, InvalidParams
 from mailfleet.fanout import (
@@ -354,10 +354,11 @@ class Jobs:
         self, kind: HostKind, request: JobRequest, items: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """The action and its parameters, checked before any host is asked to run it."""
-        if kind != HostKind.DOVECOT:
-            spec = driver_class(kind).static_actions().get(request.action)
+        driver = driver_class(kind)
+        if not driver.describes_own_actions:
+            spec = driver.static_actions().get(request.action)
             if spec is None:
-                known = ", ".join(sorted(driver_class(kind).static_actions()))
+                known = ", ".join(sorted(driver.static_actions()))
                 raise invalid(
                     "action", f"{kind} hosts have no action {request.action!r}; known: {known}"
                 )
@@ -365,11 +366,11 @@ class Jobs:
                 return validate_params(spec, request.params)
             except InvalidParams as exc:
                 raise _params_problem(exc) from None
-        return self._check_dovecot(request, items)
+        return self._check_against_command_lists(driver, request, items)
 
-    def _check_dovecot(self, request: JobRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
-        from mailfleet.drivers.dovecot import validate_against
-
+    def _check_against_command_lists(self, driver: type[Driver], request: JobRequest,
+                                     items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Hosts that describe their own actions: checked against each one's list."""
         lists: dict[str, list[dict[str, Any]]] = {}
         missing = []
         for item in items:
@@ -397,7 +398,8 @@ class Jobs:
         problems: dict[tuple[str, str], list[str]] = {}
         for host_id, commands in lists.items():
             try:
-                params = validate_against(commands, request.action, request.params)
+                params = driver.validate_against_commands(commands, request.action,
+                                                          request.params)
             except HostError as exc:
                 field = (
                     "params." + str(exc.code)

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mailfleet.config import settings
+from mailfleet.drivers import driver_class
+from mailfleet.drivers.base import HostRole
 from mailfleet.drivers.dovecot import DsyncTarget
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers, busy_accounts
@@ -122,7 +124,7 @@ class Migrations(Cutovers):
         if host is None:
             raise invalid(field, f"unknown host id {host_id}")
         caller.check_acts(host, host_id, field)  # a scoped token: 403 outside its scope
-        if host["kind"] != HostKind.DOVECOT:
+        if HostRole.BACKEND not in driver_class(host["kind"]).roles:
             raise invalid(field, f"must be a dovecot backend; {host_id} is a {host['kind']} host")
         return host
 
