@@ -28,7 +28,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def run(writers: int, events: int, *, changes: bool) -> dict[str, Any]:
-    from mailfleet.config import settings
+    from mailfleet.config import Tables
     from mailfleet.store import audit as audit_store
 
     per_writer = max(1, events // writers)
@@ -36,7 +36,7 @@ def run(writers: int, events: int, *, changes: bool) -> dict[str, Any]:
     failures: list[str] = []
     lock = threading.Lock()
     record = getattr(audit_store, "Change", None) if changes else None
-    tokens = settings().tokens_table
+    tokens = Tables().tokens_table
 
     def writer(n: int) -> None:
         log = audit_store.AuditLog()
@@ -125,7 +125,7 @@ def seal_and_verify(events: int) -> None:
     long sealing and each verification request take (each must stay far below 29 s)."""
     import datetime
 
-    from mailfleet.config import settings
+    from mailfleet.config import AuditSettings
     from mailfleet.store.audit import AuditLog
     from mailfleet.store.audit_digests import Sealer, Verifier
 
@@ -134,7 +134,7 @@ def seal_and_verify(events: int) -> None:
     began = time.perf_counter()
     now = datetime.datetime.now(datetime.UTC)
     digests = Sealer().seal(now=now + datetime.timedelta(
-        seconds=settings().audit_seal_grace_seconds), max_digests=1000)
+        seconds=AuditSettings().audit_seal_grace_seconds), max_digests=1000)
     print(f"sealed {sum(d['count'] for d in digests)} events in {len(digests)} digests: "
           f"{time.perf_counter() - began:.1f} s", flush=True)
     verifier, token, pages = Verifier(AuditLog()), None, 0

@@ -26,6 +26,7 @@ from once import Once
 from pydantic import StringConstraints
 
 from mailfleet import aws
+from mailfleet.config import JobSettings, SecretSettings, Tables
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
@@ -65,6 +66,11 @@ OPENAPI = {
     "security": [{"bearer": []}],
 }
 app.enable_swagger(path="/swagger", **OPENAPI)  # type: ignore[arg-type]
+
+# Settings, read once per cold start and handed to the services each request makes.
+TABLES = Tables()
+JOBS = JobSettings(tables=TABLES)
+SECRETS = SecretSettings()
 
 MAX_WAIT_SECONDS = 25  # API Gateway gives up at 29 s
 AUDIT_SCOPED_PAGES = 10
@@ -193,7 +199,8 @@ app.include_router(fleet_routes.router_for(caller, json_response))
 
 
 # Long appliance operations run as their own state machine; other jobs as Jobs starts them.
-_submit_job = Once(lambda job, who: Jobs().submit(job, who))
+_submit_job = Once(lambda job, who: Jobs(settings=JOBS).submit(job, who),
+                   table_name=TABLES.idempotency_table)
 
 
 # ---------------------------------------------------------------------- meta
@@ -253,7 +260,7 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
 )
 def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, Any]:
     caller(Role.ADMIN)
-    items, token = TokenStore().list(limit, next_token)
+    items, token = TokenStore(TABLES.tokens_table).list(limit, next_token)
     tokens = [{k: v for k, v in i.items() if k != "token_sha256"} for i in items]
     return {"tokens": tokens, "next_token": token}
 
@@ -289,7 +296,7 @@ def delete_token(
 )
 def create_host(body: HostCreate) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
-    return json_response(201, Inventory().register(body, who))
+    return json_response(201, Inventory(secret_settings=SECRETS, tables=TABLES).register(body, who))
 
 
 @app.get(
@@ -306,7 +313,7 @@ def list_hosts(
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
     tags = _tags(tag)
-    hosts, token = Inventory().list(
+    hosts, token = Inventory(secret_settings=SECRETS, tables=TABLES).list(
         kind=kind.value if kind else None,
         tags=tags,
         limit=limit,
@@ -323,7 +330,7 @@ def list_hosts(
     summary="One host with its last health",
 )
 def get_host(host_id: str) -> dict[str, Any]:
-    return Inventory().get(host_id, caller(Role.VIEWER))
+    return Inventory(secret_settings=SECRETS, tables=TABLES).get(host_id, caller(Role.VIEWER))
 
 
 @app.patch(
@@ -334,7 +341,7 @@ def get_host(host_id: str) -> dict[str, Any]:
 )
 def patch_host(host_id: str, body: HostPatch) -> dict[str, Any]:
     who = caller(Role.ADMIN)
-    return Inventory().update(host_id, body, who)
+    return Inventory(secret_settings=SECRETS, tables=TABLES).update(host_id, body, who)
 
 
 @app.delete(
@@ -345,7 +352,7 @@ def patch_host(host_id: str, body: HostPatch) -> dict[str, Any]:
 )
 def delete_host(host_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
-    Inventory().delete(host_id, who)
+    Inventory(secret_settings=SECRETS, tables=TABLES).delete(host_id, who)
     return Response(status_code=204, body="")
 
 
@@ -357,7 +364,7 @@ def delete_host(host_id: str) -> Response[None]:
 )
 def import_inventory(body: InventoryImport) -> ImportOutcome:
     who = caller(Role.ADMIN)
-    return BulkImport().run(body.hosts, body.on_conflict, who)
+    return BulkImport(secret_settings=SECRETS, tables=TABLES).run(body.hosts, body.on_conflict, who)
 
 
 @app.get(
@@ -367,7 +374,7 @@ def import_inventory(body: InventoryImport) -> ImportOutcome:
     summary="Actions the host accepts",
 )
 def host_actions(host_id: str) -> dict[str, Any]:
-    return Inventory().actions(host_id, caller(Role.VIEWER))
+    return Inventory(secret_settings=SECRETS, tables=TABLES).actions(host_id, caller(Role.VIEWER))
 
 
 # ---------------------------------------------------------------------- jobs
@@ -390,7 +397,7 @@ def create_job(
         return json_response(200, answer)
     if answer["status"] == JobStatus.AWAITING_APPROVAL:
         return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
-    jobs = Jobs()
+    jobs = Jobs(settings=JOBS)
     wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
         return json_response(200, jobs.view(answer["job_id"]))
@@ -409,7 +416,8 @@ def get_job(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    return Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
+    return Jobs(settings=JOBS).view(job_id, results_limit=results_limit, next_token=next_token,
+                                    caller=who)
 
 
 @app.get(
@@ -421,7 +429,7 @@ def list_jobs(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    jobs, token = Jobs().list(
+    jobs, token = Jobs(settings=JOBS).list(
         status=status.value if status else None, limit=limit, next_token=next_token, caller=who
     )
     return {"jobs": jobs, "next_token": token}
@@ -435,7 +443,7 @@ def list_jobs(
 )
 def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(202, Jobs().cancel(job_id, who))
+    return json_response(202, Jobs(settings=JOBS).cancel(job_id, who))
 
 
 @app.post("/jobs/<job_id>/approve", tags=["jobs"],
@@ -443,7 +451,7 @@ def cancel_job(job_id: str) -> Response[dict[str, Any]]:
           summary="Let a destructive job awaiting approval start (admin, not its creator)")
 def approve_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
-    return json_response(202, Jobs().approve(job_id, who))
+    return json_response(202, Jobs(settings=JOBS).approve(job_id, who))
 
 
 @app.post("/jobs/<job_id>/reject", tags=["jobs"],
@@ -451,7 +459,7 @@ def approve_job(job_id: str) -> Response[dict[str, Any]]:
           summary="Turn down a job awaiting approval (its creator or an admin): CANCELLED")
 def reject_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(200, Jobs().reject(job_id, who))
+    return json_response(200, Jobs(settings=JOBS).reject(job_id, who))
 
 
 # ---------------------------------------------------------------------- audit
@@ -474,13 +482,13 @@ def audit(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    visible = Inventory().ids_in_scope(who)
+    visible = Inventory(secret_settings=SECRETS, tables=TABLES).ids_in_scope(who)
     events: list[Any] = []
     token = next_token
     # A scoped token sees the events about hosts in its scope and its own: other events
     # are skipped, a bounded number of pages at most (then next_token goes on from there).
     for _ in range(1 if visible is None else AUDIT_SCOPED_PAGES):
-        page, token = AuditLog().query(
+        page, token = AuditLog(TABLES.audit_table).query(
             since=_instant("since", since),
             until=_instant("until", until),
             actor=actor,
@@ -513,7 +521,7 @@ def audit_verify(
     since: DateTime = None, until: DateTime = None, next_token: NextToken = None
 ) -> AuditVerification:
     caller(Role.VIEWER)
-    return Verifier(AuditLog()).run(since=_instant("since", since),
+    return Verifier(AuditLog(TABLES.audit_table)).run(since=_instant("since", since),
                                     until=_instant("until", until), next_token=next_token)
 
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import ApplianceSettings
 from mailfleet.drivers import KINDS, driver_class
 from mailfleet.drivers.appliance import OPERATIONS, ApplianceDriver, Follow, Look, Seen
 from mailfleet.drivers.appliance_admin.operations import timed_out
@@ -57,14 +57,16 @@ class ApplianceOperations(JobPath):
     unstarted_message = ("the job was recorded but its state machine could not be started; "
                          "it is marked FAILED")
 
-    def __init__(self, records: JobRecords | None = None) -> None:
+    def __init__(self, records: JobRecords | None = None,
+                 settings: ApplianceSettings | None = None) -> None:
         super().__init__(records)
+        self.settings = settings or ApplianceSettings()
         self.store = self.records.store
         self.hosts = self.records.hosts
 
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
         """One execution for the job (named after it), one child per host."""
-        config = settings()
+        config = self.settings
         if not config.appliance_operation_state_machine_arn:
             raise RuntimeError("APPLIANCE_OPERATION_STATE_MACHINE_ARN is not configured")
         op = OPERATIONS[job["action"]]
@@ -239,7 +241,7 @@ class ApplianceOperations(JobPath):
 
     def _driver(self, host_id: str) -> Driver:
         item = self.hosts.get_item(host_id)
-        bucket = settings().backups_bucket
+        bucket = self.settings.backups_bucket
         return connect.driver_for(item, blobs=S3BlobStore(bucket) if bucket else None)
 
     @staticmethod

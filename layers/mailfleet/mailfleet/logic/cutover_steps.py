@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.logic import connect
@@ -92,10 +92,12 @@ class CutoverSteps:
         store: CutoverStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
+        tables: Tables | None = None,
     ) -> None:
-        self.store = store or self.coordinator.store_class()
-        self.hosts = hosts or HostStore()
-        self.audit = audit or _audit_log()
+        tables = tables or Tables()
+        self.store = store or self.coordinator.store_class(tables.cutovers_table)
+        self.hosts = hosts or HostStore(tables.hosts_table)
+        self.audit = audit or _audit_log(tables.audit_table)
         self._steps: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "begin": self.begin,
             "remember": self.remember,
@@ -533,12 +535,11 @@ def _final_fields(status: AccountStatus, error: dict[str, Any] | None) -> dict[s
     return {"status": status.value, "finished_at": now_iso(), "error": error}
 
 
-def _audit_log() -> AuditLog:
+def _audit_log(name: str) -> AuditLog:
     """One per process (per table client), as a Lambda container keeps it: it remembers
     the chain's head, so an append is one conditional put instead of a query and a put,
     and steps running side by side here queue on its lock instead of racing for a slot.
     Keyed by the client object: new clients (aws.reset) mean a new chain may be there."""
-    name = settings().audit_table
     key = id(aws.table(name))
     with _cache_lock:
         log = _audit_logs.get(key)

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any, ClassVar
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import CutoverSettings, Tables
 from mailfleet.drivers import kind_for
 from mailfleet.drivers.base import HostRole
 from mailfleet.logic.caller import Caller
@@ -67,10 +67,14 @@ class Cutovers:
         store: CutoverStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
+        settings: CutoverSettings | None = None,
+        tables: Tables | None = None,
     ) -> None:
-        self.store = store or self.store_class()
-        self.hosts = hosts or HostStore()
-        self.audit = audit or AuditLog()
+        self.settings = settings or CutoverSettings()
+        tables = tables or Tables()
+        self.store = store or self.store_class(tables.cutovers_table)
+        self.hosts = hosts or HostStore(tables.hosts_table)
+        self.audit = audit or AuditLog(tables.audit_table)
         # The ids inside a scope, read once per instance (one request).
         self._scope_ids: tuple[Any, set[str]] | None = None
 
@@ -224,7 +228,7 @@ class Cutovers:
         return holder.reconcile(item)["status"] in _LIVE
 
     def state_machine_arn(self) -> str | None:
-        return settings().cutover_state_machine_arn
+        return self.settings.cutover_state_machine_arn
 
     def _start(
         self, cutover: dict[str, Any], positions: list[int], keys: dict[str, str],
@@ -565,7 +569,7 @@ def _other_kind(item: dict[str, Any], me: Cutovers) -> Cutovers:
     is registered as soon as mailfleet.logic.migrations is imported, which any code that
     starts one has done)."""
     kind = Cutovers.by_noun.get(str(item.get("kind")), Cutovers)
-    return kind(hosts=me.hosts, audit=me.audit)
+    return kind(hosts=me.hosts, audit=me.audit, settings=me.settings)
 
 
 def _endpoint(item: dict[str, Any]) -> dict[str, str]:

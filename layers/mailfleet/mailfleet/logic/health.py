@@ -25,7 +25,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import HealthSettings
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.fanout import run
@@ -182,8 +182,13 @@ class HealthSweepPath(JobPath):
     unstarted_reason = "could not start the sweep"
     unstarted_message = "the sweep was recorded but could not be started; it is marked FAILED"
 
+    def __init__(self, records: JobRecords | None = None,
+                 settings: HealthSettings | None = None) -> None:
+        super().__init__(records)
+        self.settings = settings or HealthSettings()
+
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
-        name = settings().maintenance_function
+        name = self.settings.maintenance_function
         if not name:
             raise RuntimeError("MAINTENANCE_FUNCTION is not configured")
         aws.client("lambda").invoke(
@@ -193,8 +198,10 @@ class HealthSweepPath(JobPath):
 
 class FleetHealth:
     def __init__(self, hosts: HostStore | None = None,
-                 records: JobRecords | None = None) -> None:
-        self.hosts = hosts or HostStore()
+                 records: JobRecords | None = None,
+                 settings: HealthSettings | None = None) -> None:
+        self.settings = settings or HealthSettings()
+        self.hosts = hosts or (records.hosts if records is not None else HostStore())
         self._records = records
 
     @property
@@ -202,7 +209,7 @@ class FleetHealth:
         """Read only by sweeps recorded as jobs (the scheduled ones touch no job)."""
         if self._records is None:
             self._records = JobRecords(hosts=self.hosts)
-        return HealthSweepPath(self._records)
+        return HealthSweepPath(self._records, self.settings)
 
     # ------------------------------------------------------------------ sweeping
     def targets(self, kind: str | None = None, tags: dict[str, str] | None = None
@@ -240,7 +247,7 @@ class FleetHealth:
             finally:
                 driver.close()
 
-        config = settings()
+        config = self.settings
         try:
             summary = run(
                 [Host.model_validate(i) for i in sorted(items, key=lambda i: i["id"])],
@@ -275,7 +282,7 @@ class FleetHealth:
                           "no host outside maintenance to sweep"
                           + (f" matches kind {kind} and tags {tags}" if kind or tags else ""))
         targets = sorted(i["id"] for i in items)
-        config = settings()
+        config = self.settings
         job_id = uuid.uuid4().hex
         job = {
             "job_id": job_id, "action": SWEEP_ACTION, "params": {},

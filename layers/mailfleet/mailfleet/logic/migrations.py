@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from mailfleet.config import settings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import HostRole
 from mailfleet.drivers.dovecot import DsyncTarget
@@ -36,7 +35,7 @@ class Migrations(Cutovers):
                           "every director or proxy")
 
     def state_machine_arn(self) -> str | None:
-        return settings().migration_state_machine_arn
+        return self.settings.migration_state_machine_arn
 
     def submit(self, request: MigrationRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a migration. Returns (answer, dry_run)."""
