@@ -26,7 +26,7 @@ from once import Once
 from pydantic import StringConstraints
 
 from mailfleet import aws
-from mailfleet.config import JobSettings, SecretSettings, Tables
+from mailfleet.config import ApiSettings
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
@@ -44,6 +44,7 @@ from mailfleet.logic.problems import (
     invalid,
 )
 from mailfleet.logic.revocation import Cascade, Revocation
+from mailfleet.logic.schedules import Schedules
 from mailfleet.models.audit import AuditVerification
 from mailfleet.models.hosts import HostCreate, HostKind, HostPatch, ImportOutcome, InventoryImport
 from mailfleet.models.jobs import JobAccepted, JobRequest, JobStatus
@@ -68,9 +69,8 @@ OPENAPI = {
 app.enable_swagger(path="/swagger", **OPENAPI)  # type: ignore[arg-type]
 
 # Settings, read once per cold start and handed to the services each request makes.
-TABLES = Tables()
-JOBS = JobSettings(tables=TABLES)
-SECRETS = SecretSettings()
+SETTINGS = ApiSettings()
+TABLES, JOBS, SECRETS = SETTINGS.tables, SETTINGS.jobs, SETTINGS.secrets
 
 MAX_WAIT_SECONDS = 25  # API Gateway gives up at 29 s
 AUDIT_SCOPED_PAGES = 10
@@ -193,9 +193,9 @@ def _invalid(exc: RequestValidationError) -> Response[Any]:
 
 # Routes that live in their own modules (imported here: the function directory is on
 # sys.path only while this module is imported).
-app.include_router(cutover_routes.router_for(caller, json_response))
-app.include_router(migration_routes.router_for(caller, json_response))
-app.include_router(fleet_routes.router_for(caller, json_response))
+app.include_router(cutover_routes.router_for(caller, json_response, SETTINGS))
+app.include_router(migration_routes.router_for(caller, json_response, SETTINGS))
+app.include_router(fleet_routes.router_for(caller, json_response, SETTINGS))
 
 
 # Long appliance operations run as their own state machine; other jobs as Jobs starts them.
@@ -247,7 +247,8 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
     if who.scope is not None:
         raise forbidden("a token with a scope cannot mint tokens")
-    created: TokenCreated = mint(body, who.principal, caller=who,
+    created: TokenCreated = mint(body, who.principal, TokenStore(TABLES.tokens_table),
+                                 caller=who, audit=AuditLog(TABLES.audit_table),
                                  created_by_token=who.token_id)
     return json_response(201, created.model_dump(mode="json"))
 
@@ -281,7 +282,10 @@ def delete_token(
     who = caller(Role.ADMIN)
     if who.scope is not None:
         raise forbidden("a token with a scope cannot revoke tokens")
-    answer = Revocation().revoke(token_id, who, cascade or Cascade.NONE)
+    audit = AuditLog(TABLES.audit_table)
+    schedules = Schedules(audit, settings=SETTINGS.schedules, jobs=JOBS)
+    answer = Revocation(TokenStore(TABLES.tokens_table), audit, schedules).revoke(
+        token_id, who, cascade or Cascade.NONE)
     if cascade is None:
         return Response(status_code=204, body="")  # the audit event lists what it created
     return json_response(200, answer)

@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from once import Once
 
+from mailfleet.config import ApiSettings
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers
 from mailfleet.models.cutovers import (
@@ -35,9 +36,15 @@ NextToken = Annotated[str | None, Query(description="from the previous page")]
 def router_for(
     caller: Callable[[Role], Caller],
     json_response: Callable[[int, Any], Response],
+    settings: ApiSettings,
 ) -> Router:
     router = Router()
-    submit: Once[CutoverRequest] = Once(lambda cutover, who: Cutovers().submit(cutover, who))
+
+    def cutover_service() -> Cutovers:
+        return Cutovers(settings=settings.cutovers, tables=settings.tables)
+
+    submit: Once[CutoverRequest] = Once(lambda cutover, who: cutover_service().submit(cutover, who),
+                                          table_name=settings.tables.idempotency_table)
 
     @router.post("/cutovers", tags=["cutovers"],
                  summary="Move accounts to a new destination on every proxy (or director)",
@@ -66,7 +73,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> CutoverView:
         who = caller(Role.VIEWER)
-        view = Cutovers().view(
+        view = cutover_service().view(
             cutover_id, accounts_limit=accounts_limit, next_token=next_token, caller=who
         )
         return CutoverView.model_validate(view)
@@ -80,7 +87,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> CutoverList:
         who = caller(Role.VIEWER)
-        cutovers, token = Cutovers().list(
+        cutovers, token = cutover_service().list(
             status=status.value if status else None, limit=limit, next_token=next_token,
             caller=who,
         )
@@ -91,6 +98,6 @@ def router_for(
                  responses=answers({202: ("rollback started", CutoverAccepted)}, 404, 409))
     def rollback_cutover(cutover_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
-        return json_response(202, Cutovers().rollback(cutover_id, who))
+        return json_response(202, cutover_service().rollback(cutover_id, who))
 
     return router

@@ -17,11 +17,14 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
+from mailfleet.config import ApiSettings
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.health import FleetHealth
+from mailfleet.logic.jobs import Jobs
 from mailfleet.logic.schedules import Schedules
 from mailfleet.models.schedules import ScheduleCreate, ScheduleView, SweepRequest
 from mailfleet.models.tokens import Role
+from mailfleet.store.audit import AuditLog
 
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
 NextToken = Annotated[str | None, Query(description="from the previous page")]
@@ -30,15 +33,24 @@ NextToken = Annotated[str | None, Query(description="from the previous page")]
 def router_for(
     caller: Callable[[Role], Caller],
     json_response: Callable[[int, Any], Response],
+    settings: ApiSettings,
 ) -> Router:
     router = Router()
+
+    def health_service() -> FleetHealth:
+        return FleetHealth(records=Jobs(settings=settings.jobs).records,
+                           settings=settings.health)
+
+    def schedule_service() -> Schedules:
+        return Schedules(AuditLog(settings.tables.audit_table), settings=settings.schedules,
+                         jobs=settings.jobs)
 
     @router.get("/fleet/health",
                  responses=answers({200: "the fleet's health"}),
                  tags=["fleet"],
                 summary="Up, down and unknown hosts per kind, from the last health sweep")
     def fleet_health() -> dict[str, Any]:
-        return FleetHealth().fleet(caller(Role.VIEWER))
+        return health_service().fleet(caller(Role.VIEWER))
 
     @router.post("/fleet/sweep", tags=["fleet"],
                  summary="Probe every host now, or those of a kind and tags (followed as a "
@@ -48,21 +60,21 @@ def router_for(
         who = caller(Role.OPERATOR)
         scope = body or SweepRequest()
         kind = scope.kind.value if scope.kind else None
-        return json_response(202, FleetHealth().submit(who, kind, scope.tags))
+        return json_response(202, health_service().submit(who, kind, scope.tags))
 
     @router.post("/schedules", tags=["schedules"],
                  summary="Run a job on an EventBridge schedule (rate or cron)",
                  responses=answers({201: ("created", ScheduleView)}, 409))
     def create_schedule(body: ScheduleCreate) -> Response[Any]:
         who = caller(Role.ADMIN)
-        return json_response(201, Schedules().create(body, who))
+        return json_response(201, schedule_service().create(body, who))
 
     @router.get("/schedules",
                  responses=answers({200: "schedules"}),
                  tags=["schedules"], summary="Every schedule, by name")
     def list_schedules(limit: Limit = 50, next_token: NextToken = None) -> dict[str, Any]:
         who = caller(Role.VIEWER)
-        schedules, token = Schedules().list(limit=limit, next_token=next_token, caller=who)
+        schedules, token = schedule_service().list(limit=limit, next_token=next_token, caller=who)
         return {"schedules": schedules, "next_token": token}
 
     @router.get("/schedules/<name>",
@@ -70,14 +82,14 @@ def router_for(
                  tags=["schedules"],
                 summary="One schedule with its job and next run")
     def get_schedule(name: str) -> ScheduleView:
-        return ScheduleView.model_validate(Schedules().get(name, caller(Role.VIEWER)))
+        return ScheduleView.model_validate(schedule_service().get(name, caller(Role.VIEWER)))
 
     @router.delete("/schedules/<name>",
                  responses=answers({204: "removed"}, 404, 409),
                  tags=["schedules"], summary="Remove a schedule")
     def delete_schedule(name: str) -> Response[None]:
         who = caller(Role.ADMIN)
-        Schedules().delete(name, who)
+        schedule_service().delete(name, who)
         return Response(status_code=204, body="")
 
     @router.post("/schedules/<name>/pause",
@@ -86,7 +98,7 @@ def router_for(
                  summary="Stop a schedule's runs until it is resumed")
     def pause_schedule(name: str) -> ScheduleView:
         who = caller(Role.ADMIN)
-        return ScheduleView.model_validate(Schedules().set_paused(name, True, who))
+        return ScheduleView.model_validate(schedule_service().set_paused(name, True, who))
 
     @router.post("/schedules/<name>/resume",
                  responses=answers({200: "running again"}, 404),
@@ -94,6 +106,6 @@ def router_for(
                  summary="Start a paused schedule's runs again")
     def resume_schedule(name: str) -> ScheduleView:
         who = caller(Role.ADMIN)
-        return ScheduleView.model_validate(Schedules().set_paused(name, False, who))
+        return ScheduleView.model_validate(schedule_service().set_paused(name, False, who))
 
     return router

@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from once import Once
 
+from mailfleet.config import ApiSettings
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.migrations import Migrations
 from mailfleet.models.cutovers import CutoverStatus
@@ -30,10 +31,16 @@ NextToken = Annotated[str | None, Query(description="from the previous page")]
 def router_for(
     caller: Callable[[Role], Caller],
     json_response: Callable[[int, Any], Response],
+    settings: ApiSettings,
 ) -> Router:
     router = Router()
+
+    def migration_service() -> Migrations:
+        return Migrations(settings=settings.cutovers, tables=settings.tables)
+
     submit: Once[MigrationRequest] = Once(
-        lambda migration, who: Migrations().submit(migration, who), scope="migrations")
+        lambda migration, who: migration_service().submit(migration, who), scope="migrations",
+        table_name=settings.tables.idempotency_table)
 
     @router.post("/migrations", tags=["migrations"],
                  summary="Move accounts with their mail to another Dovecot backend, then flip "
@@ -62,7 +69,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> MigrationView:
         who = caller(Role.VIEWER)
-        view = Migrations().view(migration_id, accounts_limit=accounts_limit,
+        view = migration_service().view(migration_id, accounts_limit=accounts_limit,
                                  next_token=next_token, caller=who)
         return MigrationView.model_validate(view)
 
@@ -74,7 +81,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> MigrationList:
         who = caller(Role.VIEWER)
-        migrations, token = Migrations().list(
+        migrations, token = migration_service().list(
             status=status.value if status else None, limit=limit, next_token=next_token,
             caller=who,
         )
@@ -86,6 +93,6 @@ def router_for(
                  responses=answers({202: ("rollback started", MigrationAccepted)}, 404, 409))
     def rollback_migration(migration_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
-        return json_response(202, Migrations().rollback(migration_id, who))
+        return json_response(202, migration_service().rollback(migration_id, who))
 
     return router

@@ -126,3 +126,19 @@ class JobSettings(BaseModel):
     fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     appliance: ApplianceSettings = Field(default_factory=ApplianceSettings)
+
+
+class ApiSettings(BaseModel):
+    """What the API function hands the services its routes make."""
+
+    model_config = ConfigDict(frozen=True)
+
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    secrets: SecretSettings = Field(default_factory=SecretSettings)
+    cutovers: CutoverSettings = Field(default_factory=CutoverSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+
+    @property
+    def tables(self) -> Tables:
+        return self.jobs.tables
