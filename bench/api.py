@@ -167,20 +167,20 @@ class _setting:
         self.name, self.value = name, value
 
     def __enter__(self) -> None:
-        from mailfleet.config import settings
+        from mailfleet_local import lambda_bridge
 
         self.saved = os.environ.get(self.name)
         os.environ[self.name] = self.value
-        settings.cache_clear()
+        lambda_bridge.cold_start()  # the handlers read their settings again
 
     def __exit__(self, *exc: object) -> None:
-        from mailfleet.config import settings
+        from mailfleet_local import lambda_bridge
 
         if self.saved is None:
             os.environ.pop(self.name, None)
         else:
             os.environ[self.name] = self.saved
-        settings.cache_clear()
+        lambda_bridge.cold_start()
 
 
 if __name__ == "__main__":

@@ -71,11 +71,11 @@ def _measure(writers: int, steps: int, step: Step) -> dict[str, Any]:
 
 
 def run(writers: int, events: int, *, changes: bool) -> dict[str, Any]:
-    from mailfleet.config import settings
+    from mailfleet.config import Tables
     from mailfleet.store import audit as audit_store
 
     record = getattr(audit_store, "Change", None) if changes else None
-    tokens = settings().tokens_table
+    tokens = Tables().tokens_table
     # Each writer its own AuditLog, as each Lambda container has its own.
     logs = {n: audit_store.AuditLog() for n in range(writers)}
 
@@ -123,7 +123,7 @@ def seal_and_verify(events: int) -> None:
     long sealing and each verification request take (each must stay far below 29 s)."""
     import datetime
 
-    from mailfleet.config import settings
+    from mailfleet.config import AuditSettings
     from mailfleet.store.audit import AuditLog
     from mailfleet.store.audit_digests import Sealer, Verifier
 
@@ -132,7 +132,7 @@ def seal_and_verify(events: int) -> None:
     began = time.perf_counter()
     now = datetime.datetime.now(datetime.UTC)
     digests = Sealer().seal(now=now + datetime.timedelta(
-        seconds=settings().audit_seal_grace_seconds), max_digests=1000)
+        seconds=AuditSettings().audit_seal_grace_seconds), max_digests=1000)
     print(f"sealed {sum(d['count'] for d in digests)} events in {len(digests)} digests: "
           f"{time.perf_counter() - began:.1f} s", flush=True)
     verifier, token, pages = Verifier(AuditLog()), None, 0

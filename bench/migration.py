@@ -108,10 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             "LogLevel": "WARNING"}, secret_values={"AdminTokenSecret": token})
         quiet()
         import mailfleet.aws
-        from mailfleet.config import settings
 
         mailfleet.aws.reset()
-        settings.cache_clear()
         front = ApiFront(deployment).start()
         api = requests.Session()
         api.trust_env = False

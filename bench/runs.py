@@ -89,11 +89,11 @@ def _job_counts(job_id: str) -> dict[str, int]:
 @contextlib.contextmanager
 def _setting(name: str, value: str) -> Iterator[None]:
     """An environment setting of the functions (they share this process), for a while."""
-    from mailfleet.config import settings
+    from mailfleet_local import lambda_bridge
 
     saved = os.environ.get(name)
     os.environ[name] = value
-    settings.cache_clear()
+    lambda_bridge.cold_start()  # the handlers read their settings again
     try:
         yield
     finally:
@@ -101,7 +101,7 @@ def _setting(name: str, value: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = saved
-        settings.cache_clear()
+        lambda_bridge.cold_start()
 
 
 def run_worker(events: list[dict[str, Any]], timeout: float = 900) -> dict[str, Any]:
@@ -227,9 +227,10 @@ def distributed(stack: BenchStack, calls: AwsCalls, hosts: int, concurrency: int
 
 
 def _plan_note(ids: list[str], concurrency: int) -> str:
+    from mailfleet.config import JobSettings
     from mailfleet.logic.distributed import plan_batches
 
-    plan = plan_batches(ids, concurrency, 30)
+    plan = plan_batches(ids, concurrency, 30, JobSettings())
     return (f"{len(plan.batches)} batches of <= {max(len(b) for b in plan.batches)}, "
             f"{plan.parallel_batches} at once x {plan.batch_concurrency} hosts each")
 

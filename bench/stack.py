@@ -126,20 +126,18 @@ class BenchStack:
     @staticmethod
     def forget_caches() -> None:
         import mailfleet.aws
-        from mailfleet.config import settings
 
         mailfleet.aws.reset()
-        settings.cache_clear()
 
     def register_fleet(self, fleet: FleetProcess, count: int) -> float:
         """`count` hosts written straight into the inventory table; returns the seconds."""
         from mailfleet import aws
-        from mailfleet.config import settings
+        from mailfleet.config import SecretSettings, Tables
         from mailfleet.logic.connect import pack_commands
 
         began = time.monotonic()
         self.fleet = fleet
-        name = f"{settings().host_secrets_prefix}{FLEET_SECRET_NAME}"
+        name = f"{SecretSettings().host_secrets_prefix}{FLEET_SECRET_NAME}"
         aws.client("secretsmanager").create_secret(
             Name=name, SecretString=json.dumps({"api_key": FLEET_KEY})
         )
@@ -147,7 +145,7 @@ class BenchStack:
         commands = {"fetched_at": int(time.time()),
                     "commands_gz": pack_commands(json.loads(COMMANDS_FILE.read_text()))}
         self.ids = [f"bench-{i:05d}" for i in range(count)]
-        with aws.table(settings().hosts_table).batch_writer() as batch:
+        with aws.table(Tables().hosts_table).batch_writer() as batch:
             for i, host_id in enumerate(self.ids):
                 batch.put_item(Item={
                     "id": host_id, "kind": "dovecot", "endpoint": fleet.endpoint(i),

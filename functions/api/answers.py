@@ -3,7 +3,7 @@ success, and the client errors it can give, all with the same problem body."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -57,10 +57,7 @@ def answers(
     return out
 
 
-Shown = TypeVar("Shown", bound=BaseModel)
-
-
-def shown(model: type[Shown], data: dict[str, Any]) -> dict[str, Any]:
+def shown(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     """`data` checked against the model its route declares, and answered as it came: only
     the fields it has (no defaults added), typed values in their JSON form."""
     return model.model_validate(data).model_dump(mode="json", exclude_unset=True)

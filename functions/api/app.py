@@ -27,6 +27,7 @@ from params import IdempotencyKey, Limit, NextToken
 from pydantic import StringConstraints
 
 from mailfleet import aws
+from mailfleet.config import ApiSettings
 from mailfleet.logic.auth import mint
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
@@ -44,6 +45,7 @@ from mailfleet.logic.problems import (
     invalid,
 )
 from mailfleet.logic.revocation import Cascade, Revocation
+from mailfleet.logic.schedules import Schedules
 from mailfleet.models.audit import AuditPage, AuditVerification
 from mailfleet.models.common import Liveness
 from mailfleet.models.hosts import (
@@ -91,6 +93,10 @@ OPENAPI = {
     "security": [{"bearer": []}],
 }
 app.enable_swagger(path="/swagger", **OPENAPI)  # type: ignore[arg-type]
+
+# Settings, read once per cold start and handed to the services each request makes.
+SETTINGS = ApiSettings()
+TABLES, JOBS, SECRETS = SETTINGS.tables, SETTINGS.jobs, SETTINGS.secrets
 
 MAX_WAIT_SECONDS = 25  # API Gateway gives up at 29 s
 AUDIT_SCOPED_PAGES = 10
@@ -211,13 +217,14 @@ def _invalid(exc: RequestValidationError) -> Response[Any]:
 
 # Routes that live in their own modules (imported here: the function directory is on
 # sys.path only while this module is imported).
-app.include_router(cutover_routes.router_for(caller, json_response))
-app.include_router(migration_routes.router_for(caller, json_response))
-app.include_router(fleet_routes.router_for(caller, json_response))
+app.include_router(cutover_routes.router_for(caller, json_response, SETTINGS))
+app.include_router(migration_routes.router_for(caller, json_response, SETTINGS))
+app.include_router(fleet_routes.router_for(caller, json_response, SETTINGS))
 
 
 # Long appliance operations run as their own state machine; other jobs as Jobs starts them.
-_submit_job = Once(lambda job, who: Jobs().submit(job, who))
+_submit_job = Once(lambda job, who: Jobs(settings=JOBS).submit(job, who),
+                   table_name=TABLES.idempotency_table)
 
 
 # ---------------------------------------------------------------------- meta
@@ -268,7 +275,8 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
     who = caller(Role.ADMIN)
     if who.scope is not None:
         raise forbidden("a token with a scope cannot mint tokens")
-    created: TokenCreated = mint(body, who.principal, caller=who,
+    created: TokenCreated = mint(body, who.principal, TokenStore(TABLES.tokens_table),
+                                 caller=who, audit=AuditLog(TABLES.audit_table),
                                  created_by_token=who.token_id)
     return json_response(201, created.model_dump(mode="json"))
 
@@ -282,7 +290,7 @@ def create_token(body: TokenCreate) -> Response[TokenCreated]:
 )
 def list_tokens(limit: Limit = 100, next_token: NextToken = None) -> dict[str, Any]:
     caller(Role.ADMIN)
-    items, token = TokenStore().list(limit, next_token)
+    items, token = TokenStore(TABLES.tokens_table).list(limit, next_token)
     tokens = [{k: v for k, v in i.items() if k != "token_sha256"} for i in items]
     return {"tokens": tokens, "next_token": token}
 
@@ -304,7 +312,10 @@ def delete_token(
     who = caller(Role.ADMIN)
     if who.scope is not None:
         raise forbidden("a token with a scope cannot revoke tokens")
-    answer = Revocation().revoke(token_id, who, cascade or Cascade.NONE)
+    audit = AuditLog(TABLES.audit_table)
+    schedules = Schedules(audit, settings=SETTINGS.schedules, jobs=JOBS)
+    answer = Revocation(TokenStore(TABLES.tokens_table), audit, schedules).revoke(
+        token_id, who, cascade or Cascade.NONE)
     if cascade is None:
         return Response(status_code=204, body="")  # the audit event lists what it created
     return json_response(200, answer)
@@ -320,7 +331,7 @@ def delete_token(
 )
 def create_host(body: HostCreate) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
-    return json_response(201, Inventory().register(body, who))
+    return json_response(201, Inventory(secret_settings=SECRETS, tables=TABLES).register(body, who))
 
 
 @app.get(
@@ -338,7 +349,7 @@ def list_hosts(
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
     tags = _tags(tag)
-    hosts, token = Inventory().list(
+    hosts, token = Inventory(secret_settings=SECRETS, tables=TABLES).list(
         kind=kind.value if kind else None,
         tags=tags,
         limit=limit,
@@ -356,7 +367,7 @@ def list_hosts(
     summary="One host with its last health",
 )
 def get_host(host_id: str) -> dict[str, Any]:
-    return Inventory().get(host_id, caller(Role.VIEWER))
+    return Inventory(secret_settings=SECRETS, tables=TABLES).get(host_id, caller(Role.VIEWER))
 
 
 @app.patch(
@@ -368,7 +379,7 @@ def get_host(host_id: str) -> dict[str, Any]:
 )
 def patch_host(host_id: str, body: HostPatch) -> dict[str, Any]:
     who = caller(Role.ADMIN)
-    return Inventory().update(host_id, body, who)
+    return Inventory(secret_settings=SECRETS, tables=TABLES).update(host_id, body, who)
 
 
 @app.delete(
@@ -380,7 +391,7 @@ def patch_host(host_id: str, body: HostPatch) -> dict[str, Any]:
 )
 def delete_host(host_id: str) -> Response[None]:
     who = caller(Role.ADMIN)
-    Inventory().delete(host_id, who)
+    Inventory(secret_settings=SECRETS, tables=TABLES).delete(host_id, who)
     return Response(status_code=204, body="")
 
 
@@ -393,7 +404,7 @@ def delete_host(host_id: str) -> Response[None]:
 )
 def import_inventory(body: InventoryImport) -> ImportOutcome:
     who = caller(Role.ADMIN)
-    return BulkImport().run(body.hosts, body.on_conflict, who)
+    return BulkImport(secret_settings=SECRETS, tables=TABLES).run(body.hosts, body.on_conflict, who)
 
 
 @app.get(
@@ -404,7 +415,7 @@ def import_inventory(body: InventoryImport) -> ImportOutcome:
     summary="Actions the host accepts",
 )
 def host_actions(host_id: str) -> dict[str, Any]:
-    return Inventory().actions(host_id, caller(Role.VIEWER))
+    return Inventory(secret_settings=SECRETS, tables=TABLES).actions(host_id, caller(Role.VIEWER))
 
 
 # ---------------------------------------------------------------------- jobs
@@ -430,7 +441,7 @@ def create_job(
         return json_response(200, answer)
     if answer["status"] == JobStatus.AWAITING_APPROVAL:
         return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
-    jobs = Jobs()
+    jobs = Jobs(settings=JOBS)
     wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
         return json_response(200, shown(JobView, jobs.view(answer["job_id"])))
@@ -450,7 +461,8 @@ def get_job(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    view = Jobs().view(job_id, results_limit=results_limit, next_token=next_token, caller=who)
+    view = Jobs(settings=JOBS).view(job_id, results_limit=results_limit,
+                                    next_token=next_token, caller=who)
     return shown(JobView, view)
 
 
@@ -464,7 +476,7 @@ def list_jobs(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    jobs, token = Jobs().list(
+    jobs, token = Jobs(settings=JOBS).list(
         status=status.value if status else None, limit=limit, next_token=next_token, caller=who
     )
     return shown(JobList, {"jobs": jobs, "next_token": token})
@@ -479,7 +491,7 @@ def list_jobs(
 )
 def cancel_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(202, shown(CancelAnswer, Jobs().cancel(job_id, who)))
+    return json_response(202, shown(CancelAnswer, Jobs(settings=JOBS).cancel(job_id, who)))
 
 
 @app.post("/jobs/<job_id>/approve", tags=["jobs"],
@@ -488,7 +500,7 @@ def cancel_job(job_id: str) -> Response[dict[str, Any]]:
           summary="Let a destructive job awaiting approval start (admin, not its creator)")
 def approve_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.ADMIN)
-    return json_response(202, shown(JobAccepted, Jobs().approve(job_id, who)))
+    return json_response(202, shown(JobAccepted, Jobs(settings=JOBS).approve(job_id, who)))
 
 
 @app.post("/jobs/<job_id>/reject", tags=["jobs"],
@@ -497,7 +509,7 @@ def approve_job(job_id: str) -> Response[dict[str, Any]]:
           summary="Turn down a job awaiting approval (its creator or an admin): CANCELLED")
 def reject_job(job_id: str) -> Response[dict[str, Any]]:
     who = caller(Role.OPERATOR)
-    return json_response(200, shown(JobView, Jobs().reject(job_id, who)))
+    return json_response(200, shown(JobView, Jobs(settings=JOBS).reject(job_id, who)))
 
 
 # ---------------------------------------------------------------------- audit
@@ -521,13 +533,13 @@ def audit(
     next_token: NextToken = None,
 ) -> dict[str, Any]:
     who = caller(Role.VIEWER)
-    visible = Inventory().ids_in_scope(who)
+    visible = Inventory(secret_settings=SECRETS, tables=TABLES).ids_in_scope(who)
     events: list[Any] = []
     token = next_token
     # A scoped token sees the events about hosts in its scope and its own: other events
     # are skipped, a bounded number of pages at most (then next_token goes on from there).
     for _ in range(1 if visible is None else AUDIT_SCOPED_PAGES):
-        page, token = AuditLog().query(
+        page, token = AuditLog(TABLES.audit_table).query(
             since=_instant("since", since),
             until=_instant("until", until),
             actor=actor,
@@ -561,7 +573,7 @@ def audit_verify(
     since: DateTime = None, until: DateTime = None, next_token: NextToken = None
 ) -> AuditVerification:
     caller(Role.VIEWER)
-    return Verifier(AuditLog()).run(since=_instant("since", since),
+    return Verifier(AuditLog(TABLES.audit_table)).run(since=_instant("since", since),
                                     until=_instant("until", until), next_token=next_token)
 
 

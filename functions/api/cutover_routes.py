@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from once import Once
 from params import IdempotencyKey, Limit, NextToken
 
+from mailfleet.config import ApiSettings
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers
 from mailfleet.models.cutovers import (
@@ -34,9 +35,15 @@ from mailfleet.models.tokens import Role
 def router_for(
     caller: Callable[[Role], Caller],
     json_response: Callable[[int, Any], Response],
+    settings: ApiSettings,
 ) -> Router:
     router = Router()
-    submit: Once[CutoverRequest] = Once(lambda cutover, who: Cutovers().submit(cutover, who))
+
+    def cutover_service() -> Cutovers:
+        return Cutovers(settings=settings.cutovers, tables=settings.tables)
+
+    submit: Once[CutoverRequest] = Once(lambda cutover, who: cutover_service().submit(cutover, who),
+                                          table_name=settings.tables.idempotency_table)
 
     @router.post("/cutovers", tags=["cutovers"],
                  summary="Move accounts to a new destination on every proxy (or director)",
@@ -65,7 +72,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> CutoverView:
         who = caller(Role.VIEWER)
-        view = Cutovers().view(
+        view = cutover_service().view(
             cutover_id, accounts_limit=accounts_limit, next_token=next_token, caller=who
         )
         return CutoverView.model_validate(view)
@@ -79,7 +86,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> CutoverList:
         who = caller(Role.VIEWER)
-        cutovers, token = Cutovers().list(
+        cutovers, token = cutover_service().list(
             status=status.value if status else None, limit=limit, next_token=next_token,
             caller=who,
         )
@@ -91,6 +98,6 @@ def router_for(
                  operation_id="rollbackCutover")
     def rollback_cutover(cutover_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
-        return json_response(202, Cutovers().rollback(cutover_id, who))
+        return json_response(202, cutover_service().rollback(cutover_id, who))
 
     return router

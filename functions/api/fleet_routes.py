@@ -18,8 +18,10 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from params import NextToken, ScheduleLimit
 
+from mailfleet.config import ApiSettings
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.health import FleetHealth
+from mailfleet.logic.jobs import Jobs
 from mailfleet.logic.schedules import Schedules
 from mailfleet.models.jobs import JobAccepted
 from mailfleet.models.schedules import (
@@ -30,13 +32,23 @@ from mailfleet.models.schedules import (
     SweepRequest,
 )
 from mailfleet.models.tokens import Role
+from mailfleet.store.audit import AuditLog
 
 
 def router_for(
     caller: Callable[[Role], Caller],
     json_response: Callable[[int, Any], Response],
+    settings: ApiSettings,
 ) -> Router:
     router = Router()
+
+    def health_service() -> FleetHealth:
+        return FleetHealth(records=Jobs(settings=settings.jobs).records,
+                           settings=settings.health)
+
+    def schedule_service() -> Schedules:
+        return Schedules(AuditLog(settings.tables.audit_table), settings=settings.schedules,
+                         jobs=settings.jobs)
 
     @router.get("/fleet/health",
                  responses=answers({200: ("the fleet's health", FleetHealthView)}),
@@ -44,7 +56,7 @@ def router_for(
                  tags=["fleet"],
                 summary="Up, down and unknown hosts per kind, from the last health sweep")
     def fleet_health() -> dict[str, Any]:
-        return shown(FleetHealthView, FleetHealth().fleet(caller(Role.VIEWER)))
+        return shown(FleetHealthView, health_service().fleet(caller(Role.VIEWER)))
 
     @router.post("/fleet/sweep", tags=["fleet"],
                  summary="Probe every host now, or those of a kind and tags (followed as a "
@@ -55,7 +67,8 @@ def router_for(
         who = caller(Role.OPERATOR)
         scope = body or SweepRequest()
         kind = scope.kind.value if scope.kind else None
-        return json_response(202, shown(JobAccepted, FleetHealth().submit(who, kind, scope.tags)))
+        answer = health_service().submit(who, kind, scope.tags)
+        return json_response(202, shown(JobAccepted, answer))
 
     @router.post("/schedules", tags=["schedules"],
                  summary="Run a job on an EventBridge schedule (rate or cron)",
@@ -63,7 +76,7 @@ def router_for(
                  operation_id="createSchedule")
     def create_schedule(body: ScheduleCreate) -> Response[Any]:
         who = caller(Role.ADMIN)
-        return json_response(201, Schedules().create(body, who))
+        return json_response(201, schedule_service().create(body, who))
 
     @router.get("/schedules",
                  responses=answers({200: ("schedules", ScheduleList)}),
@@ -71,7 +84,7 @@ def router_for(
                  tags=["schedules"], summary="Every schedule, by name")
     def list_schedules(limit: ScheduleLimit = 50, next_token: NextToken = None) -> dict[str, Any]:
         who = caller(Role.VIEWER)
-        schedules, token = Schedules().list(limit=limit, next_token=next_token, caller=who)
+        schedules, token = schedule_service().list(limit=limit, next_token=next_token, caller=who)
         return {"schedules": schedules, "next_token": token}
 
     @router.get("/schedules/<name>",
@@ -79,14 +92,14 @@ def router_for(
                  tags=["schedules"],
                 summary="One schedule with its job and next run")
     def get_schedule(name: str) -> ScheduleView:
-        return ScheduleView.model_validate(Schedules().get(name, caller(Role.VIEWER)))
+        return ScheduleView.model_validate(schedule_service().get(name, caller(Role.VIEWER)))
 
     @router.delete("/schedules/<name>",
                  responses=answers({204: "removed"}, 404, 409), operation_id="deleteSchedule",
                  tags=["schedules"], summary="Remove a schedule")
     def delete_schedule(name: str) -> Response[None]:
         who = caller(Role.ADMIN)
-        Schedules().delete(name, who)
+        schedule_service().delete(name, who)
         return Response(status_code=204, body="")
 
     @router.post("/schedules/<name>/pause",
@@ -95,7 +108,7 @@ def router_for(
                  summary="Stop a schedule's runs until it is resumed")
     def pause_schedule(name: str) -> ScheduleView:
         who = caller(Role.ADMIN)
-        return ScheduleView.model_validate(Schedules().set_paused(name, True, who))
+        return ScheduleView.model_validate(schedule_service().set_paused(name, True, who))
 
     @router.post("/schedules/<name>/resume",
                  responses=answers({200: "running again"}, 404), operation_id="resumeSchedule",
@@ -103,6 +116,6 @@ def router_for(
                  summary="Start a paused schedule's runs again")
     def resume_schedule(name: str) -> ScheduleView:
         who = caller(Role.ADMIN)
-        return ScheduleView.model_validate(Schedules().set_paused(name, False, who))
+        return ScheduleView.model_validate(schedule_service().set_paused(name, False, who))
 
     return router

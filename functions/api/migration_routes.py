@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from once import Once
 from params import IdempotencyKey, Limit, NextToken
 
+from mailfleet.config import ApiSettings
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.migrations import Migrations
 from mailfleet.models.cutovers import CutoverStatus
@@ -29,10 +30,16 @@ from mailfleet.models.tokens import Role
 def router_for(
     caller: Callable[[Role], Caller],
     json_response: Callable[[int, Any], Response],
+    settings: ApiSettings,
 ) -> Router:
     router = Router()
+
+    def migration_service() -> Migrations:
+        return Migrations(settings=settings.cutovers, tables=settings.tables)
+
     submit: Once[MigrationRequest] = Once(
-        lambda migration, who: Migrations().submit(migration, who), scope="migrations")
+        lambda migration, who: migration_service().submit(migration, who), scope="migrations",
+        table_name=settings.tables.idempotency_table)
 
     @router.post("/migrations", tags=["migrations"],
                  summary="Move accounts with their mail to another Dovecot backend, then flip "
@@ -61,7 +68,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> MigrationView:
         who = caller(Role.VIEWER)
-        view = Migrations().view(migration_id, accounts_limit=accounts_limit,
+        view = migration_service().view(migration_id, accounts_limit=accounts_limit,
                                  next_token=next_token, caller=who)
         return MigrationView.model_validate(view)
 
@@ -74,7 +81,7 @@ def router_for(
         next_token: NextToken = None,
     ) -> MigrationList:
         who = caller(Role.VIEWER)
-        migrations, token = Migrations().list(
+        migrations, token = migration_service().list(
             status=status.value if status else None, limit=limit, next_token=next_token,
             caller=who,
         )
@@ -87,6 +94,6 @@ def router_for(
                  operation_id="rollbackMigration")
     def rollback_migration(migration_id: str) -> Response[Any]:
         who = caller(Role.OPERATOR)
-        return json_response(202, Migrations().rollback(migration_id, who))
+        return json_response(202, migration_service().rollback(migration_id, who))
 
     return router

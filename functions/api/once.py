@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import conflict
 
@@ -31,7 +31,8 @@ class Once[Body: BaseModel]:
     """Wraps one submit function. Each instance has its own persistence layer: one shared
     between differently configured decorators broke (shared/local-aws.md)."""
 
-    def __init__(self, submit: Submit[Body], scope: str = "") -> None:
+    def __init__(self, submit: Submit[Body], scope: str = "", table_name: str | None = None
+                 ) -> None:
         self._submit = submit
         # Keys of different routes apart (the remembered function is the same for all).
         self._scope = scope
@@ -41,7 +42,8 @@ class Once[Body: BaseModel]:
             expires_after_seconds=24 * 3600,
             raise_on_no_idempotency_key=True,
         )
-        persistence = DynamoDBPersistenceLayer(table_name=settings().idempotency_table)
+        persistence = DynamoDBPersistenceLayer(
+            table_name=table_name or Tables().idempotency_table)
 
         @idempotent_function(
             data_keyword_argument="request", persistence_store=persistence, config=self._config

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mailfleet.config import SecretSettings, Tables
 from mailfleet.logic.auth import Authenticator
 from mailfleet.store.tokens import TokenStore
 
@@ -27,7 +28,7 @@ _authenticator: Authenticator | None = None
 def authenticator() -> Authenticator:
     global _authenticator
     if _authenticator is None:
-        _authenticator = Authenticator(TokenStore())
+        _authenticator = Authenticator(TokenStore(Tables().tokens_table), SecretSettings())
     return _authenticator
 
 

@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
+from mailfleet.config import CutoverSettings, Tables
 from mailfleet.logic.cutover_steps import CutoverSteps
 from mailfleet.logic.cutovers import Cutovers
 from mailfleet.logic.migration_steps import MigrationSteps
@@ -31,13 +32,19 @@ class StepRequest(BaseModel):
     item: dict[str, Any]
 
 
+# Settings, read once per cold start and handed to every service this function makes.
+SETTINGS = CutoverSettings()
+TABLES = Tables()
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
     if event.get("detail-type") == "Step Functions Execution Status Change":
         detail = event.get("detail") or {}
         # Each finds only its own kind's item (None for the other's).
-        outcome = Cutovers().execution_ended(detail) or Migrations().execution_ended(detail)
+        outcome = (Cutovers(settings=SETTINGS, tables=TABLES).execution_ended(detail)
+                   or Migrations(settings=SETTINGS, tables=TABLES).execution_ended(detail))
         logger.info("execution ended", extra={"outcome": outcome})
         return outcome
     request = StepRequest.model_validate(event)
@@ -45,5 +52,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         cutover_id=request.item.get("cutover_id"), step=request.step, n=request.item.get("n")
     )
     migration = (request.item.get("plan") or {}).get("kind") == "migration"
-    steps = MigrationSteps() if migration else CutoverSteps()
+    steps = (MigrationSteps if migration else CutoverSteps)(tables=TABLES)
     return steps.run(request.step, request.item)

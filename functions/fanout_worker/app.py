@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from mailfleet import aws
+from mailfleet.config import JobSettings
 from mailfleet.logic.distributed import BatchHandedOver, DistributedJobs
 from mailfleet.logic.jobs import Jobs
 
@@ -59,6 +60,10 @@ class ExecutionEnded(BaseModel):
     detail: dict[str, Any]
 
 
+# Settings, read once per cold start and handed to every service this function makes.
+SETTINGS = JobSettings()
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -73,7 +78,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return close_job(CloseJob(job_id=str(ended["name"]), close=close), context)
     request = RunJob.model_validate(event)
     logger.append_keys(job_id=request.job_id)
-    jobs = Jobs()
+    jobs = Jobs(settings=SETTINGS)
 
     def continue_later(job_id: str) -> None:
         logger.info("handing the rest of the job to a fresh invocation")
@@ -110,7 +115,7 @@ def count_results(counts: dict[str, int]) -> None:
 
 def run_batch(request: RunBatch, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=request.job_id, batch=request.batch.index)
-    jobs = Jobs()
+    jobs = Jobs(settings=SETTINGS)
     try:
         outcome = DistributedJobs(jobs).run_batch(
             request.job_id,
@@ -135,7 +140,7 @@ def run_batch(request: RunBatch, context: LambdaContext) -> dict[str, Any]:
 def close_job(request: CloseJob, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=request.job_id)
     error = request.close.get("error") or None
-    outcome = DistributedJobs(Jobs()).close_execution(
+    outcome = DistributedJobs(Jobs(settings=SETTINGS)).close_execution(
         request.job_id,
         reason=request.close.get("reason"),
         error=error if isinstance(error, dict) else None,

@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from mailfleet.config import settings
+from mailfleet.config import HealthSettings, JobSettings, ScheduleSettings
 from mailfleet.logic.appliance_ops import ApplianceOperations
 from mailfleet.logic.health import FleetHealth, emit_metrics
 from mailfleet.logic.jobs import Jobs
@@ -33,6 +33,10 @@ from mailfleet.logic.schedules import Schedules
 
 logger = Logger()
 tracer = Tracer()
+# Settings, read once per cold start and handed to every service this function makes.
+JOBS = JobSettings()
+SCHEDULES = ScheduleSettings()
+HEALTH = HealthSettings()
 
 # Scheduler delivers at least once: one job per run, whatever arrives twice.
 _runs = IdempotencyConfig(event_key_jmespath="[schedule, execution_id]",
@@ -41,18 +45,19 @@ _runs = IdempotencyConfig(event_key_jmespath="[schedule, execution_id]",
 
 @idempotent_function(data_keyword_argument="payload", config=_runs,
                      persistence_store=DynamoDBPersistenceLayer(
-                         table_name=settings().idempotency_table))
+                         table_name=JOBS.tables.idempotency_table))
 def _run_once(payload: dict[str, Any]) -> dict[str, Any]:
-    return Schedules().run(payload)
+    return Schedules(settings=SCHEDULES, jobs=JOBS).run(payload)
 
 
 def _sweep(job_id: str | None, kind: str | None = None,
            tags: dict[str, str] | None = None) -> dict[str, Any]:
     try:
-        report = FleetHealth().sweep(job_id=job_id, kind=kind, tags=tags)
+        health = FleetHealth(records=Jobs(settings=JOBS).records, settings=HEALTH)
+        report = health.sweep(job_id=job_id, kind=kind, tags=tags)
     except Exception as exc:
         if job_id:  # the sweep job must end, every host accounted for
-            Jobs().fail_job(job_id, f"the sweep failed: {type(exc).__name__}")
+            Jobs(settings=JOBS).fail_job(job_id, f"the sweep failed: {type(exc).__name__}")
         raise
     emit_metrics(report)
     summary = report.summary()
@@ -70,8 +75,8 @@ def _worker_failed(record: dict[str, Any]) -> dict[str, Any]:
                                                          "condition": condition})
     if not job_id:
         return {"closed": None}
-    if not Jobs().fail_job(str(job_id), f"the job worker failed every try ({condition}: "
-                           f"{error})"):
+    reason = f"the job worker failed every try ({condition}: {error})"
+    if not Jobs(settings=JOBS).fail_job(str(job_id), reason):
         return {"closed": None, "job_id": job_id}  # the worker had closed it itself
     with single_metric(name="JobsClosedOnWorkerFailure", unit=MetricUnit.Count,
                        value=1) as metric:
@@ -88,19 +93,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         state = event.get("state") or {}
         logger.append_keys(step=event["step"], job_id=state.get("job_id"),
                            host=state.get("host"))
-        return ApplianceOperations().step(str(event["step"]), state)
+        operations = ApplianceOperations(Jobs(settings=JOBS).records, JOBS.appliance)
+        return operations.step(str(event["step"]), state)
     if event.get("task") == SCHEDULED_JOB:
         logger.append_keys(schedule=event.get("schedule"),
                            execution_id=event.get("execution_id"))
         if str(event.get("execution_id", "<")).startswith("<"):
-            return Schedules().run(event)  # no run id to tell a second delivery by
+            # No run id to tell a second delivery by.
+            return Schedules(settings=SCHEDULES, jobs=JOBS).run(event)
         _runs.register_lambda_context(context)
         return _run_once(payload=event)
     if event.get("task") == "health-sweep" or event.get("detail-type") == "Scheduled Event":
         if event.get("detail-type") == "Scheduled Event":
             # Destructive jobs nobody approved within the hour end as CANCELLED.
             try:
-                expired = Jobs().expire_approvals()
+                expired = Jobs(settings=JOBS).expire_approvals()
             except ClientError:
                 # The sweep matters more; the next one (or any read of the job) expires it.
                 logger.warning("could not expire approvals this time")

@@ -103,6 +103,13 @@ def register_function(
             del _modules[key]
 
 
+def cold_start() -> None:
+    """Load every handler again on its next invocation, as new containers would after a
+    change of the functions' configuration: each reads its settings once per cold start."""
+    with _lock:
+        _modules.clear()
+
+
 def unregister_all() -> None:
     with _lock:
         _code_dirs.clear()

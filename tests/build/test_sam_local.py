@@ -55,6 +55,7 @@ def test_each_sample_event_replays_with_exactly_those_settings(
         for key, value in values.items():
             monkeypatch.setenv(key, value)
         name = local_api.deployment.functions[logical_id].name
+        lambda_bridge.cold_start()  # each handler reads its settings once per cold start
         for event_file in _events_for(code_uri):
             event = json.loads(event_file.read_text())
             try:

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import mailfleet.config
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import SecretSettings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.dovecot_policy import RULES
 from mailfleet.logic.jobs import Jobs
@@ -40,6 +39,7 @@ from tests.fixtures.maintenance import (
     pymap_body,
     register,
 )
+from tests.fixtures.stack import function_environment
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.dovecot
@@ -235,13 +235,9 @@ def test_role_by_action_matrix_over_every_declared_action(
 
 
 @pytest.fixture
-def approval_threshold(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def approval_threshold(function_env: Callable[[dict[str, str]], None]) -> None:
     """Destructive jobs on more than one host wait for an approval."""
-    monkeypatch.setenv("APPROVAL_THRESHOLD_HOSTS", "1")
-    mailfleet.config.settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    mailfleet.config.settings.cache_clear()
+    function_env({"APPROVAL_THRESHOLD_HOSTS": "1"})
 
 
 def _mailboxes(api: Any, fleet: dict[str, Any], token: str) -> list[list[str]]:
@@ -254,10 +250,10 @@ def _mailboxes(api: Any, fleet: dict[str, Any], token: str) -> list[list[str]]:
 @pytest.mark.parametrize("path", ["inprocess", "distributed"])
 def test_approval_flow_end_to_end(local_api: Any, tokens: dict[str, str],
                                   fleet: dict[str, Any], approval_threshold: None,
-                                  monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+                                  function_env: Callable[[dict[str, str]], None],
+                                  path: str) -> None:
     if path == "distributed":
-        monkeypatch.setenv("INPROCESS_MAX_TARGETS", "1")
-        mailfleet.config.settings.cache_clear()
+        function_env({"INPROCESS_MAX_TARGETS": "1"})
     operator, admin = tokens["operator"], tokens["admin"]
     mailbox = uid("mf-approve")
     targets = {"kind": "dovecot", "tags": {"site": fleet["site"]}}
@@ -420,7 +416,7 @@ def test_credentials_stay_bound_to_their_host(local_api: Any, fleet: dict[str, A
     aws.client("secretsmanager").create_secret(
         Name=outside, SecretString=json.dumps({"api_key": fleet["instances"][0].api_key}))
     answer = local_api.request("POST", "/hosts", json={**body, "credentials_secret": outside})
-    assert answer.status_code == 422 and settings().host_secrets_prefix in answer.text
+    assert answer.status_code == 422 and SecretSettings().host_secrets_prefix in answer.text
     # Shared on purpose, said so, and audited by name.
     shared = local_api.request("POST", "/hosts", json={
         **body, "credentials_secret": theirs, "shares_credentials_with": owner})
@@ -505,11 +501,10 @@ def test_openapi_shows_the_approval_routes_and_confirm(local_api: Any) -> None:
 
 
 def test_an_appliance_operation_starts_its_state_machine_only_once_approved(
-        local_api: Any, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-        appliance_double: Callable[..., ApplianceDouble]) -> None:
-    monkeypatch.setenv("APPROVAL_THRESHOLD_HOSTS", "0")  # every destructive job waits
-    mailfleet.config.settings.cache_clear()
-    try:
+        local_api: Any, tokens: dict[str, str], appliance_double: Callable[..., ApplianceDouble]
+) -> None:
+    # Every destructive job waits.
+    with function_environment({"APPROVAL_THRESHOLD_HOSTS": "0"}):
         double = appliance_double()
         host = register(local_api, appliance_body(double, uid("ap-settings")))
         wanted = {"network": {"interface": "eth0", "hostname": "approved.example"}}
@@ -528,6 +523,3 @@ def test_an_appliance_operation_starts_its_state_machine_only_once_approved(
         assert done["status"] == "SUCCEEDED", done["results"]
         assert done["path"] == "appliance-operation"
         assert double.settings["network"]["hostname"] == "approved.example"
-    finally:
-        monkeypatch.undo()
-        mailfleet.config.settings.cache_clear()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import ApplianceSettings
 from mailfleet.logic.appliance_ops import is_long_operation
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.jobs import Jobs
@@ -67,7 +67,7 @@ def test_backup_lands_in_s3_with_its_sha256_checked(
     announced = output["sha256"]  # what GET /backup said when it finished
     download = output["download"]
     assert download["verified"] is True and download["sha256"] == announced
-    assert download["location"].startswith(f"s3://{settings().backups_bucket}/appliances/{host}/")
+    assert download["location"].startswith(f"s3://{ApplianceSettings().backups_bucket}/appliances/{host}/")
     body, got = s3_object(download["location"])
     assert hashlib.sha256(body).hexdigest() == announced
     assert body == double.backup_archive and download["size"] == len(body)
@@ -95,7 +95,7 @@ def test_a_failed_backup_is_the_hosts_failure_and_nothing_is_stored(
     failed = by_host[ids[1]]
     assert failed["status"] == "FAILED"
     assert failed["error"]["type"] == "command" and "backup failed" in failed["error"]["message"]
-    stored = aws.client("s3").list_objects_v2(Bucket=settings().backups_bucket,
+    stored = aws.client("s3").list_objects_v2(Bucket=ApplianceSettings().backups_bucket,
                                               Prefix=f"appliances/{ids[1]}/")
     assert stored.get("KeyCount", 0) == 0
 

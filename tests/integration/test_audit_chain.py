@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import AuditSettings, Tables
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory
 from mailfleet.logic.problems import Conflict, NotFound, Unavailable
@@ -43,7 +43,7 @@ def _seal() -> list[dict[str, Any]]:
     began = time.time()
     time.sleep(math.ceil(began) - began + 0.05)
     now = datetime.datetime.now(datetime.UTC)
-    grace = settings().audit_seal_grace_seconds
+    grace = AuditSettings().audit_seal_grace_seconds
     return Sealer().seal(now=now + datetime.timedelta(seconds=grace))
 
 
@@ -55,7 +55,7 @@ def _sealed_events(audit: AuditLog, n: int, tag: str) -> list[Any]:
 
 
 def _table() -> Any:
-    return aws.table(settings().audit_table)
+    return aws.table(Tables().audit_table)
 
 
 @pytest.fixture()
@@ -126,7 +126,7 @@ def _events(target: str) -> list[Any]:
 
 def test_change_refused_leaves_no_event(audit: AuditLog) -> None:
     token_id = uuid.uuid4().hex
-    tokens = settings().tokens_table
+    tokens = Tables().tokens_table
     item = {"token_id": token_id, "name": "t", "role": "viewer"}
     audit.record(Change.put(tokens, item, condition="attribute_not_exists(token_id)"),
                  actor="tester", action="test.token", target=token_id, outcome="ok")
@@ -141,10 +141,10 @@ def test_a_change_that_fails_leaves_no_event(audit: AuditLog) -> None:
     target = uuid.uuid4().hex
     too_big = {"token_id": target, "blob": "x" * 420_000}
     with pytest.raises(ClientError):
-        audit.record(Change.put(settings().tokens_table, too_big), actor="tester",
+        audit.record(Change.put(Tables().tokens_table, too_big), actor="tester",
                      action="test.token", target=target, outcome="ok")
     assert _events(target) == []
-    got = aws.table(settings().tokens_table).get_item(Key={"token_id": target})
+    got = aws.table(Tables().tokens_table).get_item(Key={"token_id": target})
     assert "Item" not in got
 
 
@@ -158,7 +158,7 @@ def test_an_event_that_cannot_be_written_leaves_no_change(
     with pytest.raises(AuditNotWritten):
         Inventory().register(_host(host_id), ADMIN)
     monkeypatch.undo()
-    assert "Item" not in aws.table(settings().hosts_table).get_item(Key={"id": host_id})
+    assert "Item" not in aws.table(Tables().hosts_table).get_item(Key={"id": host_id})
     assert _events(host_id) == []
 
 
@@ -167,17 +167,17 @@ def test_event_too_large_leaves_no_change(audit: AuditLog) -> None:
     token_id = uuid.uuid4().hex
     with pytest.raises(ClientError):
         audit.record(
-            Change.put(settings().tokens_table, {"token_id": token_id, "role": "viewer"}),
+            Change.put(Tables().tokens_table, {"token_id": token_id, "role": "viewer"}),
             actor="tester", action="test.token", target=token_id, outcome="ok",
             params={"note": "y" * 420_000})
-    assert "Item" not in aws.table(settings().tokens_table).get_item(Key={"token_id": token_id})
+    assert "Item" not in aws.table(Tables().tokens_table).get_item(Key={"token_id": token_id})
     assert _events(token_id) == []
 
 
 def test_many_changes_each_with_its_own_event(audit: AuditLog) -> None:
     """record_each (bulk writes, e.g. an inventory import): one event per change that
     happened, none for the one refused, in shared transactions."""
-    tokens = settings().tokens_table
+    tokens = Tables().tokens_table
     taken = uuid.uuid4().hex
     audit.record(Change.put(tokens, {"token_id": taken, "role": "viewer"}),
                  actor="tester", action="test.bulk", target=taken, outcome="ok")
@@ -226,7 +226,7 @@ def test_secret_failure_after_create_is_rolled_back_on_the_record(
                                       "credentials": {"token": "s3cret-token-value"}})
     with pytest.raises(RuntimeError):
         Inventory().register(body, ADMIN)
-    assert "Item" not in aws.table(settings().hosts_table).get_item(Key={"id": host_id})
+    assert "Item" not in aws.table(Tables().hosts_table).get_item(Key={"id": host_id})
     events = sorted((e.action, e.outcome) for e in _events(host_id))
     assert events == [("host.create", "ok"), ("host.delete", "rolled_back")]
     assert "s3cret" not in str([e.params for e in _events(host_id)])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.logic import distributed
 from mailfleet.store.jobs import JobStore
 from mailfleet_local.certs import make_self_signed
@@ -28,6 +28,7 @@ from tests.fixtures.maintenance import (
     register,
     uid,
 )
+from tests.fixtures.stack import function_environment
 from tests.waiting import wait_until
 
 
@@ -71,12 +72,10 @@ def test_the_nightly_backup_schedule_can_be_paused_and_resumed(api: Any) -> None
 
 
 @pytest.fixture
-def tiny_inprocess_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def tiny_inprocess_limit() -> Iterator[None]:
     """Every job is 'large': the maintenance function takes the Distributed Map path."""
-    monkeypatch.setenv("INPROCESS_MAX_TARGETS", "0")
-    settings.cache_clear()
-    yield
-    settings.cache_clear()
+    with function_environment({"INPROCESS_MAX_TARGETS": "0"}):
+        yield
 
 
 def test_a_large_scheduled_job_runs_on_the_distributed_map(
@@ -105,7 +104,7 @@ def test_the_fanout_worker_keeps_a_new_pin_after_certs_set(
         "action": "certs.set", "targets": {"hosts": [host_id]}, "confirm": "certs.set@1",
         "params": {"public": new.cert_pem, "private": new.key_pem, "wait": False}})
     assert job.status_code == 200 and job.json()["status"] == "SUCCEEDED", job.text
-    stored = aws.table(settings().hosts_table).get_item(Key={"id": host_id})["Item"]
+    stored = aws.table(Tables().hosts_table).get_item(Key={"id": host_id})["Item"]
     # (with wait: false the appliance swaps certificates a moment later: the driver tests
     # show the new pin then works and the old one fails)
     assert stored["tls"]["pin_sha256"] == new.fingerprint_sha256

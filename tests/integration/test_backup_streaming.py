@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import ApplianceSettings
 from mailfleet.store import blobs
 
 
@@ -25,7 +25,7 @@ def chunks(total: int, size: int = 64 << 10) -> Any:
 
 def test_a_large_backup_goes_up_in_parts_with_its_sha256(local_api: Any) -> None:
     local_api.ensure_deployed()
-    store = blobs.S3BlobStore(settings().backups_bucket)
+    store = blobs.S3BlobStore(ApplianceSettings().backups_bucket)
     total = blobs.PART_SIZE * 3 + 12345
     digest = hashlib.sha256()
     held = 0  # moto runs in this process too, so count what the upload holds itself
@@ -48,7 +48,7 @@ def test_a_large_backup_goes_up_in_parts_with_its_sha256(local_api: Any) -> None
 
 def test_an_aborted_upload_keeps_nothing(local_api: Any) -> None:
     local_api.ensure_deployed()
-    bucket = settings().backups_bucket
+    bucket = ApplianceSettings().backups_bucket
     store = blobs.S3BlobStore(bucket)
     upload = store.upload("appliances/stream-test/bad.tar", "application/x-tar")
     for piece in chunks(blobs.PART_SIZE + 1000):

@@ -6,7 +6,6 @@ interpreter. Hosts are written straight into the inventory table (fast); jobs ar
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections import Counter
@@ -17,10 +16,11 @@ import pytest
 
 from bench.fleet import COMMANDS_FILE, FleetProcess
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import FanoutSettings, JobLimits, JobSettings, SecretSettings, Tables
 from mailfleet.logic import distributed
 from mailfleet.logic.connect import pack_commands
 from mailfleet.store.jobs import JobStore
+from tests.fixtures.stack import function_environment
 from tests.waiting import wait_until
 
 HOSTS = 1200
@@ -32,15 +32,8 @@ def map_past_500() -> Iterator[None]:
     """1,200 hosts would run in-process under the default threshold (2,000): these tests
     are about the Map, so it takes every job above 500 here (the functions share this
     process's environment)."""
-    saved = os.environ.get("INPROCESS_MAX_TARGETS")
-    os.environ["INPROCESS_MAX_TARGETS"] = "500"
-    settings.cache_clear()
-    yield
-    if saved is None:
-        os.environ.pop("INPROCESS_MAX_TARGETS", None)
-    else:
-        os.environ["INPROCESS_MAX_TARGETS"] = saved
-    settings.cache_clear()
+    with function_environment({"INPROCESS_MAX_TARGETS": "500"}):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +44,7 @@ def fleet(local_api: Any) -> Iterator[dict[str, Any]]:
     local_api.ensure_deployed()
     with FleetProcess(HOSTS, latency=0.02, api_key=API_KEY, max_seconds=600) as sim:
         tag = f"sim-{uuid.uuid4().hex[:8]}"
-        secret = f"{settings().host_secrets_prefix}{tag}"
+        secret = f"{SecretSettings().host_secrets_prefix}{tag}"
         aws.client("secretsmanager").create_secret(
             Name=secret, SecretString=json.dumps({"api_key": API_KEY})
         )
@@ -59,7 +52,7 @@ def fleet(local_api: Any) -> Iterator[dict[str, Any]]:
         commands = {"fetched_at": int(time.time()),
                     "commands_gz": pack_commands(json.loads(COMMANDS_FILE.read_text()))}
         ids = [f"{tag}-{i:04d}" for i in range(HOSTS)]
-        with aws.table(settings().hosts_table).batch_writer() as batch:
+        with aws.table(Tables().hosts_table).batch_writer() as batch:
             for i, host_id in enumerate(ids):
                 batch.put_item(Item={
                     "id": host_id, "kind": "dovecot", "endpoint": sim.endpoint(i),
@@ -70,7 +63,7 @@ def fleet(local_api: Any) -> Iterator[dict[str, Any]]:
         try:
             yield {"sim": sim, "tag": tag, "ids": ids}
         finally:
-            with aws.table(settings().hosts_table).batch_writer() as batch:
+            with aws.table(Tables().hosts_table).batch_writer() as batch:
                 for host_id in ids:
                     batch.delete_item(Key={"id": host_id})
 
@@ -115,7 +108,7 @@ def test_every_host_gets_exactly_one_recorded_result(local_api: Any,
     assert seen["peak_per_host"] <= 2
     # The Map ran to its end and closed the job once.
     execution = aws.client("stepfunctions").describe_execution(
-        executionArn=distributed.execution_arn(accepted["job_id"]))
+        executionArn=distributed.execution_arn(accepted["job_id"], JobSettings()))
     assert execution["status"] == "SUCCEEDED"
     assert audit_actions(local_api, accepted["job_id"]) == ["job.end", "job.start"]
 
@@ -168,7 +161,7 @@ def test_cancel_mid_run_stops_the_execution_and_skips_the_rest(
     skipped = [r for r in done["results"] if r["status"] == "SKIPPED"]
     assert all("cancelled" in r["output"]["skipped"] for r in skipped)
     execution = aws.client("stepfunctions").describe_execution(
-        executionArn=distributed.execution_arn(job_id))
+        executionArn=distributed.execution_arn(job_id, JobSettings()))
     assert execution["status"] == "ABORTED"
     assert audit_actions(local_api, job_id) == ["job.cancel", "job.end", "job.start"]
 
@@ -184,28 +177,30 @@ def test_worker_events_for_an_unknown_job_are_harmless(local_api: Any) -> None:
 # ---------------------------------------------------------------- planning, no AWS
 
 
+def _job_settings(max_targets: int = 500) -> JobSettings:
+    return JobSettings(
+        fanout=FanoutSettings(fanout_state_machine_arn="arn:aws:states:us-east-1:1:stateMachine:m",
+                              jobs_bucket="bucket", fanout_batch_size=1000,
+                              fanout_batch_concurrency=40),
+        limits=JobLimits(inprocess_max_targets=max_targets, inprocess_max_seconds=600))
+
+
 @pytest.fixture
-def config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("FANOUT_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:1:stateMachine:m")
-    monkeypatch.setenv("JOBS_BUCKET", "bucket")
-    monkeypatch.setenv("INPROCESS_MAX_TARGETS", "500")
-    monkeypatch.setenv("INPROCESS_MAX_SECONDS", "600")
-    settings.cache_clear()
-    yield
-    settings.cache_clear()
+def config() -> JobSettings:
+    return _job_settings()
 
 
-def test_the_path_follows_target_count_and_worst_case_time(config: None) -> None:
-    assert distributed.choose_path(500, 30, 50) == distributed.INPROCESS
-    assert distributed.choose_path(501, 30, 50) == distributed.DISTRIBUTED
+def test_the_path_follows_target_count_and_worst_case_time(config: JobSettings) -> None:
+    assert distributed.choose_path(500, 30, 50, config) == distributed.INPROCESS
+    assert distributed.choose_path(501, 30, 50, config) == distributed.DISTRIBUTED
     # 200 hosts, 10 at a time, each allowed 60 s: 20 waves could take 1,200 s.
-    assert distributed.choose_path(200, 60, 10) == distributed.DISTRIBUTED
-    assert distributed.choose_path(200, 60, 100) == distributed.INPROCESS
+    assert distributed.choose_path(200, 60, 10, config) == distributed.DISTRIBUTED
+    assert distributed.choose_path(200, 60, 100, config) == distributed.INPROCESS
 
 
-def test_the_map_runs_as_many_hosts_at_once_as_the_job_asks(config: None) -> None:
+def test_the_map_runs_as_many_hosts_at_once_as_the_job_asks(config: JobSettings) -> None:
     # 100 at up to 40 a worker: 4 workers of 25 (not 2 x 40 = 80 in flight).
-    plan = distributed.plan_batches([f"h{i}" for i in range(1000)], 100, 30)
+    plan = distributed.plan_batches([f"h{i}" for i in range(1000)], 100, 30, config)
     assert (plan.batch_concurrency, plan.parallel_batches) == (25, 4)
     for wanted in (1, 7, 40, 100, 120, 1000):
         per, parallel = distributed.split_concurrency(wanted, 40)
@@ -213,14 +208,11 @@ def test_the_map_runs_as_many_hosts_at_once_as_the_job_asks(config: None) -> Non
 
 
 
-def test_a_job_wider_than_one_workers_sockets_takes_the_map(
-    config: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("INPROCESS_MAX_TARGETS", "2000")
-    settings.cache_clear()
-    assert distributed.choose_path(1500, 30, 100) == distributed.INPROCESS
-    assert distributed.choose_path(1500, 30, 600) == distributed.DISTRIBUTED
-    assert distributed.choose_path(400, 30, 1000) == distributed.INPROCESS  # 400 at most
+def test_a_job_wider_than_one_workers_sockets_takes_the_map() -> None:
+    config = _job_settings(max_targets=2000)
+    assert distributed.choose_path(1500, 30, 100, config) == distributed.INPROCESS
+    assert distributed.choose_path(1500, 30, 600, config) == distributed.DISTRIBUTED
+    assert distributed.choose_path(400, 30, 1000, config) == distributed.INPROCESS  # 400 at most
 
 
 @pytest.mark.parametrize(
@@ -228,10 +220,10 @@ def test_a_job_wider_than_one_workers_sockets_takes_the_map(
     [(1200, 100, 30), (10_000, 100, 30), (1000, 7, 30), (100, 100, 30), (5000, 50, 300)],
 )
 def test_batches_cover_every_host_once_within_the_job_cap(
-    config: None, targets: int, concurrency: int, timeout: float
+    config: JobSettings, targets: int, concurrency: int, timeout: float
 ) -> None:
     ids = [f"h{i}" for i in range(targets)]
-    plan = distributed.plan_batches(ids, concurrency, timeout)
+    plan = distributed.plan_batches(ids, concurrency, timeout, config)
     assert [h for batch in plan.batches for h in batch] == ids
     assert plan.batch_concurrency * plan.parallel_batches <= concurrency
     sizes = [len(b) for b in plan.batches]

@@ -100,10 +100,10 @@ def test_a_host_whose_secret_cannot_be_stored_is_put_back(
     assert created["created"] == [f"{prefix}-old"]
     real = secrets.create_for_host
 
-    def flaky(host_id: str, credentials: Any) -> str:
+    def flaky(host_id: str, credentials: Any, secrets_prefix: str) -> str:
         if host_id in (f"{prefix}-new", f"{prefix}-old"):
             raise RuntimeError("injected: Secrets Manager unavailable")
-        return real(host_id, credentials)
+        return real(host_id, credentials, secrets_prefix)
 
     monkeypatch.setattr(secrets, "create_for_host", flaky)
     external = dovecot(f"{prefix}-ext")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from mailfleet.models.hosts import HostKind
 
 if TYPE_CHECKING:
-    from mailfleet.drivers.base import Driver
+    from mailfleet.drivers.base import Driver, HostRole
 
 _MODULES: dict[HostKind, tuple[str, str]] = {
     HostKind.DOVECOT: ("mailfleet.drivers.dovecot", "DovecotDriver"),
@@ -25,3 +25,11 @@ KINDS: tuple[HostKind, ...] = tuple(_MODULES)
 def driver_class(kind: HostKind | str) -> type[Driver]:
     module_name, class_name = _MODULES[HostKind(kind)]
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def kind_for(role: HostRole) -> HostKind:
+    """The one host kind whose driver plays `role` in cutovers and migrations."""
+    kinds = [kind for kind in KINDS if role in driver_class(kind).roles]
+    if len(kinds) != 1:
+        raise LookupError(f"{len(kinds)} host kinds play the {role} role; one was expected")
+    return kinds[0]

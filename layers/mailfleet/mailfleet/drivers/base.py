@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -123,6 +124,22 @@ class BlobStore(Protocol):
     def upload(self, name: str, content_type: str, sha256: str | None = None) -> Upload: ...
 
 
+class HostRole(StrEnum):
+    """What a host of a kind can be in a cutover or a migration."""
+
+    PROXY = "proxy"  # routes an account by a mapping it keeps (set, invalidate, kick)
+    DIRECTOR = "director"  # a Dovecot director: moves users between backends
+    BACKEND = "backend"  # holds the mail: its sessions are kicked, dsync copies it
+
+
+@dataclass(frozen=True)
+class HealthProbe:
+    """A kind's cheapest call: its answer alone says whether the host is up."""
+
+    action: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class DriverContext:
     """What a driver may use besides its host: where to keep rotated credentials, where
@@ -141,6 +158,21 @@ class Driver(ABC):
     has_async_perform: ClassVar[bool] = False
     # The action policy: a rule for every action of this kind (drivers/policy.py).
     policy_rules: ClassVar[dict[str, Rule]] = {}
+
+    # -- capabilities: what the rest of the system asks instead of checking `kind` ------
+    # How a health sweep probes a host of this kind (health_details adds what it can tell).
+    health_probe: ClassVar[HealthProbe]
+    # True when the host says which actions it accepts (doveadm's command list): the list
+    # is fetched from the host (fetch_commands) and cached in the inventory; otherwise the
+    # actions are static_actions() and checking parameters asks nobody.
+    describes_own_actions: ClassVar[bool] = False
+    # True when the host locks a controller out after a few refused credentials: a health
+    # sweep then stops asking until the host's credentials change.
+    locks_out_on_refusal: ClassVar[bool] = False
+    # What a host of this kind can be in cutovers and migrations.
+    roles: ClassVar[frozenset[HostRole]] = frozenset()
+    # Actions that run as a long operation of their own (followed by a state machine).
+    long_operations: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, host: Host, credentials: Credentials, context: DriverContext | None = None
@@ -170,6 +202,36 @@ class Driver(ABC):
     @abstractmethod
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         """Run one action; `params` were validated. Returns JSON-able output."""
+
+    # -- capabilities that do something (defaults for kinds without them) --------------
+
+    def health_details(self, answer: Any, deadline: Deadline) -> dict[str, Any]:
+        """What an up host can tell besides being up (its version, say), from the probe's
+        answer or one more call; a HostError here leaves the host up."""
+        return {}
+
+    def fetch_commands(self, deadline: Deadline) -> list[dict[str, Any]]:
+        """Ask the host for its command list (describes_own_actions kinds only)."""
+        raise Unsupported(f"a {self.kind} host keeps no command list")
+
+    @classmethod
+    def actions_from_commands(cls, commands: Sequence[Mapping[str, Any]]) -> dict[str, ActionSpec]:
+        """The actions a host with this command list accepts (static kinds: their own)."""
+        return cls.static_actions()
+
+    @classmethod
+    def validate_against_commands(
+        cls, commands: Sequence[Mapping[str, Any]], action: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Check `params` against a host's command list, without asking the host."""
+        spec = cls.actions_from_commands(commands).get(action)
+        if spec is None:
+            raise Unsupported(f"{cls.kind} hosts have no action {action!r}")
+        return validate_params(spec, dict(params))
+
+    def end_sessions(self, account: str, deadline: Deadline) -> Any:
+        """End an account's live sessions on this host (cutovers and migrations kick)."""
+        raise Unsupported(f"a {self.kind} host cannot end an account's sessions")
 
     # -- the security side: policy and redaction, all without contacting the host --------
 

@@ -30,7 +30,14 @@ from typing import Any, ClassVar
 import requests
 
 from mailfleet.drivers import dovecot_policy
-from mailfleet.drivers.base import ActionSpec, Deadline, Driver, require_secret
+from mailfleet.drivers.base import (
+    ActionSpec,
+    Deadline,
+    Driver,
+    HealthProbe,
+    HostRole,
+    require_secret,
+)
 from mailfleet.drivers.http import CONNECT_TIMEOUT, exchange, exchange_async, transport_error
 from mailfleet.drivers.policy import Decision
 from mailfleet.errors import ErrorType, HostError, InvalidParams, Unsupported
@@ -43,6 +50,7 @@ DEFAULT_LOOKUP_SECONDS = 10.0  # when actions() is asked without a deadline
 
 # exitCode 75 is doveadm's "temporary failure": worth a few quick retries.
 TEMPFAIL = 75
+NOT_FOUND = 68  # doveadm's "no such session" on kick
 RETRY_FIRST_DELAY = 0.2
 RETRY_MAX_ATTEMPTS = 4
 
@@ -470,6 +478,11 @@ class DovecotDriver(Driver):
     kind: ClassVar[str] = "dovecot"
     has_async_perform: ClassVar[bool] = True
     policy_rules = dovecot_policy.RULES
+    # The doveadm HTTP API has no ping; processStatus of one service is a constant-size
+    # answer.
+    health_probe = HealthProbe("processStatus", {"service": ["anvil"]})
+    describes_own_actions = True
+    roles = frozenset({HostRole.DIRECTOR, HostRole.BACKEND})
 
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
@@ -507,12 +520,30 @@ class DovecotDriver(Driver):
         remember_commands(self.host, commands)
         return commands
 
+    @classmethod
+    def actions_from_commands(cls, commands: Sequence[Mapping[str, Any]]
+                              ) -> dict[str, ActionSpec]:
+        return actions_from_commands(commands)
+
+    @classmethod
+    def validate_against_commands(cls, commands: Sequence[Mapping[str, Any]], action: str,
+                                  params: Mapping[str, Any]) -> dict[str, Any]:
+        return validate_against(commands, action, params)
+
     def actions(self, deadline: Deadline | None = None) -> dict[str, ActionSpec]:
         return actions_from_commands(self.commands(deadline))
 
     def validate(self, action: str, params: dict[str, Any], deadline: Deadline | None = None
                  ) -> dict[str, Any]:
         return validate_against(self.commands(deadline), action, params)
+
+    def end_sessions(self, account: str, deadline: Deadline) -> Any:
+        try:
+            return self.perform("kick", {"mask": [account]}, deadline)
+        except HostError as exc:
+            if exc.type == ErrorType.EXIT_CODE and exc.code == NOT_FOUND:
+                return {"kicked": 0}  # no session there: nothing to end
+            raise
 
     # -- performing ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import os
 import ssl
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httptools
@@ -210,7 +210,7 @@ def transport_error(exc: requests.RequestException, *, sent: bool | None = None)
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return HostError(ErrorType.TIMEOUT, "no answer before the deadline (the request was sent)")
     if isinstance(exc, requests.exceptions.ConnectionError):
-        root = _root_cause(exc)
+        root = root_cause(exc)
         if isinstance(root, ConnectionRefusedError):
             return HostError(ErrorType.CONNECTION, "connection refused", retryable=True)
         if isinstance(root, http.client.RemoteDisconnected | ConnectionResetError):
@@ -223,16 +223,40 @@ def transport_error(exc: requests.RequestException, *, sent: bool | None = None)
     return HostError(ErrorType.CONNECTION, f"request failed ({type(exc).__name__})")
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost OS or http.client error behind requests' and urllib3's wrappers."""
-    current: BaseException = exc
-    for _ in range(10):
-        inner = [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
-        nxt = current.__cause__ or current.__context__ or (inner[-1] if inner else None)
-        if nxt is None:
+MAX_CAUSES = 64  # exceptions looked at behind one failure (chains can loop)
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it, each once: requests and urllib3 wrap theirs
+    with `raise ... from`, while handling another, and as an argument. Depth first along
+    the likeliest cause (`__cause__`, then `__context__`, then the last argument), so the
+    chain a plain walk would follow comes first. The one walker over causes: the
+    drivers' transport checks (timed out? sent at all? refused?) all ask it."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack and len(seen) < MAX_CAUSES:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(reversed(_wrapped(current)))
+
+
+def _wrapped(exc: BaseException) -> list[BaseException]:
+    """What `exc` wraps, likeliest cause first."""
+    inner = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+    return [e for e in (exc.__cause__, exc.__context__, *reversed(inner)) if e is not None]
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost OS or http.client error behind requests' and urllib3's wrappers: the
+    end of the likeliest chain."""
+    last = exc
+    for last in causes(exc):
+        if not _wrapped(last):
             break
-        current = nxt
-    return current
+    return last
 
 
 # -- the asynchronous path -------------------------------------------------------------

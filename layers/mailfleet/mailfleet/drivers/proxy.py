@@ -24,10 +24,12 @@ from mailfleet.drivers.base import (
     Deadline,
     Driver,
     DriverContext,
+    HealthProbe,
+    HostRole,
     NoParams,
     require_secret,
 )
-from mailfleet.drivers.http import CONNECT_TIMEOUT, session_for, transport_error
+from mailfleet.drivers.http import CONNECT_TIMEOUT, causes, session_for, transport_error
 from mailfleet.drivers.policy import Rule, change, read, session
 from mailfleet.errors import ErrorType, HostError, Unsupported
 from mailfleet.models.common import Model
@@ -203,10 +205,26 @@ class ProxyDriver(Driver):
         self._refusal: HostError | None = None
 
     policy_rules = POLICY
+    health_probe = HealthProbe("health")
+    # It locks a controller out after a few refused tokens: one refusal is enough to know.
+    locks_out_on_refusal = True
+    roles = frozenset({HostRole.PROXY})
 
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
         return {name: replace(spec, rule=POLICY.get(name)) for name, spec in _ACTIONS.items()}
+
+    def health_details(self, answer: Any, deadline: Deadline) -> dict[str, Any]:
+        """How many destinations the proxy routes to, and which it marks down."""
+        listed = self.perform("destinations.list", {}, deadline)
+        destinations = (listed.get("destinations") or []) if isinstance(listed, dict) else []
+        return {"destinations": len(destinations),
+                "destinations_down": sorted(str(d.get("destination")) for d in destinations
+                                            if isinstance(d, dict) and d.get("down"))}
+
+    def end_sessions(self, account: str, deadline: Deadline) -> Any:
+        params = self.validate("connections.kick", {"identifier": account}, deadline)
+        return self.perform("connections.kick", params, deadline)
 
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         if self._refusal is not None:
@@ -328,15 +346,5 @@ def _transport(exc: requests.RequestException) -> HostError:
 
 
 def _timed_out(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, TimeoutError) or type(current).__name__ == "ReadTimeoutError":
-            return True
-        stack.extend(a for a in current.args if isinstance(a, BaseException))
-        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return False
+    return any(isinstance(e, TimeoutError) or type(e).__name__ == "ReadTimeoutError"
+               for e in causes(exc))

@@ -38,6 +38,7 @@ from mailfleet.drivers.base import (
     Deadline,
     Driver,
     DriverContext,
+    HealthProbe,
     NoParams,
     require_secret,
 )
@@ -371,10 +372,14 @@ class PymapDriver(Driver):
         self._connect_lock = asyncio.Lock()  # binds to the shared loop on first use
 
     policy_rules = POLICY
+    health_probe = HealthProbe("ping")
 
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
         return _ACTIONS
+
+    def health_details(self, answer: Any, deadline: Deadline) -> dict[str, Any]:
+        return {"version": answer.get("pymap_version")} if isinstance(answer, dict) else {}
 
     @classmethod
     def classify(cls, action: str, params: dict[str, Any] | None) -> Decision:

@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import ApplianceSettings
+from mailfleet.drivers import KINDS, driver_class
 from mailfleet.drivers.appliance import OPERATIONS, ApplianceDriver, Follow, Look, Seen
 from mailfleet.drivers.appliance_admin.operations import timed_out
 from mailfleet.drivers.base import Deadline, Driver
@@ -25,7 +26,6 @@ from mailfleet.logic import connect
 from mailfleet.logic.job_paths import JobPath
 from mailfleet.logic.job_records import JobRecords, count_failures
 from mailfleet.models.common import now_iso, resolve_limit
-from mailfleet.models.hosts import HostKind
 from mailfleet.models.jobs import HostResult, JobStatus, ResultStatus
 from mailfleet.redact import mask_values, redact
 from mailfleet.store.blobs import S3BlobStore
@@ -44,7 +44,8 @@ REBOOT_WATCH_SECONDS = 20.0
 def is_long_operation(kind: str | None, action: str, params: dict[str, Any]) -> bool:
     """Whether a job runs as the state machine: an appliance's long action, unless the
     caller asked only to start it (`wait: false`)."""
-    return kind == HostKind.APPLIANCE and action in OPERATIONS and params.get("wait") is not False
+    return (kind in KINDS and action in driver_class(kind).long_operations
+            and action in OPERATIONS and params.get("wait") is not False)
 
 
 class ApplianceOperations(JobPath):
@@ -56,14 +57,16 @@ class ApplianceOperations(JobPath):
     unstarted_message = ("the job was recorded but its state machine could not be started; "
                          "it is marked FAILED")
 
-    def __init__(self, records: JobRecords | None = None) -> None:
+    def __init__(self, records: JobRecords | None = None,
+                 settings: ApplianceSettings | None = None) -> None:
         super().__init__(records)
+        self.settings = settings or ApplianceSettings()
         self.store = self.records.store
         self.hosts = self.records.hosts
 
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
         """One execution for the job (named after it), one child per host."""
-        config = settings()
+        config = self.settings
         if not config.appliance_operation_state_machine_arn:
             raise RuntimeError("APPLIANCE_OPERATION_STATE_MACHINE_ARN is not configured")
         op = OPERATIONS[job["action"]]
@@ -233,7 +236,7 @@ class ApplianceOperations(JobPath):
 
     def _driver(self, host_id: str) -> Driver:
         item = self.hosts.get_item(host_id)
-        bucket = settings().backups_bucket
+        bucket = self.settings.backups_bucket
         return connect.driver_for(item, blobs=S3BlobStore(bucket) if bucket else None)
 
     @staticmethod

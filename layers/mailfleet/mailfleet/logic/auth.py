@@ -6,12 +6,12 @@ import datetime
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
-from mailfleet.config import settings
+from mailfleet.config import SecretSettings
 from mailfleet.logic.caller import Caller
 from mailfleet.models.common import now_iso
 from mailfleet.models.tokens import (
@@ -83,6 +83,8 @@ class Authenticator:
     token fails on its very next request."""
 
     store: TokenStore
+    # Where the bootstrap admin token is (none: only minted tokens are known).
+    settings: SecretSettings = field(default_factory=SecretSettings)
 
     def principal(self, authorization: str | None) -> Principal | None:
         token = _bearer(authorization)
@@ -105,7 +107,7 @@ class Authenticator:
                         scope=TokenScope.model_validate(scope) if scope else None,
                     )
             return None
-        admin = _bootstrap_admin_token()
+        admin = _bootstrap_admin_token(self.settings.admin_token_secret)
         if admin and hmac.compare_digest(sha256_hex(admin), sha256_hex(token)):
             return Principal(principal=BOOTSTRAP_PRINCIPAL, role=Role.ADMIN)
         return None
@@ -126,8 +128,7 @@ def _bearer(authorization: str | None) -> str | None:
     return value.strip()
 
 
-def _bootstrap_admin_token() -> str | None:
-    name = settings().admin_token_secret
+def _bootstrap_admin_token(name: str | None) -> str | None:
     if not name:
         return None
     try:

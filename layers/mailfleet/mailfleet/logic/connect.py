@@ -72,10 +72,11 @@ def _unpack_commands(packed: bytes) -> list[dict[str, Any]]:
 def refresh_commands(
     host_item: dict[str, Any], store: HostStore, timeout: float = 5.0
 ) -> list[dict[str, Any]]:
-    """Ask a dovecot host for its command list and keep it in the inventory."""
+    """Ask a host that describes its own actions for its command list and keep it in the
+    inventory."""
     driver = driver_for(host_item)
     try:
-        commands = driver.fetch_commands(Deadline.after(timeout))  # type: ignore[attr-defined]
+        commands = driver.fetch_commands(Deadline.after(timeout))
     finally:
         driver.close()
     store.set_fields(

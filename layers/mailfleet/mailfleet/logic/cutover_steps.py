@@ -18,14 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.logic import connect
 from mailfleet.logic.cutovers import SYSTEM, Cutovers
 from mailfleet.models.common import now_iso
 from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, account_key
-from mailfleet.models.hosts import HostKind
 from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.cutovers import CutoverStore
 from mailfleet.store.hosts import HostStore
@@ -36,8 +35,7 @@ HOST_TIMEOUT_SECONDS = 10.0
 # driver that saw a 401 or 429 then refuses every later account without a request.
 DRIVER_TTL_SECONDS = 60.0
 HOST_ITEMS_TTL_SECONDS = 5.0
-# doveadm: "no such session" on kick, "temporary failure" while the director moves a user.
-NOT_FOUND = 68
+# doveadm: "temporary failure" while the director moves a user.
 TEMPFAIL = 75
 DIRECTOR_COMMANDS = ("directorStatus", "directorMove", "directorKick", "directorUpdate",
                      "directorFlush")
@@ -94,10 +92,12 @@ class CutoverSteps:
         store: CutoverStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
+        tables: Tables | None = None,
     ) -> None:
-        self.store = store or self.coordinator.store_class()
-        self.hosts = hosts or HostStore()
-        self.audit = audit or _audit_log()
+        tables = tables or Tables()
+        self.store = store or self.coordinator.store_class(tables.cutovers_table)
+        self.hosts = hosts or HostStore(tables.hosts_table)
+        self.audit = audit or _audit_log(tables.audit_table)
         self._steps: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "begin": self.begin,
             "remember": self.remember,
@@ -218,9 +218,7 @@ class CutoverSteps:
         account = item["account"]
 
         def kick(host: dict[str, Any], driver: Driver) -> Any:
-            if host["kind"] == HostKind.DOVECOT:
-                return _dovecot_kick(driver, account)
-            return perform(driver, "connections.kick", {"identifier": account})
+            return driver.end_sessions(account, Deadline.after(HOST_TIMEOUT_SECONDS))
 
         self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
         return item
@@ -239,7 +237,7 @@ class CutoverSteps:
         def kick(host: dict[str, Any], driver: Driver) -> Any:
             if host["id"] in directors:
                 return perform(driver, "directorKick", {"user": account})
-            return _dovecot_kick(driver, account)
+            return driver.end_sessions(account, Deadline.after(HOST_TIMEOUT_SECONDS))
 
         self._step(item, step, item["plan"]["proxies"] + item["plan"]["backends"], kick)
         return item
@@ -379,10 +377,9 @@ class CutoverSteps:
         directors = set(plan["proxies"]) if plan["strategy"] == Strategy.DIRECTOR else set()
 
         def check(host: dict[str, Any], driver: Driver) -> Any:
-            if host["kind"] != HostKind.DOVECOT:
+            if not driver.describes_own_actions:
                 return _small(perform(driver, "stats", {}))
-            commands = driver.fetch_commands(  # type: ignore[attr-defined]
-                Deadline.after(HOST_TIMEOUT_SECONDS))
+            commands = driver.fetch_commands(Deadline.after(HOST_TIMEOUT_SECONDS))
             needed = DIRECTOR_COMMANDS if host["id"] in directors else ("kick",)
             missing = sorted(set(needed) - {c.get("command") for c in commands})
             if missing:
@@ -538,12 +535,11 @@ def _final_fields(status: AccountStatus, error: dict[str, Any] | None) -> dict[s
     return {"status": status.value, "finished_at": now_iso(), "error": error}
 
 
-def _audit_log() -> AuditLog:
+def _audit_log(name: str) -> AuditLog:
     """One per process (per table client), as a Lambda container keeps it: it remembers
     the chain's head, so an append is one conditional put instead of a query and a put,
     and steps running side by side here queue on its lock instead of racing for a slot.
     Keyed by the client object: new clients (aws.reset) mean a new chain may be there."""
-    name = settings().audit_table
     key = id(aws.table(name))
     with _cache_lock:
         log = _audit_logs.get(key)
@@ -554,18 +550,9 @@ def _audit_log() -> AuditLog:
 
 def perform(driver: Driver, action: str, params: dict[str, Any]) -> Any:
     deadline = Deadline.after(HOST_TIMEOUT_SECONDS)
-    if driver.kind == HostKind.PROXY:
+    if not driver.describes_own_actions:
         params = driver.validate(action, params, deadline)  # static: asks nobody
     return driver.perform(action, params, deadline)
-
-
-def _dovecot_kick(driver: Driver, account: str) -> Any:
-    try:
-        return perform(driver, "kick", {"mask": [account]})
-    except HostError as exc:
-        if exc.type == ErrorType.EXIT_CODE and exc.code == NOT_FOUND:
-            return {"kicked": 0}  # no session there: nothing to end
-        raise
 
 
 def _director_status(driver: Driver, account: str) -> dict[str, Any]:

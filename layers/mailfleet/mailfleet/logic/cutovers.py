@@ -18,7 +18,9 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import CutoverSettings, Tables
+from mailfleet.drivers import kind_for
+from mailfleet.drivers.base import HostRole
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import Conflict, Unavailable, conflict, forbidden, invalid, not_found
 from mailfleet.models.common import now_iso, resolve_limit
@@ -80,10 +82,14 @@ class Cutovers:
         store: CutoverStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
+        settings: CutoverSettings | None = None,
+        tables: Tables | None = None,
     ) -> None:
-        self.store = store or self.store_class()
-        self.hosts = hosts or HostStore()
-        self.audit = audit or AuditLog()
+        self.settings = settings or CutoverSettings()
+        tables = tables or Tables()
+        self.store = store or self.store_class(tables.cutovers_table)
+        self.hosts = hosts or HostStore(tables.hosts_table)
+        self.audit = audit or AuditLog(tables.audit_table)
         # The ids inside a scope, read once per instance (one request).
         self._scope_ids: tuple[Any, set[str]] | None = None
 
@@ -91,11 +97,12 @@ class Cutovers:
     def submit(self, request: CutoverRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a cutover. Returns (answer, dry_run)."""
         director = request.strategy == Strategy.DIRECTOR
-        kind = HostKind.DOVECOT if director else HostKind.PROXY
+        kind = kind_for(HostRole.DIRECTOR if director else HostRole.PROXY)
         proxies, left_out = self._resolve(request.proxies, kind, "proxies", caller)
         backends: list[dict[str, Any]] = []
         if request.backends is not None:
-            backends, _ = self._resolve(request.backends, HostKind.DOVECOT, "backends", caller)
+            backends, _ = self._resolve(request.backends, kind_for(HostRole.BACKEND), "backends",
+                                        caller)
         keys = {account_key(a): a for a in request.accounts}
         busy, stale = self._conflicts(keys)
         if busy:
@@ -236,7 +243,7 @@ class Cutovers:
         return holder.reconcile(item)["status"] in _LIVE
 
     def state_machine_arn(self) -> str | None:
-        return settings().cutover_state_machine_arn
+        return self.settings.cutover_state_machine_arn
 
     def _start(
         self, cutover: dict[str, Any], positions: list[int], keys: dict[str, str],
@@ -578,7 +585,7 @@ def _other_kind(item: dict[str, Any], me: Cutovers) -> Cutovers:
     is registered as soon as mailfleet.logic.migrations is imported, which any code that
     starts one has done)."""
     kind = Cutovers.by_noun.get(str(item.get("kind")), Cutovers)
-    return kind(hosts=me.hosts, audit=me.audit)
+    return kind(hosts=me.hosts, audit=me.audit, settings=me.settings)
 
 
 def _endpoint(item: dict[str, Any]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import JobSettings
 from mailfleet.fanout import GRACE_SECONDS, ErrorBudget, LocalErrorBudget
 from mailfleet.logic.job_paths import JobPath, out_of_time_check
 from mailfleet.models.common import now_iso, resolve_limit
@@ -58,16 +58,17 @@ class BatchHandedOver(Exception):
     rerun skips hosts that have a result."""
 
 
-def choose_path(total: int, timeout_seconds: float, concurrency: int) -> str:
+def choose_path(total: int, timeout_seconds: float, concurrency: int,
+                settings: JobSettings) -> str:
     """In-process while one worker can surely finish the job; the Distributed Map past the
     target threshold, or when the worst case (every wave of hosts timing out) would not
     fit one invocation."""
-    config = settings()
-    if not (config.fanout_state_machine_arn and config.jobs_bucket):
+    fanout, limits = settings.fanout, settings.limits
+    if not (fanout.fanout_state_machine_arn and fanout.jobs_bucket):
         return INPROCESS  # a stack without the Map (or a test without AWS)
     waves = -(-total // max(1, concurrency))
-    too_many = total > config.inprocess_max_targets
-    too_long = timeout_seconds * waves > config.inprocess_max_seconds
+    too_many = total > limits.inprocess_max_targets
+    too_long = timeout_seconds * waves > limits.inprocess_max_seconds
     too_wide = min(total, concurrency) > INPROCESS_MAX_CONCURRENCY
     return DISTRIBUTED if too_many or too_long or too_wide else INPROCESS
 
@@ -79,12 +80,13 @@ class BatchPlan:
     parallel_batches: int  # the Map's MaxConcurrency: their product is the job's cap
 
 
-def plan_batches(targets: list[str], concurrency: int, timeout_seconds: float) -> BatchPlan:
-    config = settings()
-    per_batch, parallel = split_concurrency(concurrency, config.fanout_batch_concurrency)
+def plan_batches(targets: list[str], concurrency: int, timeout_seconds: float,
+                 settings: JobSettings) -> BatchPlan:
+    fanout = settings.fanout
+    per_batch, parallel = split_concurrency(concurrency, fanout.fanout_batch_concurrency)
     # A batch must end within one invocation even if every wave of it times out.
-    waves = max(1, int(config.inprocess_max_seconds // timeout_seconds))
-    largest = max(1, min(config.fanout_batch_size, per_batch * waves))
+    waves = max(1, int(settings.limits.inprocess_max_seconds // timeout_seconds))
+    largest = max(1, min(fanout.fanout_batch_size, per_batch * waves))
     # A whole number of rounds of parallel batches, so the last round is not half empty...
     count = -(-len(targets) // largest)
     count = parallel * -(-count // parallel)
@@ -154,14 +156,15 @@ class DistributedJobs(JobPath):
         super().__init__(jobs.records)
         self.run_hosts = jobs.run_hosts
         self.store = jobs.store
+        self.settings = jobs.settings
 
     # ------------------------------------------------------------------ API side
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
         """Write the batch list and start the execution (named after the job)."""
-        config = settings()
+        config = self.settings.fanout
         job_id = job["job_id"]
         concurrency = resolve_limit(job["max_concurrency"], len(targets), minimum=1) or 1
-        plan = plan_batches(targets, concurrency, float(job["timeout_seconds"]))
+        plan = plan_batches(targets, concurrency, float(job["timeout_seconds"]), self.settings)
         key = f"jobs/{job_id}/batches.json"
         body = [{"index": i, "hosts": hosts} for i, hosts in enumerate(plan.batches)]
         aws.client("s3").put_object(
@@ -191,7 +194,7 @@ class DistributedJobs(JobPath):
         once the batches still running have seen the cancel."""
         try:
             aws.client("stepfunctions").stop_execution(
-                executionArn=execution_arn(job_id),
+                executionArn=execution_arn(job_id, self.settings),
                 error="JobCancelled",
                 cause="the job was cancelled through the API",
             )
@@ -199,7 +202,7 @@ class DistributedJobs(JobPath):
             if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
                 raise
         aws.client("lambda").invoke(
-            FunctionName=settings().fanout_function,
+            FunctionName=self.settings.fanout.fanout_function,
             InvocationType="Event",
             Payload=json.dumps({"job_id": job_id, "close": {"reason": "cancelled"}}).encode(),
         )
@@ -302,9 +305,9 @@ class DistributedJobs(JobPath):
         return False
 
 
-def execution_arn(job_id: str) -> str:
+def execution_arn(job_id: str, settings: JobSettings) -> str:
     """The job's execution: named after the job, on the fan-out state machine."""
-    machine = settings().fanout_state_machine_arn or ""
+    machine = settings.fanout.fanout_state_machine_arn or ""
     return machine.replace(":stateMachine:", ":execution:", 1) + f":{job_id}"
 
 

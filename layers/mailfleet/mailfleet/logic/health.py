@@ -1,10 +1,11 @@
 """Fleet health: every host not in maintenance probed the cheapest way its kind allows,
 all in parallel through the fan-out engine, the outcome kept on the host item.
 
-A probe is "up" when the host answered its cheapest call (proxy `/healthz`, appliance
-`/health`, a light doveadm command, pymap `Ping`); a second call adds what that kind can
-tell (proxy destinations marked down, appliance version) without making the host down
-when only it fails. `since` is when the host last changed between up and down.
+A probe is "up" when the host answered its driver's `health_probe`, the cheapest call of
+its kind (proxy `/healthz`, appliance `/health`, a light doveadm command, pymap `Ping`);
+the driver's `health_details` add what that kind can tell (proxy destinations marked
+down, appliance version) without making the host down when only they fail. `since` is
+when the host last changed between up and down.
 
 Scheduled sweeps only update the hosts (every five minutes, jobs would bury the
 operators' own); a sweep asked for with POST /fleet/sweep is recorded as a job with
@@ -24,7 +25,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import HealthSettings
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.fanout import run
@@ -43,14 +44,6 @@ SWEEP_ACTION = "health.sweep"
 RECORD_WAIT_SECONDS = 30.0  # for the last results to be written once every probe ended
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
 
-# The cheapest call per kind: its answer alone decides up or down. Dovecot's doveadm
-# HTTP API has no ping; processStatus of one service is a constant-size answer.
-PRIMARY: dict[HostKind, tuple[str, dict[str, Any]]] = {
-    HostKind.PROXY: ("health", {}),
-    HostKind.APPLIANCE: ("health", {}),
-    HostKind.DOVECOT: ("processStatus", {"service": ["anvil"]}),
-    HostKind.PYMAP: ("ping", {}),
-}
 # Errors that still prove the host answered (a doveadm command outside
 # doveadm_allowed_commands, say): up, with the error kept.
 _ANSWERED = (ErrorType.EXIT_CODE, ErrorType.COMMAND, ErrorType.UNSUPPORTED,
@@ -67,12 +60,10 @@ def probe(driver: Driver, deadline: Deadline, previous: dict[str, Any] | None = 
     """Probe one host; returns what the sweep keeps of an up host, raises HostError when
     the host is down (the engine records it as that host's failure). `previous` is the
     host's last health."""
-    kind = HostKind(driver.kind)
-    action, params = PRIMARY[kind]
     out: dict[str, Any] = {"version": None, "last_error": None}
     started = time.monotonic()
     try:
-        answer = driver.perform(action, params, deadline)
+        answer = driver.perform(driver.health_probe.action, driver.health_probe.params, deadline)
     except HostError as exc:
         if not _answered(exc):
             raise
@@ -89,10 +80,10 @@ def probe(driver: Driver, deadline: Deadline, previous: dict[str, Any] | None = 
             "once the host's credentials change (PATCH /hosts)", code="not_asked").to_dict()
         return out
     try:
-        out.update(_details(kind, driver, answer, deadline))
+        out.update(driver.health_details(answer, deadline))
     except HostError as exc:  # the host is up; what we could not learn is said
         out["last_error"] = exc.to_dict()
-        if kind is HostKind.PROXY and exc.type in (ErrorType.AUTH, ErrorType.LOCKED_OUT):
+        if driver.locks_out_on_refusal and exc.type in (ErrorType.AUTH, ErrorType.LOCKED_OUT):
             out["auth_refused_at"] = now_iso()
     return out
 
@@ -104,22 +95,6 @@ def _refused_since(previous: dict[str, Any] | None, host: Host) -> str | None:
     if refused_at and (previous or {}).get("last_error") and refused_at > changed_at:
         return str(refused_at)
     return None
-
-
-def _details(kind: HostKind, driver: Driver, answer: Any, deadline: Deadline
-             ) -> dict[str, Any]:
-    if kind is HostKind.PROXY:
-        listed = driver.perform("destinations.list", {}, deadline)
-        destinations = (listed.get("destinations") or []) if isinstance(listed, dict) else []
-        return {"destinations": len(destinations),
-                "destinations_down": sorted(str(d.get("destination")) for d in destinations
-                                            if isinstance(d, dict) and d.get("down"))}
-    if kind is HostKind.APPLIANCE:
-        version = driver.perform("version", {}, deadline)
-        return {"version": version.get("version") if isinstance(version, dict) else None}
-    if kind is HostKind.PYMAP and isinstance(answer, dict):
-        return {"version": answer.get("pymap_version")}
-    return {}
 
 
 def health_record(result: dict[str, Any], previous: dict[str, Any] | None,
@@ -207,8 +182,13 @@ class HealthSweepPath(JobPath):
     unstarted_reason = "could not start the sweep"
     unstarted_message = "the sweep was recorded but could not be started; it is marked FAILED"
 
+    def __init__(self, records: JobRecords | None = None,
+                 settings: HealthSettings | None = None) -> None:
+        super().__init__(records)
+        self.settings = settings or HealthSettings()
+
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
-        name = settings().maintenance_function
+        name = self.settings.maintenance_function
         if not name:
             raise RuntimeError("MAINTENANCE_FUNCTION is not configured")
         aws.client("lambda").invoke(
@@ -218,8 +198,10 @@ class HealthSweepPath(JobPath):
 
 class FleetHealth:
     def __init__(self, hosts: HostStore | None = None,
-                 records: JobRecords | None = None) -> None:
-        self.hosts = hosts or HostStore()
+                 records: JobRecords | None = None,
+                 settings: HealthSettings | None = None) -> None:
+        self.settings = settings or HealthSettings()
+        self.hosts = hosts or (records.hosts if records is not None else HostStore())
         self._records = records
 
     @property
@@ -227,7 +209,7 @@ class FleetHealth:
         """Read only by sweeps recorded as jobs (the scheduled ones touch no job)."""
         if self._records is None:
             self._records = JobRecords(hosts=self.hosts)
-        return HealthSweepPath(self._records)
+        return HealthSweepPath(self._records, self.settings)
 
     # ------------------------------------------------------------------ sweeping
     def targets(self, kind: str | None = None, tags: dict[str, str] | None = None
@@ -265,7 +247,7 @@ class FleetHealth:
             finally:
                 driver.close()
 
-        config = settings()
+        config = self.settings
         try:
             summary = run(
                 [Host.model_validate(i) for i in sorted(items, key=lambda i: i["id"])],
@@ -300,7 +282,7 @@ class FleetHealth:
                           "no host outside maintenance to sweep"
                           + (f" matches kind {kind} and tags {tags}" if kind or tags else ""))
         targets = sorted(i["id"] for i in items)
-        config = settings()
+        config = self.settings
         job_id = uuid.uuid4().hex
         job = {
             "job_id": job_id, "action": SWEEP_ACTION, "params": {},

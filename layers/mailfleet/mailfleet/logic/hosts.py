@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mailfleet.config import settings
+from mailfleet.config import SecretSettings, Tables
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.http import forget_sessions
 from mailfleet.errors import HostError
@@ -31,9 +31,14 @@ _INTERNAL = ("doveadm_commands",)
 
 
 class Inventory:
-    def __init__(self, hosts: HostStore | None = None, audit: AuditLog | None = None) -> None:
-        self.hosts = hosts or HostStore()
-        self.audit = audit or AuditLog()
+    def __init__(self, hosts: HostStore | None = None, audit: AuditLog | None = None,
+                 secret_settings: SecretSettings | None = None, tables: Tables | None = None
+                 ) -> None:
+        tables = tables or Tables()
+        self.hosts = hosts or HostStore(tables.hosts_table)
+        self.audit = audit or AuditLog(tables.audit_table)
+        # Managed credentials live under this stack's host prefix.
+        self.prefix = (secret_settings or SecretSettings()).host_secrets_prefix
 
     # ------------------------------------------------------------------ reads
     def get(self, host_id: str, caller: Caller | None = None) -> dict[str, Any]:
@@ -66,8 +71,9 @@ class Inventory:
 
     def actions(self, host_id: str, caller: Caller | None = None) -> dict[str, Any]:
         item = self._item(host_id, caller)
-        if item["kind"] != HostKind.DOVECOT:
-            specs = driver_class(item["kind"]).static_actions()
+        driver = driver_class(item["kind"])
+        if not driver.describes_own_actions:
+            specs = driver.static_actions()
             return {
                 "host": host_id,
                 "kind": item["kind"],
@@ -88,9 +94,7 @@ class Inventory:
                     "error": exc.to_dict(),
                     "actions": [],
                 }
-        from mailfleet.drivers.dovecot import actions_from_commands
-
-        specs = actions_from_commands(commands)
+        specs = driver.actions_from_commands(commands)
         return {
             "host": host_id,
             "kind": item["kind"],
@@ -116,7 +120,7 @@ class Inventory:
             tags=body.tags,
             max_concurrency=body.max_concurrency,
             maintenance=body.maintenance,
-            credentials_secret=secret_name or secrets.managed_name(body.id),
+            credentials_secret=secret_name or secrets.managed_name(body.id, self.prefix),
             created_at=stamp,
             updated_at=stamp,
         )
@@ -140,7 +144,7 @@ class Inventory:
         if body.credentials is not None:
             try:
                 self._check_managed_secret_free(body.id)
-                secrets.create_for_host(body.id, body.credentials)
+                secrets.create_for_host(body.id, body.credentials, self.prefix)
             except Exception as exc:
                 self.audit.record(self.hosts.delete_change(body.id), action="host.delete",
                                   outcome="rolled_back",
@@ -178,7 +182,7 @@ class Inventory:
             self._check_managed_secret_free(host_id)
             # Written after the item and its event (below): a credentials change is
             # never made without its record.
-            host.credentials_secret = secrets.managed_name(host_id)
+            host.credentials_secret = secrets.managed_name(host_id, self.prefix)
         for name in ("tls", "tags", "max_concurrency", "maintenance"):
             value = getattr(patch, name)
             if value is not None:
@@ -210,7 +214,7 @@ class Inventory:
             raise not_found("host", host_id) from None
         if patch.credentials is not None:
             try:
-                secrets.create_for_host(host_id, patch.credentials)
+                secrets.create_for_host(host_id, patch.credentials, self.prefix)
             except Exception as exc:
                 self.audit.append(actor=caller.principal, source_ip=caller.source_ip,
                                   request_id=caller.request_id, action="host.update",
@@ -240,8 +244,8 @@ class Inventory:
             raise not_found("host", host_id) from None
         # After the record: a secret left behind by a failure here is harmless (nothing
         # refers to it) and is deleted with the next host of that id.
-        if old.get("credentials_secret") == secrets.managed_name(host_id):
-            secrets.delete_managed(host_id)
+        if old.get("credentials_secret") == secrets.managed_name(host_id, self.prefix):
+            secrets.delete_managed(host_id, self.prefix)
         forget_sessions(host_id)
 
     # ------------------------------------------------------------------ helpers
@@ -261,7 +265,7 @@ class Inventory:
         prefix, and no other host may use it unless the request names the host it is
         shared with. Returns the secret's own name and the hosts it is shared with.
         `secret_users` (host id -> secret) spares a bulk import one table scan per host."""
-        prefix = settings().host_secrets_prefix
+        prefix = self.prefix
         if not secrets.secret_name(name).startswith(prefix):
             # Checked before any call: this stack may not even read secrets elsewhere.
             raise invalid("credentials_secret", f"must name a secret under this stack's host "
@@ -295,7 +299,7 @@ class Inventory:
     def _check_managed_secret_free(self, host_id: str) -> None:
         """Writing a host's managed secret must not hand its credentials to another host
         that names that secret (shared on purpose, or registered before this host)."""
-        name = secrets.managed_name(host_id)
+        name = secrets.managed_name(host_id, self.prefix)
         users = sorted(other for other, used in self.hosts.secret_users().items()
                        if other != host_id and secrets.secret_name(used) == name)
         if users:

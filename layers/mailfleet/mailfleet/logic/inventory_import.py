@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mailfleet.config import SecretSettings, Tables
 from mailfleet.drivers.http import forget_sessions
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.hosts import Inventory, audit_params
@@ -46,9 +47,14 @@ class _Entry:
 
 
 class BulkImport:
-    def __init__(self, hosts: HostStore | None = None, audit: AuditLog | None = None) -> None:
-        self.hosts = hosts or HostStore()
-        self.audit = audit or AuditLog()
+    def __init__(self, hosts: HostStore | None = None, audit: AuditLog | None = None,
+                 secret_settings: SecretSettings | None = None, tables: Tables | None = None
+                 ) -> None:
+        tables = tables or Tables()
+        self.hosts = hosts or HostStore(tables.hosts_table)
+        self.audit = audit or AuditLog(tables.audit_table)
+        self.secret_settings = secret_settings or SecretSettings()
+        self.prefix = self.secret_settings.host_secrets_prefix
 
     def run(self, raw: list[dict[str, Any]], on_conflict: OnConflict, caller: Caller
             ) -> ImportOutcome:
@@ -67,7 +73,7 @@ class BulkImport:
         for entry in entries:
             old = existing.get(entry.body.id)
             if old is None:
-                entry.host = _host(entry.body, stamp, stamp)
+                entry.host = _host(entry.body, stamp, stamp, self.prefix)
                 creates.append(entry)
             elif on_conflict == OnConflict.SKIP:
                 outcome.skipped.append(entry.body.id)
@@ -77,7 +83,7 @@ class BulkImport:
                          "a host with this id exists outside this token's scope")
                     continue
                 entry.old = old
-                entry.host = _host(entry.body, old.get("created_at") or stamp, stamp)
+                entry.host = _host(entry.body, old.get("created_at") or stamp, stamp, self.prefix)
                 replaces.append(entry)
             else:
                 fail(entry.index, entry.body.id, "id",
@@ -122,7 +128,9 @@ class BulkImport:
         external = [e for e in entries if e.body.credentials_secret is not None]
         if not external:
             return entries
-        inventory, users = Inventory(hosts=self.hosts), self.hosts.secret_users()
+        inventory = Inventory(hosts=self.hosts, audit=self.audit,
+                              secret_settings=self.secret_settings)
+        users = self.hosts.secret_users()
         bound = []
         for entry in external:
             try:
@@ -194,7 +202,8 @@ class BulkImport:
             if entry.body.credentials is None:
                 return True
             try:
-                secrets.create_for_host(entry.body.id, entry.body.credentials)
+                secrets.create_for_host(entry.body.id, entry.body.credentials,
+                                        self.prefix)
             except Exception as exc:
                 undo = (self.hosts.delete_change(entry.body.id) if entry.old is None
                         else self.hosts.restore_change(entry.old))
@@ -227,7 +236,7 @@ class BulkImport:
         return self.hosts.replace_change(entry.host, **_kept_caches(entry.body, entry.old))
 
 
-def _host(body: HostCreate, created_at: str, updated_at: str) -> Host:
+def _host(body: HostCreate, created_at: str, updated_at: str, prefix: str) -> Host:
     return Host(
         id=body.id,
         kind=body.kind,
@@ -236,7 +245,7 @@ def _host(body: HostCreate, created_at: str, updated_at: str) -> Host:
         tags=body.tags,
         max_concurrency=body.max_concurrency,
         maintenance=body.maintenance,
-        credentials_secret=body.credentials_secret or secrets.managed_name(body.id),
+        credentials_secret=body.credentials_secret or secrets.managed_name(body.id, prefix),
         created_at=created_at,
         updated_at=updated_at,
     )

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import FanoutSettings, JobSettings
 from mailfleet.drivers import driver_class
-from mailfleet.drivers.base import Deadline, validate_params
+from mailfleet.drivers.base import Deadline, Driver, validate_params
 from mailfleet.drivers.policy import Decision
 from mailfleet.errors import ErrorType, HostError, InvalidParams
 from mailfleet.fanout import (
@@ -67,10 +67,13 @@ class Jobs:
         store: JobStore | None = None,
         hosts: HostStore | None = None,
         audit: AuditLog | None = None,
+        settings: JobSettings | None = None,
     ) -> None:
-        self.store = store or JobStore()
-        self.hosts = hosts or HostStore()
-        self.audit = audit or AuditLog()
+        self.settings = settings or JobSettings()
+        tables = self.settings.tables
+        self.store = store or JobStore(tables.jobs_table, self.settings.limits.job_retention_days)
+        self.hosts = hosts or HostStore(tables.hosts_table)
+        self.audit = audit or AuditLog(tables.audit_table)
         self.records = JobRecords(self.store, self.hosts, self.audit)
         # The ids inside a scope, read once per instance (one request).
         self._scope_ids: tuple[Any, set[str]] | None = None
@@ -96,6 +99,7 @@ class Jobs:
             total,
             request.timeout_seconds,
             resolve_limit(request.max_concurrency, total, minimum=1) or 1,
+            self.settings,
         )
         job = {
             "job_id": job_id,
@@ -197,10 +201,9 @@ class Jobs:
                               extra={"rule": decision.rule, "expected_confirm": expected})
         return decision
 
-    @staticmethod
-    def _approval(decision: Decision, total: int) -> dict[str, Any]:
+    def _approval(self, decision: Decision, total: int) -> dict[str, Any]:
         """Whether a second principal must approve the job, and until when."""
-        config = settings()
+        config = self.settings.approval
         needed = decision.destructive and total > config.approval_threshold_hosts
         out: dict[str, Any] = {"required": needed,
                                "threshold_hosts": config.approval_threshold_hosts}
@@ -354,10 +357,11 @@ class Jobs:
         self, kind: HostKind, request: JobRequest, items: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """The action and its parameters, checked before any host is asked to run it."""
-        if kind != HostKind.DOVECOT:
-            spec = driver_class(kind).static_actions().get(request.action)
+        driver = driver_class(kind)
+        if not driver.describes_own_actions:
+            spec = driver.static_actions().get(request.action)
             if spec is None:
-                known = ", ".join(sorted(driver_class(kind).static_actions()))
+                known = ", ".join(sorted(driver.static_actions()))
                 raise invalid(
                     "action", f"{kind} hosts have no action {request.action!r}; known: {known}"
                 )
@@ -365,11 +369,11 @@ class Jobs:
                 return validate_params(spec, request.params)
             except InvalidParams as exc:
                 raise _params_problem(exc) from None
-        return self._check_dovecot(request, items)
+        return self._check_against_command_lists(driver, request, items)
 
-    def _check_dovecot(self, request: JobRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
-        from mailfleet.drivers.dovecot import validate_against
-
+    def _check_against_command_lists(self, driver: type[Driver], request: JobRequest,
+                                     items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Hosts that describe their own actions: checked against each one's list."""
         lists: dict[str, list[dict[str, Any]]] = {}
         missing = []
         for item in items:
@@ -397,7 +401,8 @@ class Jobs:
         problems: dict[tuple[str, str], list[str]] = {}
         for host_id, commands in lists.items():
             try:
-                params = validate_against(commands, request.action, request.params)
+                params = driver.validate_against_commands(commands, request.action,
+                                                          request.params)
             except HostError as exc:
                 field = (
                     "params." + str(exc.code)
@@ -422,10 +427,10 @@ class Jobs:
 
         params = json.loads(job.get("run_params") or "{}")
         if is_long_operation(job.get("kind"), job["action"], params):
-            return ApplianceOperations(self.records)
+            return ApplianceOperations(self.records, self.settings.appliance)
         if job.get("path") == DISTRIBUTED:
             return DistributedJobs(self)
-        return InProcessPath(self.records)
+        return InProcessPath(self.records, self.settings.fanout)
 
     # ------------------------------------------------------------------ reads
     def view(
@@ -575,7 +580,7 @@ class Jobs:
         if job["status"] == JobStatus.AWAITING_APPROVAL:
             # Only an approval starts it (a stray or early invocation runs nothing).
             return {"job_id": job_id, "status": job["status"], "skipped": "awaiting approval"}
-        path = InProcessPath(self.records)
+        path = InProcessPath(self.records, self.settings.fanout)
         targets: list[str] = job["targets"]
         previous = self.store.results(job_id)[0]  # a resumed job's hosts already done
         done = {r["host"] for r in previous}
@@ -731,8 +736,13 @@ class InProcessPath(JobPath):
     """One fan-out worker invocation runs every host (Jobs.execute), handing the rest over
     to a fresh invocation when it runs out of time."""
 
+    def __init__(self, records: JobRecords | None = None,
+                 settings: FanoutSettings | None = None) -> None:
+        super().__init__(records)
+        self.settings = settings or FanoutSettings()
+
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
-        name = settings().fanout_function
+        name = self.settings.fanout_function
         if not name:
             raise RuntimeError("FANOUT_FUNCTION is not configured")
         aws.client("lambda").invoke(

@@ -31,7 +31,6 @@ from mailfleet.logic.cutover_steps import (
 )
 from mailfleet.logic.migrations import Migrations
 from mailfleet.models.cutovers import AccountStatus, Strategy
-from mailfleet.models.hosts import HostKind
 
 # One copy call: the copy goes on on the host after we hang up.
 COPY_CALL_SECONDS = 20.0
@@ -233,10 +232,10 @@ class MigrationSteps(CutoverSteps):
         backends = {plan["source_host"], plan["destination_host"]}
 
         def check(host: dict[str, Any], driver: Driver) -> Any:
-            if host["kind"] != HostKind.DOVECOT:
+            if not driver.describes_own_actions:
                 perform(driver, "stats", {})
                 return {"reachable": True}
-            commands = _dovecot(driver).fetch_commands(Deadline.after(HOST_TIMEOUT_SECONDS))
+            commands = driver.fetch_commands(Deadline.after(HOST_TIMEOUT_SECONDS))
             needed = MIGRATION_COMMANDS if host["id"] in backends else DIRECTOR_COMMANDS
             missing = sorted(set(needed) - {c.get("command") for c in commands})
             if missing:

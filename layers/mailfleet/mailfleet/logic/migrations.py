@@ -13,7 +13,8 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from mailfleet.config import settings
+from mailfleet.drivers import driver_class
+from mailfleet.drivers.base import HostRole
 from mailfleet.drivers.dovecot import DsyncTarget
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers, busy_accounts
@@ -34,7 +35,7 @@ class Migrations(Cutovers):
                           "every director or proxy")
 
     def state_machine_arn(self) -> str | None:
-        return settings().migration_state_machine_arn
+        return self.settings.migration_state_machine_arn
 
     def submit(self, request: MigrationRequest, caller: Caller) -> tuple[dict[str, Any], bool]:
         """Create and start a migration. Returns (answer, dry_run)."""
@@ -122,7 +123,7 @@ class Migrations(Cutovers):
         if host is None:
             raise invalid(field, f"unknown host id {host_id}")
         caller.check_acts(host, host_id, field)  # a scoped token: 403 outside its scope
-        if host["kind"] != HostKind.DOVECOT:
+        if HostRole.BACKEND not in driver_class(host["kind"]).roles:
             raise invalid(field, f"must be a dovecot backend; {host_id} is a {host['kind']} host")
         return host
 

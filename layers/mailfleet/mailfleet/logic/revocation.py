@@ -9,7 +9,7 @@ job stays for an admin to look at and resume). Every step is audited.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -17,6 +17,9 @@ from mailfleet.logic.caller import Caller
 from mailfleet.logic.problems import Problem, not_found
 from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from mailfleet.logic.schedules import Schedules
 
 # Tokens minted in a chain below the revoked one that a cascade follows, at most.
 MAX_CASCADE = 1000
@@ -29,9 +32,20 @@ class Cascade(StrEnum):
 
 
 class Revocation:
-    def __init__(self, tokens: TokenStore | None = None, audit: AuditLog | None = None) -> None:
+    def __init__(self, tokens: TokenStore | None = None, audit: AuditLog | None = None,
+                 schedules: Schedules | None = None) -> None:
         self.tokens = tokens or TokenStore()
         self.audit = audit or AuditLog()
+        self._schedules = schedules
+
+    @property
+    def schedules(self) -> Schedules:
+        """Made when a cascade needs them (most revocations do not)."""
+        if self._schedules is None:
+            from mailfleet.logic.schedules import Schedules  # only a cascade needs them
+
+            self._schedules = Schedules(self.audit)
+        return self._schedules
 
     def revoke(self, token_id: str, caller: Caller, cascade: Cascade = Cascade.NONE
                ) -> dict[str, Any]:
@@ -72,11 +86,9 @@ class Revocation:
                     continue  # revoked meanwhile
                 chain.add(item["token_id"])
                 answer["revoked_tokens"].append(item["token_id"])
-        from mailfleet.logic.schedules import Schedules
-
         for schedule in self._schedules_of(chain):
             if not schedule["paused"]:
-                Schedules(self.audit).set_paused(schedule["name"], True, caller)
+                self.schedules.set_paused(schedule["name"], True, caller)
             answer["paused_schedules"].append(schedule["name"])
         return answer
 
@@ -105,15 +117,12 @@ class Revocation:
                     queue.append(item["token_id"])
         return found[:MAX_CASCADE]
 
-    @staticmethod
-    def _schedules_of(token_ids: set[str]) -> list[dict[str, Any]]:
-        from mailfleet.logic.schedules import Schedules
-
+    def _schedules_of(self, token_ids: set[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         token: str | None = None
         try:
             while True:
-                page, token = Schedules().list(limit=100, next_token=token)
+                page, token = self.schedules.list(limit=100, next_token=token)
                 found.extend(s for s in page if s.get("created_by_token") in token_ids)
                 if not token:
                     return found

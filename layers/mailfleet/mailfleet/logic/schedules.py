@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import JobSettings, ScheduleSettings
 from mailfleet.drivers import driver_class
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.jobs import Jobs, redact_params
@@ -58,8 +58,12 @@ RETRY_POLICY = {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
 
 
 class Schedules:
-    def __init__(self, audit: AuditLog | None = None) -> None:
-        self.audit = audit or AuditLog()
+    def __init__(self, audit: AuditLog | None = None, settings: ScheduleSettings | None = None,
+                 jobs: JobSettings | None = None) -> None:
+        self.settings = settings or ScheduleSettings()
+        # The jobs a schedule runs (and checks when it is created).
+        self.jobs = jobs or JobSettings()
+        self.audit = audit or AuditLog(self.jobs.tables.audit_table)
 
     @staticmethod
     def _client() -> Any:
@@ -70,7 +74,7 @@ class Schedules:
         if caller.scope is not None:
             body = body.model_copy(update={"job": self._within_scope(body.job, caller)})
         kind = self._check_job(body.job, caller)
-        config = settings()
+        config = self.settings
         if not (config.maintenance_function_arn and config.scheduler_role_arn):
             raise Unavailable("schedules are not configured (MAINTENANCE_FUNCTION_ARN, "
                               "SCHEDULER_ROLE_ARN)")
@@ -120,7 +124,7 @@ class Schedules:
                            "or change the template")
         with self._recorded(caller, "schedule.delete", name, None):
             try:
-                self._client().delete_schedule(Name=name, GroupName=settings().schedule_group)
+                self._client().delete_schedule(Name=name, GroupName=self.settings.schedule_group)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] == "ResourceNotFoundException":
                     raise not_found("schedule", name) from None
@@ -156,7 +160,7 @@ class Schedules:
             return True
         targets = (view.get("job") or {}).get("targets") or {}
         if targets.get("hosts") is not None:
-            found = HostStore().get_many(list(targets["hosts"]))
+            found = HostStore(self.jobs.tables.hosts_table).get_many(list(targets["hosts"]))
             return all(h in found and caller.sees(found[h]) for h in targets["hosts"])
         kind, tags = targets.get("kind"), targets.get("tags") or {}
         return scope.narrow(kind, tags) == (kind, tags)
@@ -165,14 +169,13 @@ class Schedules:
         if not self.sees(view, caller):
             raise forbidden(f"schedule {view['name']!r} acts on hosts outside this token's scope")
 
-    @staticmethod
-    def _within_scope(job: JobRequest, caller: Caller) -> JobRequest:
+    def _within_scope(self, job: JobRequest, caller: Caller) -> JobRequest:
         """A scoped caller's schedule: explicit hosts must be in its scope; a tag selection
         is narrowed to it, so every later run stays inside it too."""
         assert caller.scope is not None
         targets = job.targets
         if targets.hosts is not None:
-            found = HostStore().get_many(targets.hosts)
+            found = HostStore(self.jobs.tables.hosts_table).get_many(targets.hosts)
             for host_id in targets.hosts:
                 if host_id in found:
                     caller.check_acts(found[host_id], host_id, "job.targets.hosts")
@@ -188,7 +191,7 @@ class Schedules:
 
     def list(self, *, limit: int, next_token: str | None, caller: Caller | None = None
              ) -> tuple[list[dict[str, Any]], str | None]:
-        kwargs: dict[str, Any] = {"GroupName": settings().schedule_group, "MaxResults": limit}
+        kwargs: dict[str, Any] = {"GroupName": self.settings.schedule_group, "MaxResults": limit}
         if next_token:
             # Scheduler's own token, wrapped in ours: a crafted one never reaches it.
             start = decode_page(next_token) or {}
@@ -213,7 +216,7 @@ class Schedules:
 
     def _describe(self, name: str) -> dict[str, Any]:
         try:
-            return self._client().get_schedule(Name=name, GroupName=settings().schedule_group)
+            return self._client().get_schedule(Name=name, GroupName=self.settings.schedule_group)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ResourceNotFoundException":
                 raise not_found("schedule", name) from None
@@ -228,8 +231,9 @@ class Schedules:
             request = JobRequest.model_validate({**(payload.get("job") or {}),
                                                  "schedule": name})
             # Its own principal, with the least role its job needs (never its creator's).
-            caller = _run_as(name, request, _kind_of(request))
-            answer, _ = Jobs().submit(request, caller)
+            jobs = Jobs(settings=self.jobs)
+            caller = _run_as(name, request, _kind_of(request, jobs))
+            answer, _ = jobs.submit(request, caller)
         except (Problem, ValueError) as exc:
             reason = exc.message if isinstance(exc, Problem) else str(exc)[:500]
             self.audit.append(actor=caller.principal, action="schedule.run",
@@ -240,12 +244,11 @@ class Schedules:
         return {"schedule": name, "started": True, **answer}
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _check_job(job: JobRequest, caller: Caller) -> HostKind:
+    def _check_job(self, job: JobRequest, caller: Caller) -> HostKind:
         """The job as POST /jobs would check it (its policy for the creator's role too),
         without contacting any host. A tag selection that matches nothing yet is fine: it
         is resolved at each run. Returns the job's host kind."""
-        jobs = Jobs()
+        jobs = Jobs(settings=self.jobs)
         probe = job.model_copy(update={"dry_run": True})
         try:
             try:
@@ -322,10 +325,10 @@ def _view(schedule: dict[str, Any]) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def _kind_of(job: JobRequest) -> HostKind | None:
+def _kind_of(job: JobRequest, jobs: Jobs) -> HostKind | None:
     if job.targets.kind is not None:
         return job.targets.kind
-    found = Jobs().hosts.get_many((job.targets.hosts or [])[:1])
+    found = jobs.hosts.get_many((job.targets.hosts or [])[:1])
     return HostKind(next(iter(found.values()))["kind"]) if found else None
 
 

@@ -28,7 +28,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.models.audit import AuditEvent
 from mailfleet.redact import redact
 from mailfleet.store.base import BadPageToken, decode_page, encode_page, from_dynamo, to_dynamo
@@ -188,7 +188,7 @@ class AuditNotWritten(Exception):
 
 class AuditLog:
     def __init__(self, table_name: str | None = None) -> None:
-        self._table = aws.table(table_name or settings().audit_table)
+        self._table = aws.table(table_name or Tables().audit_table)
 
     @property
     def table_name(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import AuditSettings
 from mailfleet.models.audit import AuditProblem, AuditVerification
 from mailfleet.store.audit import (
     GENESIS,
@@ -183,8 +183,7 @@ def public_key(key_id: str) -> bytes:
     return bytes(aws.client("kms").get_public_key(KeyId=key_id)["PublicKey"])
 
 
-def _signing_key() -> str:
-    key_id = settings().audit_signing_key
+def _signing_key(key_id: str | None) -> str:
     if not key_id:
         raise RuntimeError("AUDIT_SIGNING_KEY is not set: the audit trail cannot be sealed")
     return key_id
@@ -221,10 +220,12 @@ class DigestStore:
 class Sealer:
     """Covers every event older than the grace period with signed digests."""
 
-    def __init__(self, log: AuditLog | None = None, key_id: str | None = None) -> None:
+    def __init__(self, log: AuditLog | None = None, key_id: str | None = None,
+                 settings: AuditSettings | None = None) -> None:
+        self.settings = settings or AuditSettings()
         self.log = log or AuditLog()
         self.digests = DigestStore(self.log)
-        self.key_id = key_id or _signing_key()
+        self.key_id = _signing_key(key_id or self.settings.audit_signing_key)
 
     def seal(self, *, now: datetime.datetime | None = None,
              max_digests: int = 50) -> list[dict[str, Any]]:
@@ -232,7 +233,7 @@ class Sealer:
         slot taken by another sealer ends this run."""
         now = now or datetime.datetime.now(datetime.UTC)
         cutoff = seq_at((now - datetime.timedelta(
-            seconds=settings().audit_seal_grace_seconds)).isoformat())
+            seconds=self.settings.audit_seal_grace_seconds)).isoformat())
         # Whole seconds: digests end on round times, easy to read
         cutoff -= cutoff % SEQ_PER_SECOND
         written: list[dict[str, Any]] = []
@@ -272,10 +273,12 @@ class Sealer:
 class Verifier:
     """Pages through the digests of a range: each signature, each link, each event."""
 
-    def __init__(self, log: AuditLog, key_id: str | None = None) -> None:
+    def __init__(self, log: AuditLog, key_id: str | None = None,
+                 settings: AuditSettings | None = None) -> None:
+        self.settings = settings or AuditSettings()
         self.log = log
         self.digests = DigestStore(log)
-        self.key_id = key_id or settings().audit_signing_key
+        self.key_id = key_id or self.settings.audit_signing_key
 
     def run(self, *, since: str | None, until: str | None, next_token: str | None,
             page_events: int = PAGE_EVENTS) -> AuditVerification:
@@ -348,7 +351,8 @@ class Verifier:
         if tail:
             oldest = datetime.datetime.fromisoformat(tail[0]["at"].replace("Z", "+00:00"))
             age = (datetime.datetime.now(datetime.UTC) - oldest).total_seconds()
-            limit = settings().audit_seal_grace_seconds + 3 * settings().audit_seal_period_seconds
+            limit = (self.settings.audit_seal_grace_seconds
+                     + 3 * self.settings.audit_seal_period_seconds)
             result.sealing_behind = age > limit
         return result
 

@@ -17,7 +17,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.models.common import now_iso
 from mailfleet.store.audit import Change
 from mailfleet.store.base import (
@@ -74,7 +74,7 @@ class CutoverStore:
     list_pk = LIST_PK
 
     def __init__(self, table_name: str | None = None) -> None:
-        self._table = aws.table(table_name or settings().cutovers_table)
+        self._table = aws.table(table_name or Tables().cutovers_table)
 
     def status_key(self, status: str) -> str:
         """The `by_status` index key: a status, prefixed for any kind but cutovers."""

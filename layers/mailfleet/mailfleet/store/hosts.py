@@ -8,7 +8,7 @@ from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.models.hosts import Host
 from mailfleet.store.audit import Change
 from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
@@ -20,7 +20,7 @@ class HostNotFound(Exception):
 
 class HostStore:
     def __init__(self, table_name: str | None = None) -> None:
-        self._table = aws.table(table_name or settings().hosts_table)
+        self._table = aws.table(table_name or Tables().hosts_table)
 
     # Changes to write with their audit event (AuditLog.record); a refused condition
     # means: create - the id exists; replace, set, delete - the host is gone.

@@ -17,7 +17,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import JobLimits, Tables
 from mailfleet.models.jobs import HostResult, JobStatus
 from mailfleet.store.audit import Change
 from mailfleet.store.base import (
@@ -59,15 +59,18 @@ class JobNotFound(Exception):
 
 
 class JobStore:
-    def __init__(self, table_name: str | None = None) -> None:
-        self._table = aws.table(table_name or settings().jobs_table)
+    def __init__(self, table_name: str | None = None, retention_days: int | None = None
+                 ) -> None:
+        self._table = aws.table(table_name or Tables().jobs_table)
+        # How long a job and its results stay in the table (TTL).
+        self._retention_days = retention_days or JobLimits().job_retention_days
 
     # ------------------------------------------------------------------ job item
     # Changes to write with their audit event (AuditLog.record).
     def create_change(self, job: dict[str, Any], targets: list[str]) -> Change:
         item = dict(job, pk=job["job_id"], sk=JOB_SK, list_pk=LIST_PK, status_pk=job["status"])
         item["targets_gz"] = gzip.compress(json.dumps(targets).encode())
-        item["expires_at"] = int(time.time()) + settings().job_retention_days * 86400
+        item["expires_at"] = int(time.time()) + self._retention_days * 86400
         return Change.put(self._table.name, item, condition="attribute_not_exists(pk)")
 
     def finish_change(self, job_id: str, status: str, counts: dict[str, int],
@@ -227,7 +230,7 @@ class JobStore:
                       ) -> int:
         """Write results in batches of 25; returns the number of BatchWriteItem requests.
         A result is a HostResult, or the record one made (the engine's, already shaped)."""
-        expires = int(time.time()) + settings().job_retention_days * 86400
+        expires = int(time.time()) + self._retention_days * 86400
         records = [r.item() if isinstance(r, HostResult) else r for r in results]
         items = [
             to_dynamo(dict(r, pk=job_id, sk=RESULT_PREFIX + r["host"], expires_at=expires))

@@ -13,7 +13,6 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from mailfleet import aws
-from mailfleet.config import settings
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.models.hosts import Credentials
 
@@ -26,8 +25,9 @@ class SecretProblem(ValueError):
     """A credentials_secret that is missing, unreadable or has the wrong fields."""
 
 
-def managed_name(host_id: str) -> str:
-    return f"{settings().host_secrets_prefix}{host_id}"
+def managed_name(host_id: str, prefix: str) -> str:
+    """The secret mailfleet keeps a host's credentials in (under the stack's host prefix)."""
+    return f"{prefix}{host_id}"
 
 
 def secret_name(name_or_arn: str) -> str:
@@ -46,10 +46,10 @@ def canonical_name(name_or_arn: str) -> str:
         raise SecretProblem("secret not found or not readable") from None
 
 
-def create_for_host(host_id: str, credentials: Credentials) -> str:
+def create_for_host(host_id: str, credentials: Credentials, prefix: str) -> str:
     """Write a new managed secret for the host; returns its name. Replaces the value if
     a secret of that name exists (a host deleted and registered again)."""
-    name = managed_name(host_id)
+    name = managed_name(host_id, prefix)
     value = json.dumps(credentials.reveal())
     sm = aws.client("secretsmanager")
     try:
@@ -73,15 +73,15 @@ def create_for_host(host_id: str, credentials: Credentials) -> str:
     return name
 
 
-def delete_managed(host_id: str) -> None:
+def delete_managed(host_id: str, prefix: str) -> None:
     try:
         aws.client("secretsmanager").delete_secret(
-            SecretId=managed_name(host_id), RecoveryWindowInDays=7
+            SecretId=managed_name(host_id, prefix), RecoveryWindowInDays=7
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
-    _forget(managed_name(host_id))
+    _forget(managed_name(host_id, prefix))
 
 
 def load(name: str, *, fresh: bool = False, stage: str | None = None) -> Credentials:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailfleet import aws
-from mailfleet.config import settings
+from mailfleet.config import Tables
 from mailfleet.store.audit import Change
 from mailfleet.store.base import decode_page, encode_page, from_dynamo
 
@@ -16,7 +16,7 @@ class TokenNotFound(Exception):
 
 class TokenStore:
     def __init__(self, table_name: str | None = None) -> None:
-        self._table = aws.table(table_name or settings().tokens_table)
+        self._table = aws.table(table_name or Tables().tokens_table)
 
     # Changes to write with their audit event (AuditLog.record).
     def put_change(self, item: dict[str, Any]) -> Change:

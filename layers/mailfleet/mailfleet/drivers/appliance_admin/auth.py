@@ -16,6 +16,8 @@ import ssl
 
 import requests
 
+from mailfleet.drivers.http import causes
+
 PREFIX = "/api/v1/admin"
 TOKEN_ALPHABET = "".join(chr(c) for c in range(33, 127))  # printable ASCII, 33-126
 
@@ -57,14 +59,9 @@ def nothing_sent(exc: requests.RequestException) -> bool:
     """Failures that happen before the request leaves: TLS, refused, connect timeout."""
     if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.ConnectTimeout):
         return True
-    current: BaseException | None = exc
-    for _ in range(10):
-        if current is None:
-            break
+    for current in causes(exc):
         if isinstance(current, ConnectionRefusedError):
             return True
         if isinstance(current, http.client.RemoteDisconnected | ConnectionResetError):
             return False
-        inner = [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
-        current = current.__cause__ or current.__context__ or (inner[-1] if inner else None)
     return False

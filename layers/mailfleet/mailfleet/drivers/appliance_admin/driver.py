@@ -19,7 +19,7 @@ from mailfleet.drivers.appliance_admin.parameters import (
 from mailfleet.drivers.appliance_admin.rotation import TokenRotation
 from mailfleet.drivers.appliance_admin.starts import STARTS, finish, wanted
 from mailfleet.drivers.appliance_admin.wire import ApplianceWire, Missing
-from mailfleet.drivers.base import ActionSpec, Deadline, NoParams, validate_params
+from mailfleet.drivers.base import ActionSpec, Deadline, HealthProbe, NoParams, validate_params
 from mailfleet.errors import ErrorType, HostError, Unsupported
 
 
@@ -28,10 +28,17 @@ class ApplianceDriver(ApplianceWire):
 
     kind = "appliance"
     policy_rules = POLICY
+    health_probe = HealthProbe("health")
+    # Run as the appliance-operation state machine (logic/appliance_ops.py follows them).
+    long_operations = frozenset(OPERATIONS)
 
     @classmethod
     def static_actions(cls) -> dict[str, ActionSpec]:
         return {name: replace(spec, rule=POLICY.get(name)) for name, spec in ACTIONS.items()}
+
+    def health_details(self, answer: Any, deadline: Deadline) -> dict[str, Any]:
+        version = self.perform("version", {}, deadline)
+        return {"version": version.get("version") if isinstance(version, dict) else None}
 
     @classmethod
     def redact_params(cls, action: str, params: dict[str, Any]) -> dict[str, Any]:
