@@ -35,6 +35,8 @@ from mailfleet.models.tokens import Role
 from mailfleet.store.audit import AuditLog
 
 
+# One function holding the fleet and schedule routes as a table of short handlers (each a
+# few lines): its length is the number of routes, not logic.
 def router_for(
     caller: Callable[[Role], Caller],
     json_response: Callable[[int, Any], Response],

@@ -4,7 +4,6 @@ final status, whatever the hosts do."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -16,7 +15,7 @@ from typing import Any
 from mailfleet import aws
 from mailfleet.config import FanoutSettings, JobSettings
 from mailfleet.drivers import driver_class
-from mailfleet.drivers.base import Deadline, Driver, validate_params
+from mailfleet.drivers.base import Driver, validate_params
 from mailfleet.drivers.policy import Decision
 from mailfleet.errors import ErrorType, HostError, InvalidParams
 from mailfleet.fanout import (
@@ -30,6 +29,7 @@ from mailfleet.fanout import (
 from mailfleet.logic import connect
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.distributed import DISTRIBUTED, DistributedJobs, choose_path
+from mailfleet.logic.host_actions import HostActions
 from mailfleet.logic.job_paths import JobPath, out_of_time_check
 from mailfleet.logic.job_records import JobRecords, count_failures
 from mailfleet.logic.problems import (
@@ -45,7 +45,6 @@ from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.hosts import Host, HostKind
 from mailfleet.models.jobs import HostResult, JobRequest, JobStatus, ResultStatus, no_such_job
 from mailfleet.models.tokens import Role
-from mailfleet.redact import mask_values
 from mailfleet.store import secrets
 from mailfleet.store.audit import AuditLog, ChangeRefused
 from mailfleet.store.hosts import HostStore
@@ -94,13 +93,35 @@ class Jobs:
         job_id = uuid.uuid4().hex
         total = len(items)
         approval = self._approval(decision, total)
-        shown_params = redact_params(kind, request.action, params)
         path = choose_path(
             total,
             request.timeout_seconds,
             resolve_limit(request.max_concurrency, total, minimum=1) or 1,
             self.settings,
         )
+        job = self._job_item(job_id, request, kind, params, caller, decision, approval, path,
+                             total)
+        self._record_start(job, [i["id"] for i in items], caller, decision, approval)
+        answer: dict[str, Any] = {"job_id": job_id, "status": job["status"], "total": total,
+                                  "policy": decision.describe()}
+        if request.dry_run:
+            answer["dry_run"] = True
+            answer["targets"] = [{"host": i["id"], "endpoint": i["endpoint"]} for i in items]
+            answer["approval"] = approval
+            return answer, True
+        if approval["required"]:
+            answer["approval"] = approval
+            return answer, False  # started by POST /jobs/{id}/approve, or never
+        answer["path"] = path
+        self.path_for(job).launch(job, [i["id"] for i in items], caller)
+        return answer, False
+
+    @staticmethod
+    def _job_item(job_id: str, request: JobRequest, kind: HostKind, params: dict[str, Any],
+                  caller: Caller, decision: Decision, approval: dict[str, Any], path: str,
+                  total: int) -> dict[str, Any]:
+        """The job as stored: what was asked, by whom, under which policy and path."""
+        shown_params = redact_params(kind, request.action, params)
         job = {
             "job_id": job_id,
             "action": request.action,
@@ -127,41 +148,31 @@ class Jobs:
             job.pop("run_params")
             job["finished_at"] = job["created_at"]
             job["counts"] = {ResultStatus.SKIPPED.value: total}
-        # The job and its event together; its runner is started after (path_for).
+        return job
+
+    def _record_start(self, job: dict[str, Any], targets: list[str], caller: Caller,
+                      decision: Decision, approval: dict[str, Any]) -> None:
+        """The job and its event together; its runner is started after (path_for)."""
         self.audit.record(
-            self.store.create_change({k: v for k, v in job.items() if v is not None},
-                                     [i["id"] for i in items]),
+            self.store.create_change({k: v for k, v in job.items() if v is not None}, targets),
             actor=caller.principal,
             source_ip=caller.source_ip,
             request_id=caller.request_id,
-            action="job.dry_run" if request.dry_run else "job.start",
-            target=f"job:{job_id}",
-            job_id=job_id,
+            action="job.dry_run" if job["dry_run"] else "job.start",
+            target=f"job:{job['job_id']}",
+            job_id=job["job_id"],
             outcome="ok",
             params={
-                "action": request.action,
-                "params": shown_params,
-                "kind": kind.value,
-                "total": total,
-                "schedule": request.schedule,
+                "action": job["action"],
+                "params": job["params"],
+                "kind": job["kind"],
+                "total": job["total"],
+                "schedule": job["schedule"],
                 "class": decision.action_class.value,
                 "role": caller.role.value,
                 "approval_required": approval["required"],
             },
         )
-        answer: dict[str, Any] = {"job_id": job_id, "status": job["status"], "total": total,
-                                  "policy": decision.describe()}
-        if request.dry_run:
-            answer["dry_run"] = True
-            answer["targets"] = [{"host": i["id"], "endpoint": i["endpoint"]} for i in items]
-            answer["approval"] = approval
-            return answer, True
-        if approval["required"]:
-            answer["approval"] = approval
-            return answer, False  # started by POST /jobs/{id}/approve, or never
-        answer["path"] = path
-        self.path_for(job).launch(job, [i["id"] for i in items], caller)
-        return answer, False
 
     @staticmethod
     def check_policy(kind: HostKind, request: JobRequest, caller: Caller | None,
@@ -627,66 +638,9 @@ class Jobs:
             removed = HostError(ErrorType.UNSUPPORTED, "host was removed from the inventory")
             self.store.write_results(job_id, [HostResult.failed(h, removed) for h in gone])
         params = json.loads(job.get("run_params") or "{}")
-        action = job["action"]
-        refused = self._refused_at_run(job, params)
         sink = BatchedResults(self.store, job_id, interval=flush_interval)
-
-        def perform(host: Any, deadline: Deadline) -> Any:
-            if refused is not None:
-                raise refused
-            driver = connect.driver_for(items[host.id], host=host)
-            try:
-                checked = driver.validate(action, params, deadline)
-                output = driver.perform(action, checked, deadline)
-                self.records.follow_host_changes(items[host.id], output, job_id)
-                # Stored outputs never carry secrets: the driver's schema, then its host's
-                # own credential values.
-                return driver.safe_output(action, output)
-            except HostError as exc:
-                exc.message = mask_values(exc.message, driver.credential_values())
-                raise
-            finally:
-                driver.close()
-
-        # The async path (doveadm): per-host work is kept to the request itself. A secret
-        # is read once per job, and the parameters checked once per distinct command list
-        # (hosts of one Dovecot version share the same list object); anything that may
-        # block (a secret not read yet, a command list to ask the host for) runs in a thread.
-        # One read (or check) per key, however many hosts ask for it at once.
-        credentials: dict[str, asyncio.Future[Any]] = {}
-        checked_for: dict[int, asyncio.Future[dict[str, Any]]] = {}
-
-        async def perform_async(host: Any, deadline: Deadline) -> Any:
-            if refused is not None:
-                raise refused
-            item = items[host.id]
-            name = item.get("credentials_secret")
-            creds = None
-            if name:
-                if name not in credentials:
-                    credentials[name] = asyncio.ensure_future(
-                        _in_thread(secrets.credentials_for, name))
-                creds = await asyncio.shield(credentials[name])
-            driver = connect.driver_for(item, host=host, credentials=creds)
-            try:
-                seeded = driver.context.extras.get("doveadm_commands")
-                if not seeded:  # asked of the host itself: per host, in a thread
-                    checked = await _in_thread(driver.validate, action, params, deadline)
-                else:
-                    if id(seeded) not in checked_for:
-                        checked_for[id(seeded)] = asyncio.ensure_future(
-                            _in_thread(driver.validate, action, params, deadline))
-                    checked = await asyncio.shield(checked_for[id(seeded)])
-                output = await driver.perform_async(action, checked, deadline)
-            except HostError as exc:
-                exc.message = mask_values(exc.message, driver.credential_values())
-                raise
-            finally:
-                driver.close()
-            self.records.follow_host_changes(item, output, job_id)
-            # Stored outputs never carry secrets (as in perform above).
-            return driver.safe_output(action, output)
-
+        actions = HostActions(job_id, job["action"], params, items, self.records,
+                              refused=self._refused_at_run(job, params))
         hosts = [Host.model_validate(items[h]) for h in todo if h in items]
         secrets.prefetch(i["credentials_secret"] for i in items.values()
                          if i.get("credentials_secret"))
@@ -699,9 +653,9 @@ class Jobs:
         )
         try:
             if driver_class(job["kind"]).has_async_perform:
-                summary = run_async(hosts, perform_async, sink, **engine)  # type: ignore[arg-type]
+                summary = run_async(hosts, actions.perform_async, sink, **engine)  # type: ignore[arg-type]
             else:
-                summary = run(hosts, perform, sink, **engine)  # type: ignore[arg-type]
+                summary = run(hosts, actions.perform, sink, **engine)  # type: ignore[arg-type]
         finally:
             sink.close()
         if gone:
@@ -750,12 +704,6 @@ class InProcessPath(JobPath):
             InvocationType="Event",
             Payload=json.dumps({"job_id": job["job_id"]}).encode(),
         )
-
-
-async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """A blocking call made from the fan-out's event loop: the loop carries on with the
-    other hosts meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
