@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from queue import SimpleQueue
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, Unpack
 
 from mailfleet.drivers.base import Deadline
 from mailfleet.errors import ErrorType, HostError
@@ -105,6 +105,17 @@ class Summary:
     counts: Counter[str]
     elapsed_s: float
     stopped_by: str | None = None  # "max_errors" | "cancelled" | "time" | None
+
+
+class Rules(TypedDict):
+    """What a job asks of its fan-out (FanOut's keyword arguments)."""
+
+    concurrency: int
+    timeout_seconds: float
+    budget: NotRequired[ErrorBudget | None]
+    should_stop: NotRequired[Callable[[], bool] | None]
+    out_of_time: NotRequired[Callable[[], bool] | None]
+    slots: NotRequired[HostSlots]
 
 
 class FanOut:
@@ -196,7 +207,7 @@ class ThreadedFanOut(FanOut):
     """Blocking drivers: a thread per host in flight, reused from host to host (starting
     one costs more than a request); a watchdog abandons hosts past their deadline."""
 
-    def __init__(self, sink: ResultSink, **rules: Any) -> None:
+    def __init__(self, sink: ResultSink, **rules: Unpack[Rules]) -> None:
         super().__init__(sink, **rules)
         self._free = threading.BoundedSemaphore(self.concurrency)
         self._inflight: dict[int, _Task] = {}
@@ -321,7 +332,7 @@ class EventLoopFanOut(FanOut):
     WATCH_SECONDS and after each failure, so a slow read never holds up the hosts in
     flight."""
 
-    def __init__(self, sink: ResultSink, **rules: Any) -> None:
+    def __init__(self, sink: ResultSink, **rules: Unpack[Rules]) -> None:
         super().__init__(sink, **rules)
         shared = not isinstance(self.budget, LocalErrorBudget)
         # Read in a thread (may be DynamoDB), and checked in the loop before each start.
@@ -431,48 +442,22 @@ class EventLoopFanOut(FanOut):
                 None, self._remote_stop_reason)
 
 
-def run(
-    hosts: Iterable[Host],
-    perform: Perform,
-    sink: ResultSink,
-    *,
-    concurrency: int,
-    timeout_seconds: float,
-    budget: ErrorBudget | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    out_of_time: Callable[[], bool] | None = None,
-    slots: HostSlots = HOST_SLOTS,
-) -> Summary:
+def run(hosts: Iterable[Host], perform: Perform, sink: ResultSink,
+        **rules: Unpack[Rules]) -> Summary:
     """Run `perform` on every host; every host's result goes to `sink` exactly once.
 
     `should_stop` (cancellation) and `out_of_time` (the worker must hand over) are
     checked before each host starts. Hosts not started because of `out_of_time` get no
     result: the caller resumes them elsewhere.
     """
-    return ThreadedFanOut(
-        sink, concurrency=concurrency, timeout_seconds=timeout_seconds, budget=budget,
-        should_stop=should_stop, out_of_time=out_of_time, slots=slots,
-    ).run(hosts, perform)
+    return ThreadedFanOut(sink, **rules).run(hosts, perform)
 
 
-def run_async(
-    hosts: Iterable[Host],
-    perform: PerformAsync,
-    sink: ResultSink,
-    *,
-    concurrency: int,
-    timeout_seconds: float,
-    budget: ErrorBudget | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    out_of_time: Callable[[], bool] | None = None,
-    slots: HostSlots = HOST_SLOTS,
-) -> Summary:
+def run_async(hosts: Iterable[Host], perform: PerformAsync, sink: ResultSink,
+              **rules: Unpack[Rules]) -> Summary:
     """`run` for drivers with an asynchronous perform (EventLoopFanOut), in a fresh event
     loop on this thread: the same guarantees and the same arguments."""
-    return EventLoopFanOut(
-        sink, concurrency=concurrency, timeout_seconds=timeout_seconds, budget=budget,
-        should_stop=should_stop, out_of_time=out_of_time, slots=slots,
-    ).run(hosts, perform)
+    return EventLoopFanOut(sink, **rules).run(hosts, perform)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -22,6 +22,7 @@ from mailfleet.fanout import (
     CachedCheck,
     ErrorBudget,
     LocalErrorBudget,
+    Rules,
     Summary,
     run,
     run_async,
@@ -644,7 +645,7 @@ class Jobs:
         hosts = [Host.model_validate(items[h]) for h in todo if h in items]
         secrets.prefetch(i["credentials_secret"] for i in items.values()
                          if i.get("credentials_secret"))
-        engine = dict(
+        engine = Rules(
             concurrency=concurrency,
             timeout_seconds=float(job["timeout_seconds"]),
             budget=budget,
@@ -653,9 +654,9 @@ class Jobs:
         )
         try:
             if driver_class(job["kind"]).has_async_perform:
-                summary = run_async(hosts, actions.perform_async, sink, **engine)  # type: ignore[arg-type]
+                summary = run_async(hosts, actions.perform_async, sink, **engine)
             else:
-                summary = run(hosts, actions.perform, sink, **engine)  # type: ignore[arg-type]
+                summary = run(hosts, actions.perform, sink, **engine)
         finally:
             sink.close()
         if gone:
