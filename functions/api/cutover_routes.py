@@ -8,10 +8,9 @@ answers and the idempotency settings stay the same for every route:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from answers import answers
+from answers import CallerFor, JsonResponse, answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -19,7 +18,6 @@ from changes import Changes
 from params import IdempotencyKey, Limit, NextToken
 
 from mailfleet.config import ApiSettings
-from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers
 from mailfleet.models.cutovers import (
     CutoverAccepted,
@@ -29,14 +27,9 @@ from mailfleet.models.cutovers import (
     CutoverStatus,
     CutoverView,
 )
-from mailfleet.models.tokens import Role
 
 
-def router_for(
-    caller: Callable[[Role], Caller],
-    json_response: Callable[[int, Any], Response],
-    settings: ApiSettings,
-) -> Router:
+def router_for(caller: CallerFor, json_response: JsonResponse, settings: ApiSettings) -> Router:
     router = Router()
 
     cutovers = Changes(caller, json_response,

@@ -3,10 +3,9 @@ cutover_routes: app.include_router(migration_routes.router_for(caller, json_resp
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from answers import answers
+from answers import CallerFor, JsonResponse, answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -14,7 +13,6 @@ from changes import Changes
 from params import IdempotencyKey, Limit, NextToken
 
 from mailfleet.config import ApiSettings
-from mailfleet.logic.caller import Caller
 from mailfleet.logic.migrations import Migrations
 from mailfleet.models.cutovers import CutoverStatus
 from mailfleet.models.migrations import (
@@ -24,14 +22,9 @@ from mailfleet.models.migrations import (
     MigrationRequest,
     MigrationView,
 )
-from mailfleet.models.tokens import Role
 
 
-def router_for(
-    caller: Callable[[Role], Caller],
-    json_response: Callable[[int, Any], Response],
-    settings: ApiSettings,
-) -> Router:
+def router_for(caller: CallerFor, json_response: JsonResponse, settings: ApiSettings) -> Router:
     router = Router()
 
     migrations = Changes(caller, json_response,
