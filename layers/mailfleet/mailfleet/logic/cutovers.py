@@ -616,8 +616,8 @@ def _age_seconds(stamp: str) -> float:
 
 def _public(cutover: dict[str, Any]) -> dict[str, Any]:
     plan = cutover.get("plan", {})
-    out = {k: v for k, v in cutover.items() if k not in ("plan", "execution_arn")}
-    out.update(
+    return item_view(
+        cutover, ("plan", "execution_arn"),
         destination=plan.get("destination"),
         strategy=plan.get("strategy"),
         proxies=plan.get("proxies", []),
@@ -625,6 +625,13 @@ def _public(cutover: dict[str, Any]) -> dict[str, Any]:
         delay_seconds=plan.get("delay_seconds"),
         drain=plan.get("drain"),
     )
+
+
+def item_view(item: dict[str, Any], internal: tuple[str, ...], **shown: Any) -> dict[str, Any]:
+    """A cutover or migration item as the API shows it: without its internal fields, with
+    what its kind shows from the plan, and the fields every view has even before the end."""
+    out = {k: v for k, v in item.items() if k not in internal}
+    out.update(shown)
     out.setdefault("counts", {})
     out.setdefault("finished_at", None)
     out.setdefault("error", None)

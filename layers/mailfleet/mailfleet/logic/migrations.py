@@ -16,7 +16,7 @@ from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import HostRole
 from mailfleet.drivers.dovecot import DsyncTarget
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.cutovers import Cutovers
+from mailfleet.logic.cutovers import Cutovers, item_view
 from mailfleet.logic.problems import invalid
 from mailfleet.models.cutovers import Strategy
 from mailfleet.models.hosts import HostKind
@@ -105,8 +105,6 @@ class Migrations(Cutovers):
 
     def public(self, item: dict[str, Any]) -> dict[str, Any]:
         plan = item.get("plan", {})
-        out = {k: v for k, v in item.items()
-               if k not in ("plan", "execution_arn", "cutover_id", "kind", "drain_previous")}
         strategy = plan.get("strategy")
         routing: dict[str, Any] = {"strategy": strategy}
         if strategy == Strategy.DIRECTOR:
@@ -114,7 +112,8 @@ class Migrations(Cutovers):
                            backend_address=plan.get("destination"))
         else:
             routing.update(proxies=plan.get("proxies", []), destination=plan.get("destination"))
-        out.update(
+        return item_view(
+            item, ("plan", "execution_arn", "cutover_id", "kind", "drain_previous"),
             migration_id=item["cutover_id"],
             source=plan.get("source_host"),
             destination=plan.get("destination_host"),
@@ -125,10 +124,6 @@ class Migrations(Cutovers):
             delay_seconds=plan.get("delay_seconds"),
             copy_timeout_seconds=plan.get("copy_timeout_seconds"),
         )
-        out.setdefault("counts", {})
-        out.setdefault("finished_at", None)
-        out.setdefault("error", None)
-        return out
 
     def _audit_submit(
         self, cutover: dict[str, Any], caller: Caller, request: Any, change: Change
