@@ -3,9 +3,19 @@ success, and the client errors it can give, all with the same problem body."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from aws_lambda_powertools.event_handler import Response
 from pydantic import BaseModel, ConfigDict
+
+from mailfleet.logic.caller import Caller
+from mailfleet.models.tokens import Role
+
+# What app.py hands every route module's router_for: the caller check for a role, and the
+# JSON answer for a status and body.
+type CallerFor = Callable[[Role], Caller]
+type JsonResponse = Callable[[int, Any], Response]
 
 ERROR_MEANING = {
     400: "the request could not be read",

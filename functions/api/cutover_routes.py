@@ -8,18 +8,16 @@ answers and the idempotency settings stay the same for every route:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from answers import answers
+from answers import CallerFor, JsonResponse, answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from once import Once
+from changes import Changes
 from params import IdempotencyKey, Limit, NextToken
 
 from mailfleet.config import ApiSettings
-from mailfleet.logic.caller import Caller
 from mailfleet.logic.cutovers import Cutovers
 from mailfleet.models.cutovers import (
     CutoverAccepted,
@@ -29,21 +27,14 @@ from mailfleet.models.cutovers import (
     CutoverStatus,
     CutoverView,
 )
-from mailfleet.models.tokens import Role
 
 
-def router_for(
-    caller: Callable[[Role], Caller],
-    json_response: Callable[[int, Any], Response],
-    settings: ApiSettings,
-) -> Router:
+def router_for(caller: CallerFor, json_response: JsonResponse, settings: ApiSettings) -> Router:
     router = Router()
 
-    def cutover_service() -> Cutovers:
-        return Cutovers(settings=settings.cutovers, tables=settings.tables)
-
-    submit: Once[CutoverRequest] = Once(lambda cutover, who: cutover_service().submit(cutover, who),
-                                          table_name=settings.tables.idempotency_table)
+    cutovers = Changes(caller, json_response,
+                       lambda: Cutovers(settings=settings.cutovers, tables=settings.tables),
+                       scope="", table_name=settings.tables.idempotency_table)
 
     @router.post("/cutovers", tags=["cutovers"],
                  summary="Move accounts to a new destination on every proxy (or director)",
@@ -55,12 +46,7 @@ def router_for(
         body: CutoverRequest,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
-        who = caller(Role.OPERATOR)
-        answer, dry_run = submit(body, who, idempotency_key, router.lambda_context)
-        if dry_run:
-            return json_response(200, answer)
-        accepted = CutoverAccepted(**answer).model_dump(mode="json", exclude_defaults=True)
-        return json_response(202, accepted)
+        return cutovers.create(body, idempotency_key, router.lambda_context, CutoverAccepted)
 
     @router.get("/cutovers/<cutover_id>",
                  responses=answers({200: "the cutover"}, 404), operation_id="getCutover",
@@ -71,11 +57,7 @@ def router_for(
         accounts_limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
         next_token: NextToken = None,
     ) -> CutoverView:
-        who = caller(Role.VIEWER)
-        view = cutover_service().view(
-            cutover_id, accounts_limit=accounts_limit, next_token=next_token, caller=who
-        )
-        return CutoverView.model_validate(view)
+        return CutoverView.model_validate(cutovers.view(cutover_id, accounts_limit, next_token))
 
     @router.get("/cutovers",
                  responses=answers({200: "cutovers"}), operation_id="listCutovers",
@@ -85,19 +67,14 @@ def router_for(
         limit: Limit = 50,
         next_token: NextToken = None,
     ) -> CutoverList:
-        who = caller(Role.VIEWER)
-        cutovers, token = cutover_service().list(
-            status=status.value if status else None, limit=limit, next_token=next_token,
-            caller=who,
-        )
-        return CutoverList.model_validate({"cutovers": cutovers, "next_token": token})
+        found, token = cutovers.list(status, limit, next_token)
+        return CutoverList.model_validate({"cutovers": found, "next_token": token})
 
     @router.post("/cutovers/<cutover_id>/rollback", tags=["cutovers"],
                  summary="Put every DONE account back as it was remembered",
                  responses=answers({202: ("rollback started", CutoverAccepted)}, 404, 409),
                  operation_id="rollbackCutover")
     def rollback_cutover(cutover_id: str) -> Response[Any]:
-        who = caller(Role.OPERATOR)
-        return json_response(202, cutover_service().rollback(cutover_id, who))
+        return cutovers.rollback(cutover_id)
 
     return router

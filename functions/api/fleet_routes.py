@@ -9,17 +9,15 @@ answers stay the same for every route:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from answers import answers, shown
+from answers import CallerFor, JsonResponse, answers, shown
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from params import NextToken, ScheduleLimit
 
 from mailfleet.config import ApiSettings
-from mailfleet.logic.caller import Caller
 from mailfleet.logic.health import FleetHealth
 from mailfleet.logic.jobs import Jobs
 from mailfleet.logic.schedules import Schedules
@@ -37,11 +35,7 @@ from mailfleet.store.audit import AuditLog
 
 # One function holding the fleet and schedule routes as a table of short handlers (each a
 # few lines): its length is the number of routes, not logic.
-def router_for(
-    caller: Callable[[Role], Caller],
-    json_response: Callable[[int, Any], Response],
-    settings: ApiSettings,
-) -> Router:
+def router_for(caller: CallerFor, json_response: JsonResponse, settings: ApiSettings) -> Router:
     router = Router()
 
     def health_service() -> FleetHealth:

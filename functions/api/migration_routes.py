@@ -3,18 +3,16 @@ cutover_routes: app.include_router(migration_routes.router_for(caller, json_resp
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from answers import answers
+from answers import CallerFor, JsonResponse, answers
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from once import Once
+from changes import Changes
 from params import IdempotencyKey, Limit, NextToken
 
 from mailfleet.config import ApiSettings
-from mailfleet.logic.caller import Caller
 from mailfleet.logic.migrations import Migrations
 from mailfleet.models.cutovers import CutoverStatus
 from mailfleet.models.migrations import (
@@ -24,22 +22,14 @@ from mailfleet.models.migrations import (
     MigrationRequest,
     MigrationView,
 )
-from mailfleet.models.tokens import Role
 
 
-def router_for(
-    caller: Callable[[Role], Caller],
-    json_response: Callable[[int, Any], Response],
-    settings: ApiSettings,
-) -> Router:
+def router_for(caller: CallerFor, json_response: JsonResponse, settings: ApiSettings) -> Router:
     router = Router()
 
-    def migration_service() -> Migrations:
-        return Migrations(settings=settings.cutovers, tables=settings.tables)
-
-    submit: Once[MigrationRequest] = Once(
-        lambda migration, who: migration_service().submit(migration, who), scope="migrations",
-        table_name=settings.tables.idempotency_table)
+    migrations = Changes(caller, json_response,
+                         lambda: Migrations(settings=settings.cutovers, tables=settings.tables),
+                         scope="migrations", table_name=settings.tables.idempotency_table)
 
     @router.post("/migrations", tags=["migrations"],
                  summary="Move accounts with their mail to another Dovecot backend, then flip "
@@ -52,12 +42,8 @@ def router_for(
         body: MigrationRequest,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
-        who = caller(Role.OPERATOR)
-        answer, dry_run = submit(body, who, idempotency_key, router.lambda_context)
-        if dry_run:
-            return json_response(200, answer)
-        accepted = MigrationAccepted(**answer).model_dump(mode="json", exclude_defaults=True)
-        return json_response(202, accepted)
+        return migrations.create(body, idempotency_key, router.lambda_context,
+                                 MigrationAccepted)
 
     @router.get("/migrations/<migration_id>", tags=["migrations"],
                 responses=answers({200: "the migration"}, 404), operation_id="getMigration",
@@ -67,10 +53,8 @@ def router_for(
         accounts_limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
         next_token: NextToken = None,
     ) -> MigrationView:
-        who = caller(Role.VIEWER)
-        view = migration_service().view(migration_id, accounts_limit=accounts_limit,
-                                 next_token=next_token, caller=who)
-        return MigrationView.model_validate(view)
+        return MigrationView.model_validate(
+            migrations.view(migration_id, accounts_limit, next_token))
 
     @router.get("/migrations", tags=["migrations"], responses=answers({200: "migrations"}),
                 operation_id="listMigrations",
@@ -80,12 +64,8 @@ def router_for(
         limit: Limit = 50,
         next_token: NextToken = None,
     ) -> MigrationList:
-        who = caller(Role.VIEWER)
-        migrations, token = migration_service().list(
-            status=status.value if status else None, limit=limit, next_token=next_token,
-            caller=who,
-        )
-        return MigrationList.model_validate({"migrations": migrations, "next_token": token})
+        found, token = migrations.list(status, limit, next_token)
+        return MigrationList.model_validate({"migrations": found, "next_token": token})
 
     @router.post("/migrations/<migration_id>/rollback", tags=["migrations"],
                  summary="Per DONE account: copy back what arrived since the flip, then put "
@@ -93,7 +73,6 @@ def router_for(
                  responses=answers({202: ("rollback started", MigrationAccepted)}, 404, 409),
                  operation_id="rollbackMigration")
     def rollback_migration(migration_id: str) -> Response[Any]:
-        who = caller(Role.OPERATOR)
-        return json_response(202, migration_service().rollback(migration_id, who))
+        return migrations.rollback(migration_id)
 
     return router

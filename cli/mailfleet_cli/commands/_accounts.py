@@ -114,9 +114,17 @@ def start(client: Client, kind: str, body: dict[str, Any], key: str | None, wait
     finish(kind, watch_accounts(client, kind, ident, quiet=STATE.quiet, limit=watch_for), fmt)
 
 
-def run_options(body: dict[str, Any], max_concurrency: str | None,
+# The start options both kinds take with the same words.
+MaxConcurrency = Annotated[str | None, typer.Option(
+    "--max-concurrency", "-c", help="Accounts at once: N or N%.", show_default=False)]
+IdempotencyKey = Annotated[str | None, typer.Option("--idempotency-key", show_default=False)]
+
+
+def run_options(body: dict[str, Any], delay: int | None, max_concurrency: str | None,
                 tolerated_failure_percentage: float | None, dry_run: bool) -> dict[str, Any]:
     """`body` with the options every account run takes (both kinds alike)."""
+    if delay is not None:
+        body["delay_seconds"] = delay
     concurrency = count_or_percent("--max-concurrency", max_concurrency, minimum=1)
     if concurrency is not None:
         body["max_concurrency"] = concurrency

@@ -62,9 +62,7 @@ def start(
                         ] = None,
     drain: Annotated[str | None, typer.Option(
         "--drain", help="Director strategy: backend IP to flush.", show_default=False)] = None,
-    max_concurrency: Annotated[str | None, typer.Option(
-        "--max-concurrency", "-c", help="Accounts at once: N or N%.", show_default=False)
-    ] = None,
+    max_concurrency: _accounts.MaxConcurrency = None,
     tolerated_failure_percentage: Annotated[float | None, typer.Option(
         "--tolerated-failure-percentage", min=0, max=100, show_default=False,
         help="Stop starting accounts once more than this share fails.")] = None,
@@ -72,8 +70,7 @@ def start(
                                           "nobody.")] = False,
     wait: Wait = False,
     watch_for: WatchFor = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key",
-                                                        show_default=False)] = None,
+    idempotency_key: _accounts.IdempotencyKey = None,
     output: Output = None,
 ) -> None:
     """Start a cutover; with --wait, follow each account's steps live to the end."""
@@ -86,13 +83,11 @@ def start(
     backends = selection(backend, backend_tag, "backend")
     if backends:
         body["backends"] = backends
-    if delay is not None:
-        body["delay_seconds"] = delay
     if strategy:
         body["strategy"] = strategy.value
     if drain:
         body["drain"] = drain
-    _accounts.run_options(body, max_concurrency, tolerated_failure_percentage, dry_run)
+    _accounts.run_options(body, delay, max_concurrency, tolerated_failure_percentage, dry_run)
     _accounts.start(STATE.client(), "cutover", body, idempotency_key, wait, watch_for,
                     STATE.fmt(output))
 

@@ -47,9 +47,7 @@ def start(
         show_default=False)] = None,
     delay: Annotated[int | None, typer.Option("--delay", min=0, show_default=False,
                                               help="Seconds logins are held back.")] = None,
-    max_concurrency: Annotated[str | None, typer.Option(
-        "--max-concurrency", "-c", help="Accounts at once: N or N%.", show_default=False)
-    ] = None,
+    max_concurrency: _accounts.MaxConcurrency = None,
     tolerated_failure_percentage: Annotated[float | None, typer.Option(
         "--tolerated-failure-percentage", min=0, max=100, show_default=False)] = None,
     copy_timeout: Annotated[int | None, typer.Option(
@@ -58,8 +56,7 @@ def start(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan.")] = False,
     wait: Wait = False,
     watch_for: WatchFor = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key",
-                                                        show_default=False)] = None,
+    idempotency_key: _accounts.IdempotencyKey = None,
     output: Output = None,
 ) -> None:
     """Start a migration; with --wait, follow each account's steps live to the end."""
@@ -81,11 +78,9 @@ def start(
                            "destination": proxy_destination}
     if dsync_endpoint:
         body["dsync_endpoint"] = dsync_endpoint
-    if delay is not None:
-        body["delay_seconds"] = delay
     if copy_timeout is not None:
         body["copy_timeout_seconds"] = copy_timeout
-    _accounts.run_options(body, max_concurrency, tolerated_failure_percentage, dry_run)
+    _accounts.run_options(body, delay, max_concurrency, tolerated_failure_percentage, dry_run)
     _accounts.start(STATE.client(), "migration", body, idempotency_key, wait, watch_for,
                     STATE.fmt(output))
 

@@ -103,12 +103,7 @@ class Cutovers:
         if request.backends is not None:
             backends, _ = self._resolve(request.backends, kind_for(HostRole.BACKEND), "backends",
                                         caller)
-        keys = {account_key(a): a for a in request.accounts}
-        busy, stale = self._conflicts(keys)
-        if busy:
-            raise busy_accounts(busy)
-        total = len(request.accounts)
-        cutover_id = uuid.uuid4().hex
+        keys, stale = self._claim(request.accounts)
         plan = {
             "strategy": request.strategy.value,
             "destination": request.destination,
@@ -118,34 +113,15 @@ class Cutovers:
         }
         if request.drain:
             plan["drain"] = request.drain
-        cutover: dict[str, Any] = {
-            "cutover_id": cutover_id,
-            "status": CutoverStatus.PENDING.value,
-            "phase": "cutover",
-            "total": total,
-            "plan": plan,
-            "max_concurrency": min(resolve_limit(request.max_concurrency, total, minimum=1)
-                                   or 1, total),
-            "tolerated_failure_percentage": request.tolerated_failure_percentage,
-            "counts": {AccountStatus.PENDING.value: total},
-            "created_by": caller.principal,
-            "created_at": now_iso(),
-            "dry_run": request.dry_run,
-        }
-        if left_out:
-            cutover["left_out_in_maintenance"] = left_out
+        cutover = self._new_item(plan, request, caller, left_out)
+        cutover_id, total = cutover["cutover_id"], cutover["total"]
         answer: dict[str, Any] = {
             "cutover_id": cutover_id,
             "status": cutover["status"],
             "total": total,
         }
         if request.dry_run:
-            cutover.update(
-                status=CutoverStatus.SUCCEEDED.value,
-                counts={AccountStatus.SKIPPED.value: total},
-                finished_at=cutover["created_at"],
-            )
-            self._audit_submit(cutover, caller, request, self.store.create_change(cutover))
+            self._record_dry_run(cutover, request, caller)
             answer.update(
                 status=cutover["status"],
                 dry_run=True,
@@ -157,6 +133,45 @@ class Cutovers:
             return answer, True
         answer["status"] = self._reserve_and_start(cutover, keys, stale, request, caller)
         return answer, False
+
+    def _claim(self, accounts: list[str]) -> tuple[dict[str, str], Any]:
+        """The accounts by lock key and the stale locks to take over; refuses the request
+        when an account is busy in a live cutover or migration."""
+        keys = {account_key(a): a for a in accounts}
+        busy, stale = self._conflicts(keys)
+        if busy:
+            raise busy_accounts(busy)
+        return keys, stale
+
+    def _new_item(self, plan: dict[str, Any], request: Any, caller: Caller,
+                  left_out: list[str]) -> dict[str, Any]:
+        """A new PENDING cutover or migration item for the request's accounts (shared by
+        both: the same table item under its own phase)."""
+        total = len(request.accounts)
+        item: dict[str, Any] = {
+            "cutover_id": uuid.uuid4().hex,
+            "status": CutoverStatus.PENDING.value,
+            "phase": self.noun,
+            "total": total,
+            "plan": plan,
+            "max_concurrency": min(resolve_limit(request.max_concurrency, total, minimum=1)
+                                   or 1, total),
+            "tolerated_failure_percentage": request.tolerated_failure_percentage,
+            "counts": {AccountStatus.PENDING.value: total},
+            "created_by": caller.principal,
+            "created_at": now_iso(),
+            "dry_run": request.dry_run,
+        }
+        if left_out:
+            item["left_out_in_maintenance"] = left_out
+        return item
+
+    def _record_dry_run(self, item: dict[str, Any], request: Any, caller: Caller) -> None:
+        """A dry run ends at once, every account skipped, with its audit record."""
+        item.update(status=CutoverStatus.SUCCEEDED.value,
+                    counts={AccountStatus.SKIPPED.value: item["total"]},
+                    finished_at=item["created_at"])
+        self._audit_submit(item, caller, request, self.store.create_change(item))
 
     def _reserve_and_start(self, item: dict[str, Any], keys: dict[str, str],
                            stale: Any, request: Any, caller: Caller) -> str:
@@ -601,8 +616,8 @@ def _age_seconds(stamp: str) -> float:
 
 def _public(cutover: dict[str, Any]) -> dict[str, Any]:
     plan = cutover.get("plan", {})
-    out = {k: v for k, v in cutover.items() if k not in ("plan", "execution_arn")}
-    out.update(
+    return item_view(
+        cutover, ("plan", "execution_arn"),
         destination=plan.get("destination"),
         strategy=plan.get("strategy"),
         proxies=plan.get("proxies", []),
@@ -610,6 +625,13 @@ def _public(cutover: dict[str, Any]) -> dict[str, Any]:
         delay_seconds=plan.get("delay_seconds"),
         drain=plan.get("drain"),
     )
+
+
+def item_view(item: dict[str, Any], internal: tuple[str, ...], **shown: Any) -> dict[str, Any]:
+    """A cutover or migration item as the API shows it: without its internal fields, with
+    what its kind shows from the plan, and the fields every view has even before the end."""
+    out = {k: v for k, v in item.items() if k not in internal}
+    out.update(shown)
     out.setdefault("counts", {})
     out.setdefault("finished_at", None)
     out.setdefault("error", None)

@@ -9,7 +9,6 @@ The per-account steps run in mailfleet.logic.migration_steps.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,10 +16,9 @@ from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import HostRole
 from mailfleet.drivers.dovecot import DsyncTarget
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.cutovers import Cutovers, busy_accounts
+from mailfleet.logic.cutovers import Cutovers, item_view
 from mailfleet.logic.problems import invalid
-from mailfleet.models.common import now_iso, resolve_limit
-from mailfleet.models.cutovers import AccountStatus, CutoverStatus, Strategy, account_key
+from mailfleet.models.cutovers import Strategy
 from mailfleet.models.hosts import HostKind
 from mailfleet.models.migrations import DSYNC_PORT, DirectorRouting, MigrationRequest
 from mailfleet.store.audit import Change
@@ -57,12 +55,7 @@ class Migrations(Cutovers):
         if clash:
             raise invalid(field, "the routing layer cannot include the source or destination "
                           "backend: " + ", ".join(sorted(clash)))
-        keys = {account_key(a): a for a in request.accounts}
-        busy, stale = self._conflicts(keys)
-        if busy:
-            raise busy_accounts(busy)
-        total = len(request.accounts)
-        migration_id = uuid.uuid4().hex
+        keys, stale = self._claim(request.accounts)
         plan = {
             "kind": self.noun,
             # What the cutover steps read: the route's new target, the routers, the
@@ -79,29 +72,12 @@ class Migrations(Cutovers):
             "dsync_back": {"host": to_source.host, "port": to_source.port},
             "copy_timeout_seconds": request.copy_timeout_seconds,
         }
-        migration: dict[str, Any] = {
-            "cutover_id": migration_id,
-            "status": CutoverStatus.PENDING.value,
-            "phase": self.noun,
-            "total": total,
-            "plan": plan,
-            "max_concurrency": min(resolve_limit(request.max_concurrency, total, minimum=1)
-                                   or 1, total),
-            "tolerated_failure_percentage": request.tolerated_failure_percentage,
-            "counts": {AccountStatus.PENDING.value: total},
-            "created_by": caller.principal,
-            "created_at": now_iso(),
-            "dry_run": request.dry_run,
-        }
-        if left_out:
-            migration["left_out_in_maintenance"] = left_out
+        migration = self._new_item(plan, request, caller, left_out)
+        migration_id, total = migration["cutover_id"], migration["total"]
         answer: dict[str, Any] = {"migration_id": migration_id, "status": migration["status"],
                                   "total": total}
         if request.dry_run:
-            migration.update(status=CutoverStatus.SUCCEEDED.value,
-                             counts={AccountStatus.SKIPPED.value: total},
-                             finished_at=migration["created_at"])
-            self._audit_submit(migration, caller, request, self.store.create_change(migration))
+            self._record_dry_run(migration, request, caller)
             view = self.public(migration)
             answer.update(
                 status=migration["status"], dry_run=True,
@@ -129,8 +105,6 @@ class Migrations(Cutovers):
 
     def public(self, item: dict[str, Any]) -> dict[str, Any]:
         plan = item.get("plan", {})
-        out = {k: v for k, v in item.items()
-               if k not in ("plan", "execution_arn", "cutover_id", "kind", "drain_previous")}
         strategy = plan.get("strategy")
         routing: dict[str, Any] = {"strategy": strategy}
         if strategy == Strategy.DIRECTOR:
@@ -138,7 +112,8 @@ class Migrations(Cutovers):
                            backend_address=plan.get("destination"))
         else:
             routing.update(proxies=plan.get("proxies", []), destination=plan.get("destination"))
-        out.update(
+        return item_view(
+            item, ("plan", "execution_arn", "cutover_id", "kind", "drain_previous"),
             migration_id=item["cutover_id"],
             source=plan.get("source_host"),
             destination=plan.get("destination_host"),
@@ -149,10 +124,6 @@ class Migrations(Cutovers):
             delay_seconds=plan.get("delay_seconds"),
             copy_timeout_seconds=plan.get("copy_timeout_seconds"),
         )
-        out.setdefault("counts", {})
-        out.setdefault("finished_at", None)
-        out.setdefault("error", None)
-        return out
 
     def _audit_submit(
         self, cutover: dict[str, Any], caller: Caller, request: Any, change: Change
