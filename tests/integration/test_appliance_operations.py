@@ -36,6 +36,7 @@ def run_backup(host_ids: list[str], timeout_seconds: float = 30) -> dict[str, An
     request = JobRequest.model_validate({"action": "backup", "targets": {"hosts": host_ids},
                                          "timeout_seconds": timeout_seconds})
     answer, _ = Jobs().submit(request, Caller.system("test"))
+    assert answer["path"] == "appliance-operation", answer  # where it runs, from the start
     jobs = Jobs()
     assert jobs.wait(answer["job_id"], 60), "the state machine did not finish the job"
     return jobs.view(answer["job_id"])
@@ -160,6 +161,7 @@ def run_operation(action: str, params: dict[str, Any], host_ids: list[str]) -> d
                                          "targets": {"hosts": host_ids}, "timeout_seconds": 30,
                                          "confirm": f"{action}@{len(host_ids)}"})
     answer, _ = Jobs().submit(request, Caller.system("test"))
+    assert answer["path"] == "appliance-operation", answer  # where it runs, from the start
     jobs = Jobs()
     assert jobs.wait(answer["job_id"], 60), "the state machine did not finish the job"
     return jobs.view(answer["job_id"])

@@ -28,6 +28,8 @@ from mailfleet.fanout import (
     run_async,
 )
 from mailfleet.logic import connect
+from mailfleet.logic.appliance_ops import PATH as APPLIANCE_PATH
+from mailfleet.logic.appliance_ops import ApplianceOperations, is_long_operation
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.distributed import DISTRIBUTED, DistributedJobs, choose_path
 from mailfleet.logic.host_actions import HostActions
@@ -100,6 +102,8 @@ class Jobs:
             resolve_limit(request.max_concurrency, total, minimum=1) or 1,
             self.settings,
         )
+        if is_long_operation(kind.value, request.action, params):
+            path = APPLIANCE_PATH  # whatever its size: the answer says where it will run
         job = self._job_item(job_id, request, kind, params, caller, decision, approval, path,
                              total)
         self._record_start(job, [i["id"] for i in items], caller, decision, approval)
@@ -435,8 +439,6 @@ class Jobs:
     def path_for(self, job: dict[str, Any]) -> JobPath:
         """The path a job runs on: a long appliance operation on its state machine,
         whatever the job's size; else the one chosen when it was submitted."""
-        from mailfleet.logic.appliance_ops import ApplianceOperations, is_long_operation
-
         params = json.loads(job.get("run_params") or "{}")
         if is_long_operation(job.get("kind"), job["action"], params):
             return ApplianceOperations(self.records, self.settings.appliance)
