@@ -573,8 +573,9 @@ def audit_verify(
     since: DateTime = None, until: DateTime = None, next_token: NextToken = None
 ) -> AuditVerification:
     caller(Role.VIEWER)
-    return Verifier(AuditLog(TABLES.audit_table)).run(since=_instant("since", since),
-                                    until=_instant("until", until), next_token=next_token)
+    verifier = Verifier(AuditLog(TABLES.audit_table), settings=SETTINGS.audit)
+    return verifier.run(since=_instant("since", since), until=_instant("until", until),
+                        next_token=next_token)
 
 
 # ---------------------------------------------------------------------- helpers

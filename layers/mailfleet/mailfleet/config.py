@@ -138,6 +138,7 @@ class ApiSettings(BaseModel):
     cutovers: CutoverSettings = Field(default_factory=CutoverSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @property
     def tables(self) -> Tables:
