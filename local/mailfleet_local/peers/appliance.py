@@ -42,12 +42,11 @@ from email.message import Message
 from email.utils import formatdate
 from http.client import parse_headers
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from mailfleet_local.certs import SelfSigned, make_self_signed
-from mailfleet_local.peers.tls_listener import TlsListener
+from mailfleet_local.peers.tls_listener import StartedInWith, TlsListener
 
 PREFIX = "/api/v1/admin"
 API_VERSION = "1.24.0"
@@ -304,7 +303,7 @@ def _check_string(value: Any, option: str, allowed: frozenset[str], low: int, hi
     return None
 
 
-class ApplianceDouble:
+class ApplianceDouble(StartedInWith):
     """The appliance admin API on 127.0.0.1, over TLS, in this process.
 
     Controls: `token` (get/set), `latency`, `timings`, `inject(...)`, `requests_log`,
@@ -405,13 +404,6 @@ class ApplianceDouble:
         self._listener.join()
         if self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> ApplianceDouble:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # ---- inspection and controls -----------------------------------------------------
 

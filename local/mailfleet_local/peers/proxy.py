@@ -25,12 +25,11 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import unquote
 
 from mailfleet_local.certs import SelfSigned, make_self_signed
-from mailfleet_local.peers.tls_listener import TlsListener
+from mailfleet_local.peers.tls_listener import StartedInWith, TlsListener
 
 MIN_TOKEN_LEN = 32
 TEXT = "text/plain; charset=utf-8"
@@ -143,7 +142,7 @@ class _Conns:
     open: set[socket.socket] = field(default_factory=set)
 
 
-class ProxyDouble:
+class ProxyDouble(StartedInWith):
     """The proxy's management API on https://127.0.0.1:PORT. Thread-safe.
 
     Options mirror the proxy's [admin] table and its routing state: `token` (≥ 32 chars,
@@ -275,13 +274,6 @@ class ProxyDouble:
         self.die()
         if self._own_cert_dir:
             shutil.rmtree(self._cert_dir, ignore_errors=True)
-
-    def __enter__(self) -> ProxyDouble:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # ---- test controls and accessors --------------------------------------------------
 

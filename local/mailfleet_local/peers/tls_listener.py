@@ -9,9 +9,28 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from types import TracebackType
+from typing import Self
 
 # serve(connection, client address): one connection, read and answered by the double.
 Serve = Callable[[ssl.SSLSocket, str], None]
+
+
+class StartedInWith:
+    """`with double:` starts a test double and stops it on the way out."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
 
 class TlsListener:

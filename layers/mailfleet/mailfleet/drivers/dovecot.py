@@ -550,18 +550,13 @@ class DovecotDriver(Driver):
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         """Run one command; exitCode 75 (temporary failure) is retried with back-off
         while the deadline allows, nothing else is."""
-        params = dict(params or {})
-        if action == "who":
-            params["separateConnections"] = True
+        params = _command_params(action, params)
         delay = RETRY_FIRST_DELAY
         for attempt in range(1, RETRY_MAX_ATTEMPTS + 1):
             try:
                 return self._run(action, params, deadline)
             except HostError as error:
-                tempfail = error.type is ErrorType.EXIT_CODE and error.code == TEMPFAIL
-                # Leave room for the retry itself, not only the pause before it.
-                if (not tempfail or attempt == RETRY_MAX_ATTEMPTS
-                        or deadline.remaining() < delay * 1.5):
+                if not _retry_allowed(error, attempt, delay, deadline):
                     raise
                 deadline.sleep(delay)
                 delay *= 2
@@ -571,17 +566,13 @@ class DovecotDriver(Driver):
                             ) -> Any:
         """`perform` in an event loop (the fan-out's path for many hosts): the same
         request, retries and errors, on a connection of its own."""
-        params = dict(params or {})
-        if action == "who":
-            params["separateConnections"] = True
+        params = _command_params(action, params)
         delay = RETRY_FIRST_DELAY
         for attempt in range(1, RETRY_MAX_ATTEMPTS + 1):
             try:
                 return await self._run_async(action, params, deadline)
             except HostError as error:
-                tempfail = error.type is ErrorType.EXIT_CODE and error.code == TEMPFAIL
-                if (not tempfail or attempt == RETRY_MAX_ATTEMPTS
-                        or deadline.remaining() < delay * 1.5):
+                if not _retry_allowed(error, attempt, delay, deadline):
                     raise
                 await asyncio.sleep(max(0.0, min(delay, deadline.remaining())))
                 delay *= 2
@@ -726,3 +717,19 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _command_params(action: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """A command's parameters as sent: `who` always lists connections one by one."""
+    params = dict(params or {})
+    if action == "who":
+        params["separateConnections"] = True
+    return params
+
+
+def _retry_allowed(error: HostError, attempt: int, delay: float, deadline: Deadline) -> bool:
+    """Only a temporary failure (exitCode 75) is retried, and only while the attempts
+    last and the deadline leaves room for the retry itself, not only the pause before it."""
+    tempfail = error.type is ErrorType.EXIT_CODE and error.code == TEMPFAIL
+    return (tempfail and attempt < RETRY_MAX_ATTEMPTS
+            and deadline.remaining() >= delay * 1.5)

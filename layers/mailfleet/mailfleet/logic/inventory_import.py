@@ -50,11 +50,12 @@ class BulkImport:
     def __init__(self, hosts: HostStore | None = None, audit: AuditLog | None = None,
                  secret_settings: SecretSettings | None = None, tables: Tables | None = None
                  ) -> None:
-        tables = tables or Tables()
-        self.hosts = hosts or HostStore(tables.hosts_table)
-        self.audit = audit or AuditLog(tables.audit_table)
-        self.secret_settings = secret_settings or SecretSettings()
-        self.prefix = self.secret_settings.host_secrets_prefix
+        # The same stores and secret prefix as POST /hosts: the import writes through them.
+        self.inventory = Inventory(hosts=hosts, audit=audit, secret_settings=secret_settings,
+                                   tables=tables)
+        self.hosts = self.inventory.hosts
+        self.audit = self.inventory.audit
+        self.prefix = self.inventory.prefix
 
     def run(self, raw: list[dict[str, Any]], on_conflict: OnConflict, caller: Caller
             ) -> ImportOutcome:
@@ -128,8 +129,7 @@ class BulkImport:
         external = [e for e in entries if e.body.credentials_secret is not None]
         if not external:
             return entries
-        inventory = Inventory(hosts=self.hosts, audit=self.audit,
-                              secret_settings=self.secret_settings)
+        inventory = self.inventory
         users = self.hosts.secret_users()
         bound = []
         for entry in external:

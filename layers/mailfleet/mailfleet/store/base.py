@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -122,6 +123,30 @@ def batch_get(table: Any, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
     return found
+
+
+def query_page(
+    table: Any,
+    kwargs: dict[str, Any],
+    *,
+    limit: int | None,
+    next_token: str | None,
+    clean: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a Query (up to `limit` items, all when None) from `next_token` on,
+    each item passed through `clean`; returns the items and the next page's token."""
+    start = decode_page(next_token)
+    out: list[dict[str, Any]] = []
+    while True:
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        if limit is not None:
+            kwargs["Limit"] = limit - len(out)
+        page = table.query(**kwargs)
+        out.extend(clean(i) for i in page.get("Items", []))
+        start = page.get("LastEvaluatedKey")
+        if not start or (limit is not None and len(out) >= limit):
+            return out, encode_page(start)
 
 
 def newest_first(

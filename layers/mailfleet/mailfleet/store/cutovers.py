@@ -22,10 +22,9 @@ from mailfleet.models.common import now_iso
 from mailfleet.store.audit import Change
 from mailfleet.store.base import (
     batch_get,
-    decode_page,
-    encode_page,
     from_dynamo,
     newest_first,
+    query_page,
     to_dynamo,
 )
 
@@ -258,18 +257,9 @@ class CutoverStore:
             names = {f"#p{i}": f for i, f in enumerate(fields)}
             kwargs["ProjectionExpression"] = ", ".join(names)
             kwargs["ExpressionAttributeNames"] = names
-        start = decode_page(next_token)
-        out: list[dict[str, Any]] = []
-        while True:
-            if start:
-                kwargs["ExclusiveStartKey"] = start
-            if limit is not None:
-                kwargs["Limit"] = limit - len(out)
-            page = self._table.query(**kwargs)
-            out.extend(_clean(i) for i in page.get("Items", []))
-            start = page.get("LastEvaluatedKey")
-            if not start or (limit is not None and len(out) >= limit):
-                return out, encode_page(start)
+        return query_page(
+            self._table, kwargs, limit=limit, next_token=next_token, clean=_clean
+        )
 
     def update_account(
         self,

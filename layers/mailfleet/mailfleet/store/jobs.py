@@ -22,10 +22,9 @@ from mailfleet.models.jobs import HostResult, JobStatus
 from mailfleet.store.audit import Change
 from mailfleet.store.base import (
     batch_put,
-    decode_page,
-    encode_page,
     from_dynamo,
     newest_first,
+    query_page,
     to_dynamo,
 )
 
@@ -245,22 +244,16 @@ class JobStore:
             "KeyConditionExpression": Key("pk").eq(job_id) & Key("sk").begins_with(RESULT_PREFIX),
             "ConsistentRead": True,
         }
-        start = decode_page(next_token)
-        out: list[dict[str, Any]] = []
-        while True:
-            if start:
-                kwargs["ExclusiveStartKey"] = start
-            if limit is not None:
-                kwargs["Limit"] = limit - len(out)
-            page = self._table.query(**kwargs)
-            for item in page.get("Items", []):
-                item = from_dynamo(item)
-                for key in ("pk", "sk", "expires_at"):
-                    item.pop(key, None)
-                out.append(item)
-            start = page.get("LastEvaluatedKey")
-            if not start or (limit is not None and len(out) >= limit):
-                return out, encode_page(start)
+        return query_page(
+            self._table, kwargs, limit=limit, next_token=next_token, clean=_result_from_item
+        )
+
+
+def _result_from_item(item: dict[str, Any]) -> dict[str, Any]:
+    out = from_dynamo(item)
+    for key in ("pk", "sk", "expires_at"):
+        out.pop(key, None)
+    return out
 
 
 def _job_from_item(item: dict[str, Any]) -> dict[str, Any]:
