@@ -709,16 +709,8 @@ def test_stop_ends_a_worker_stuck_on_an_unanswered_request() -> None:
             + f"Authorization: {wrong}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        until = time.monotonic() + 3
-        workers: list[int] = []
-        while not workers and time.monotonic() < until:
-            workers = [
-                p
-                for p in inst.child_pids()
-                if b"doveadm-server" in Path(f"/proc/{p}/cmdline").read_bytes()
-            ]
-            time.sleep(0.05)
-        assert workers, "the hung request should hold a doveadm worker"
+        workers = wait_until(lambda: [p for p in inst.child_pids() if _is_doveadm_server(p)],
+                             timeout=10, what="the hung request holding a doveadm worker")
         master = inst.pid
         rss = inst.rss_bytes()
         assert 5_000_000 < rss < 100_000_000
@@ -765,3 +757,11 @@ def test_the_event_loop_path_meets_the_real_server(dovecot_host: DovecotInstance
     with pytest.raises(HostError) as info:
         perform_async(DovecotDriver(down, Credentials(api_key="k")), "who", {})
     assert info.value.type is ErrorType.CONNECTION and "refused" in info.value.message
+
+
+def _is_doveadm_server(pid: int) -> bool:
+    """A doveadm-server process; a child that exited since it was listed is not one."""
+    try:
+        return b"doveadm-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
