@@ -440,12 +440,12 @@ def create_job(
     if dry_run:
         return json_response(200, answer)
     if answer["status"] == JobStatus.AWAITING_APPROVAL:
-        return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
+        return json_response(202, shown(JobAccepted, answer))
     jobs = Jobs(settings=JOBS)
     wait = wait_budget(wait, app.lambda_context)
     if wait and jobs.wait(answer["job_id"], wait):
         return json_response(200, shown(JobView, jobs.view(answer["job_id"])))
-    return json_response(202, JobAccepted(**answer).model_dump(mode="json", exclude_none=True))
+    return json_response(202, shown(JobAccepted, answer))
 
 
 @app.get(

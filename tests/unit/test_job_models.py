@@ -94,3 +94,20 @@ def test_a_job_is_answered_exactly_as_stored() -> None:
     }
     answered = _shown()(JobView, stored)
     assert json.dumps(answered, sort_keys=True) == json.dumps(stored, sort_keys=True)
+
+
+def test_a_started_job_answers_its_policy_and_approval_typed_and_as_recorded() -> None:
+    from mailfleet.models.jobs import JobAccepted
+
+    answer = {"job_id": "j1", "status": "PENDING", "total": 3, "path": "inprocess",
+              "policy": {"class": "read", "least_role": None, "rule": "dovecot.who",
+                         "reason": "reads"},
+              "approval": {"required": False, "threshold_hosts": 10}}
+    accepted = JobAccepted.model_validate(answer)
+    assert accepted.policy is not None and accepted.policy.action_class == "read"
+    assert accepted.approval is not None and accepted.approval.required is False
+    # What POST /jobs sends (answers.shown): the same JSON, least_role null included.
+    assert accepted.model_dump(mode="json", exclude_unset=True) == answer
+    schema = JobAccepted.model_json_schema(mode="serialization")
+    assert {"PolicyView", "ApprovalView", "TargetView"} <= set(schema["$defs"])
+    assert "class" in schema["$defs"]["PolicyView"]["properties"]

@@ -88,15 +88,50 @@ class JobRequest(Model):
     confirm: str | None = Field(default=None, max_length=200)
 
 
+class PolicyView(Model):
+    """What the action policy said of the job's action and parameters."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True,
+                              defer_build=True)
+
+    action_class: str = Field(alias="class", description="read, session, change, destructive")
+    least_role: str | None = Field(default=None, description="the least role that may run it")
+    rule: str | None = None
+    reason: str | None = None
+
+
+class ApprovalView(Model):
+    """Whether a second principal must approve a destructive job, and what became of it."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    required: bool
+    threshold_hosts: int
+    confirm: str | None = Field(default=None, description='"<action>@<number of targets>"')
+    expires_at: str | None = None
+    expires_epoch: int | None = None
+    approved_by: str | None = None
+    approved_at: str | None = None
+
+
+class TargetView(Model):
+    """A host a dry run would reach."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    host: str
+    endpoint: str
+
+
 class JobAccepted(Model):
     job_id: str
     status: JobStatus
     total: int
     path: str | None = None
     dry_run: bool = False
-    targets: list[dict[str, Any]] | None = None
-    policy: dict[str, Any] | None = None
-    approval: dict[str, Any] | None = None
+    targets: list[TargetView] | None = None
+    policy: PolicyView | None = None
+    approval: ApprovalView | None = None
 
 
 # The views below are what the jobs table holds, as the API shows it: a field they do not
@@ -193,8 +228,8 @@ class JobView(Model):
     path: str = "inprocess"
     schedule: str | None = None
     cancel_requested: bool = False
-    policy: dict[str, Any] | None = None
-    approval: dict[str, Any] | None = None
+    policy: PolicyView | None = None
+    approval: ApprovalView | None = None
     results: list[HostResult] | None = None
     next_token: str | None = None
 
