@@ -87,6 +87,44 @@ def wait_final(local_api: Any, job_id: str, timeout: float = 90) -> dict[str, An
     return view.json()
 
 
+def test_hosts_removed_before_the_worker_reads_them_fail_and_the_rest_run(
+        local_api: Any, fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker reads its hosts 100 at a time while the first ones run (read-ahead):
+    hosts deleted between the job's acceptance and that read, in two different chunks,
+    get one FAILED result each and are not contacted; every other host runs once."""
+    from mailfleet.logic import jobs as jobs_module
+    from mailfleet.logic.caller import Caller
+    from mailfleet.models.jobs import JobRequest
+
+    ids = fleet["ids"][:350]  # in-process (under 500 here): four chunks of reads
+    removed = [ids[150], ids[340]]
+    # Accepted, but its worker not launched yet: the hosts go away in between.
+    monkeypatch.setattr(jobs_module.InProcessPath, "start", lambda self, job, targets: None)
+    request = JobRequest.model_validate({"action": "who", "targets": {"hosts": ids},
+                                         "max_concurrency": 50})
+    answer, _ = jobs_module.Jobs().submit(request, Caller.system("test"))
+    assert answer["path"] == "inprocess"
+    table = aws.table(Tables().hosts_table)
+    kept = [table.get_item(Key={"id": h}, ConsistentRead=True)["Item"] for h in removed]
+    fleet["sim"].reset()
+    try:
+        for host_id in removed:
+            table.delete_item(Key={"id": host_id})
+        jobs_module.Jobs().execute(answer["job_id"])
+    finally:
+        for item in kept:
+            table.put_item(Item=item)
+    view = jobs_module.Jobs().view(answer["job_id"])
+    assert view["counts"] == {"SUCCEEDED": 348, "FAILED": 2}
+    by_host = {r["host"]: r for r in view["results"]}
+    assert sorted(by_host) == sorted(ids)
+    for host_id in removed:
+        assert by_host[host_id]["status"] == "FAILED"
+        assert by_host[host_id]["error"]["message"] == "host was removed from the inventory"
+    seen = fleet["sim"].stats()
+    assert seen["posts"] == 348 and seen["posts_per_host_max"] == 1
+
+
 def audit_actions(local_api: Any, job_id: str) -> list[str]:
     events = local_api.request("GET", "/audit", params={"job_id": job_id, "limit": 100})
     return sorted(e["action"] for e in events.json()["events"])

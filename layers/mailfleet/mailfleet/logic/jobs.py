@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -635,18 +635,13 @@ class Jobs:
         """Run the job's action on the hosts `todo` (ids without a result yet), each result
         recorded; shared by the in-process worker and each batch of the Distributed Map."""
         job_id = job["job_id"]
-        items = self.hosts.get_many(todo)
-        gone = [h for h in todo if h not in items]
-        if gone:  # counted in the Summary below, with the hosts that ran
-            removed = HostError(ErrorType.UNSUPPORTED, "host was removed from the inventory")
-            self.store.write_results(job_id, [HostResult.failed(h, removed) for h in gone])
         params = json.loads(job.get("run_params") or "{}")
         sink = BatchedResults(self.store, job_id, interval=flush_interval)
+        items: dict[str, dict[str, Any]] = {}  # filled as the hosts are read
+        gone: list[str] = []
         actions = HostActions(job_id, job["action"], params, items, self.records,
                               refused=self._refused_at_run(job, params))
-        hosts = [Host.model_validate(items[h]) for h in todo if h in items]
-        secrets.prefetch(i["credentials_secret"] for i in items.values()
-                         if i.get("credentials_secret"))
+        hosts = self._hosts_as_read(todo, items, gone, sink)
         engine = Rules(
             concurrency=concurrency,
             timeout_seconds=float(job["timeout_seconds"]),
@@ -661,9 +656,31 @@ class Jobs:
                 summary = run(hosts, actions.perform, sink, **engine)
         finally:
             sink.close()
-        if gone:
+        if gone:  # counted with the hosts that ran
             summary.counts[ResultStatus.FAILED.value] += len(gone)
         return summary
+
+    def _hosts_as_read(self, todo: list[str], items: dict[str, dict[str, Any]],
+                       gone: list[str], sink: BatchedResults) -> Iterator[Host]:
+        """The hosts `todo`, in order, as the inventory answers (HostStore.read_ahead):
+        the first hundred run while the rest are read, with their secrets. Each item goes
+        into `items` before its host is yielded; a host no longer in the inventory gets
+        its failed result here and is not run."""
+        removed = HostError(ErrorType.UNSUPPORTED, "host was removed from the inventory")
+
+        def read_secrets(found: dict[str, dict[str, Any]]) -> None:
+            secrets.prefetch(i["credentials_secret"] for i in found.values()
+                             if i.get("credentials_secret"))
+
+        for ids, found in self.hosts.read_ahead(todo, also=read_secrets):
+            for host_id in ids:
+                item = found.get(host_id)
+                if item is None:
+                    gone.append(host_id)
+                    sink.record(HostResult.failed(host_id, removed).item())
+                    continue
+                items[host_id] = item
+                yield Host.model_validate(item)
 
     @staticmethod
     def _refused_at_run(job: dict[str, Any], params: dict[str, Any]) -> HostError | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
+from queue import SimpleQueue
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
@@ -123,6 +125,40 @@ def batch_get(table: Any, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
     return found
+
+
+def read_ahead[Chunk, Read](chunks: Sequence[Chunk], read: Callable[[Chunk], Read]
+                            ) -> Iterator[Read]:
+    """`read(chunk)` for each chunk, yielded in order, the reads done one after another in
+    a background thread as fast as they go: the caller works on the first chunk's items
+    while the next ones are read (a job's first hosts start after one read, not twenty).
+    A failed read is raised where its chunk would have come; a caller that stops early
+    stops the reads after the one under way."""
+    if len(chunks) <= 1:
+        yield from (read(chunk) for chunk in chunks)
+        return
+    answers: SimpleQueue[tuple[bool, Any]] = SimpleQueue()
+    stop = threading.Event()
+
+    def reader() -> None:
+        for chunk in chunks:
+            if stop.is_set():
+                return
+            try:
+                answers.put((True, read(chunk)))
+            except Exception as exc:  # raised in the caller's thread, below
+                answers.put((False, exc))
+                return
+
+    threading.Thread(target=reader, name="read-ahead", daemon=True).start()
+    try:
+        for _ in chunks:
+            ok, value = answers.get()
+            if not ok:
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 def query_page(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr
@@ -11,7 +12,14 @@ from mailfleet import aws
 from mailfleet.config import Tables
 from mailfleet.models.hosts import Host
 from mailfleet.store.audit import Change
-from mailfleet.store.base import batch_get, decode_page, encode_page, from_dynamo, to_dynamo
+from mailfleet.store.base import (
+    batch_get,
+    decode_page,
+    encode_page,
+    from_dynamo,
+    read_ahead,
+    to_dynamo,
+)
 
 
 class HostNotFound(Exception):
@@ -59,6 +67,22 @@ class HostStore:
         """Items by id (missing ids are absent), 100 keys per BatchGetItem."""
         items = batch_get(self._table, [{"id": h} for h in host_ids])
         return {item["id"]: item for item in items}
+
+    def read_ahead(
+        self, host_ids: list[str], also: Callable[[dict[str, dict[str, Any]]], None] | None = None
+    ) -> Iterator[tuple[list[str], dict[str, dict[str, Any]]]]:
+        """get_many, 100 ids at a time in order, each chunk's (ids, items found) yielded as
+        soon as it is read while the next ones are read in the background (store.base
+        .read_ahead); `also(items)` runs in that reader after each read (e.g. reading
+        their secrets)."""
+        def read(ids: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+            found = self.get_many(ids)
+            if also is not None:
+                also(found)
+            return ids, found
+
+        chunks = [host_ids[start : start + 100] for start in range(0, len(host_ids), 100)]
+        return read_ahead(chunks, read)
 
     def set_fields(self, host_id: str, **fields: Any) -> None:
         """Update a few attributes of an existing host (health, cached command lists)."""
