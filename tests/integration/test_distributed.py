@@ -125,6 +125,47 @@ def test_hosts_removed_before_the_worker_reads_them_fail_and_the_rest_run(
     assert seen["posts"] == 348 and seen["posts_per_host_max"] == 1
 
 
+def test_a_worker_out_of_time_hands_over_and_the_next_runs_only_the_rest(
+        local_api: Any, fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process path: a worker whose invocation runs out of time stops starting hosts
+    and hands over; the next invocation reads what was recorded and runs only the hosts
+    without a result, and the job closes with every host counted once."""
+    from mailfleet.logic import jobs as jobs_module
+    from mailfleet.logic.caller import Caller
+    from mailfleet.models.jobs import JobRequest
+
+    ids = fleet["ids"][:300]
+    monkeypatch.setattr(jobs_module.InProcessPath, "start", lambda self, job, targets: None)
+    request = JobRequest.model_validate({"action": "who", "targets": {"hosts": ids},
+                                         "max_concurrency": 20, "timeout_seconds": 5})
+    answer, _ = jobs_module.Jobs().submit(request, Caller.system("test"))
+    job_id = answer["job_id"]
+    fleet["sim"].reset()
+    asked = 0
+
+    def remaining_ms() -> int:
+        """Plenty for the first 120 starts, then less than one host's timeout."""
+        nonlocal asked
+        asked += 1
+        return 600_000 if asked <= 120 else 1_000
+
+    handed: list[str] = []
+    first = jobs_module.Jobs().execute(job_id, remaining_ms=remaining_ms,
+                                       continue_later=handed.append)
+    assert first == {"job_id": job_id, "status": "RUNNING", "handed_over": True}
+    assert handed == [job_id]
+    done_first = len(JobStore().results(job_id)[0])
+    assert 100 <= done_first < len(ids)
+    second = jobs_module.Jobs().execute(job_id, remaining_ms=lambda: 600_000,
+                                        continue_later=handed.append)
+    assert second["status"] == "SUCCEEDED" and handed == [job_id]
+    view = jobs_module.Jobs().view(job_id)
+    assert view["counts"] == {"SUCCEEDED": len(ids)}
+    assert sorted(r["host"] for r in view["results"]) == sorted(ids)
+    seen = fleet["sim"].stats()
+    assert seen["posts"] == len(ids) and seen["posts_per_host_max"] == 1
+
+
 def audit_actions(local_api: Any, job_id: str) -> list[str]:
     events = local_api.request("GET", "/audit", params={"job_id": job_id, "limit": 100})
     return sorted(e["action"] for e in events.json()["events"])

@@ -596,7 +596,9 @@ class Jobs:
             return {"job_id": job_id, "status": job["status"], "skipped": "awaiting approval"}
         path = InProcessPath(self.records, self.settings.fanout)
         targets: list[str] = job["targets"]
-        previous = self.store.results(job_id)[0]  # a resumed job's hosts already done
+        # A resumed job's hosts already done (a job never started has none: no read).
+        previous = ([] if job["status"] == JobStatus.PENDING
+                    else self.store.results(job_id)[0])
         done = {r["host"] for r in previous}
         todo = [h for h in targets if h not in done]
         if job.get("cancel_requested"):
