@@ -31,7 +31,9 @@ against moto's own code on every kind of attribute value.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -67,7 +69,39 @@ def install() -> None:
         return known[host]
 
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+    for owner, name, fast in _patches():
+        _ORIGINALS[(owner, name)] = getattr(owner, name)
+        setattr(owner, name, fast)
     _installed = True
+
+
+_ORIGINALS: dict[tuple[type, str], Any] = {}
+
+
+def _patches() -> list[tuple[type, str, Any]]:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+    from moto.dynamodb.models.table import Table
+    from moto.dynamodb.responses import DynamoHandler
+
+    return [(DynamoHandler, "parse_parameters", parse_parameters),
+            (Table, "query", query),
+            (DynamoType, "size", attribute_size),
+            (Item, "size", item_size),
+            (Item, "__init__", item_init)]
+
+
+@contextlib.contextmanager
+def moto_itself() -> Iterator[None]:
+    """moto's own code in place of this module's request parsing, query and item sizes
+    (tests compare the two; not thread-safe)."""
+    install()
+    for (owner, name), original in _ORIGINALS.items():
+        setattr(owner, name, original)
+    try:
+        yield
+    finally:
+        for owner, name, fast in _patches():
+            setattr(owner, name, fast)
 
 
 _LEAVES = frozenset({str, int, float, bool, type(None)})
@@ -165,3 +199,185 @@ def dynamodb_serializer() -> type:
             super()._serialize_type_map(serialized, value, shape, key)
 
     return DynamoDBSerializer
+
+
+# --- Requests: the AttributeValues of a request, parsed as moto's JSON parser does ----
+
+
+def parse_parameters(self: Any, request: Any) -> None:
+    """moto's `BaseResponse.parse_parameters`, with `DynamoDBParser` for JSON requests."""
+    from moto.core.parse import PROTOCOL_PARSERS
+    from moto.core.request import determine_request_protocol
+    from moto.core.utils import get_service_model
+
+    service_model = get_service_model(self.boto3_service_name)
+    operation_model = service_model.operation_model(self._get_action())
+    protocol = determine_request_protocol(service_model, request.content_type)
+    parser_cls = dynamodb_parser() if protocol == "json" else PROTOCOL_PARSERS[protocol]
+    parser = parser_cls(operation_model, map_type=self.PROTOCOL_PARSER_MAP_TYPE)
+    self.params = parser.parse({
+        "method": request.method,
+        "values": request.values,
+        "headers": request.headers,
+        "body": request.data,
+        "url_path": request.path,
+        "url_params": self.uri_match,
+    })
+
+
+_AS_SENT = frozenset({"S", "N", "BOOL", "NULL"})  # string and boolean shapes: kept as sent
+
+
+def parsed_value(value: Any) -> dict[str, Any]:
+    """One AttributeValue of a request, as moto's JSON parser returns it (new containers,
+    the same strings); anything else (binary values, several or unknown members, nulls)
+    is left to moto's parser."""
+    if type(value) is not dict or len(value) != 1:
+        raise _NotWireForm
+    ((kind, inner),) = value.items()
+    if inner is None:
+        raise _NotWireForm
+    if kind in _AS_SENT:
+        return {kind: inner}
+    if kind == "M":
+        return {kind: parsed_map(inner)}
+    if kind == "L" and type(inner) is list:
+        return {kind: [parsed_value(item) for item in inner]}
+    if kind in _STRINGS and type(inner) is list:
+        return {kind: list(inner)}
+    raise _NotWireForm
+
+
+def parsed_map(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _NotWireForm
+    return {name: parsed_value(item) for name, item in value.items()}
+
+
+@functools.cache
+def dynamodb_parser() -> type:
+    """moto's JSON request parser, parsing attribute values (and maps of them) directly.
+
+    moto walks each AttributeValue through the 10 members of its shape (a handler looked
+    up by name for each), which was the largest single cost of moto in a job."""
+    from moto.core.parse import JSONParser
+
+    class DynamoDBParser(JSONParser):
+        def _parse_structure(self, shape: Any, value: Any) -> Any:
+            if shape.name == "AttributeValue":
+                try:
+                    return parsed_value(value)
+                except _NotWireForm:
+                    pass
+            return super()._parse_structure(shape, value)
+
+        def _parse_map(self, shape: Any, value: Any) -> Any:
+            if getattr(shape.value, "name", None) == "AttributeValue":
+                try:
+                    return parsed_map(value)
+                except _NotWireForm:
+                    pass
+            return super()._parse_map(shape, value)
+
+    return DynamoDBParser
+
+
+# --- Query: a table's own partition, not every item of the table ----------------------
+
+
+class _OnePartition:
+    """A table seen through one partition: moto's `Table.query` runs unchanged on it."""
+
+    def __init__(self, table: Any, items: list[Any]) -> None:
+        self._table = table
+        self._items = items
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def all_items(self) -> list[Any]:
+        return self._items
+
+
+def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+    """moto's `Table.query`; on the table's own key (no index), over that key's partition.
+
+    moto collects its candidates from `all_items()`: every item of the table, sorted, then
+    kept if `item.hash_key == hash_key`, then sorted by range key. The items of that hash
+    key are exactly the partition `self.items[hash_key]` (DynamoType's hash agrees with
+    its equality), and their range keys are distinct and of the table's one type, so
+    moto's own sort by range key puts them in the same order whatever order they come
+    in: moto's query runs unchanged with `all_items()` answering that partition, and
+    everything after it (order, pages, limits, filters, projection, copies) is its own."""
+    from moto.dynamodb.models.table import Table
+
+    original = _ORIGINALS[(Table, "query")]
+    index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+    if index_name or hash_key is None:
+        return original(self, hash_key, *args, **kwargs)
+    # .get: `items` is a defaultdict, and a query must not add an empty partition.
+    partition = self.items.get(hash_key)
+    if partition is None:
+        found: list[Any] = []
+    elif self.range_key_attr:
+        found = list(partition.values())
+    else:
+        found = [partition]
+    return original(_OnePartition(self, found), hash_key, *args, **kwargs)
+
+
+# --- Item sizes: the same numbers, without copying every map on the way ---------------
+
+
+def attribute_size(self: Any) -> int:
+    """moto's `DynamoType.size`: it wraps each member of a map in a new DynamoType (which
+    copies its whole subtree) just to ask its size."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    kind, value = self.type, self.value
+    if kind == "N":
+        return len(str(value))
+    if kind in ("SS", "NS", "BS"):
+        if kind == "NS":
+            return sum(len(str(member)) for member in value)
+        return sum(1 if isinstance(member, bool) else _bytesize(member) for member in value)
+    if kind == "L":
+        return sum(member.size() for member in value)
+    if kind == "M":
+        return sum(_bytesize(name) + (attribute_size(member) if type(member) is DynamoType
+                                      else DynamoType(member).size())
+                   for name, member in value.items())
+    if isinstance(value, bool):
+        return 1
+    return _bytesize(value)
+
+
+def _bytesize(value: str | bytes) -> int:
+    return len(value if isinstance(value, bytes) else value.encode("utf-8"))
+
+
+def item_size(self: Any) -> int:
+    return sum(_bytesize(name) + value.size() for name, value in self.attrs.items())
+
+
+def item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+    """moto's `Item.__init__`, keeping the running size of the item.
+
+    moto adds each attribute through `LimitedSizeDict.__setitem__`, which sums the size of
+    every attribute already there: quadratic in the number of attributes. The keys of
+    `attrs` are distinct, so the sum it computes is the running total kept here, and the
+    same 405,000-byte check is made at the same point."""
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+
+    self.hash_key = hash_key
+    self.range_key = range_key
+    self.attrs = LimitedSizeDict()
+    total = 0
+    for key, value in attrs.items():
+        attribute = DynamoType(value)
+        size = _bytesize(str(key)) + attribute.size()
+        if total + size > 405000:
+            raise ItemSizeTooLarge
+        dict.__setitem__(self.attrs, key, attribute)
+        total += size
