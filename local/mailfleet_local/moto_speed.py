@@ -70,12 +70,21 @@ def install() -> None:
 
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
     for owner, name, fast in _patches():
-        _ORIGINALS[(owner, name)] = getattr(owner, name)
+        _ORIGINALS[(owner, name)] = _own_attribute(owner, name)
         setattr(owner, name, fast)
     _installed = True
 
 
+def _own_attribute(owner: type, name: str) -> Any:
+    """The attribute as its class holds it (a staticmethod stays one)."""
+    for cls in owner.__mro__:
+        if name in cls.__dict__:
+            return cls.__dict__[name]
+    raise AttributeError(name)
+
+
 _ORIGINALS: dict[tuple[type, str], Any] = {}
+_DynamoType: Any = None  # moto's, once installed
 
 
 def _patches() -> list[tuple[type, str, Any]]:
@@ -83,7 +92,10 @@ def _patches() -> list[tuple[type, str, Any]]:
     from moto.dynamodb.models.table import Table
     from moto.dynamodb.responses import DynamoHandler
 
+    global _DynamoType
+    _DynamoType = DynamoType
     return [(DynamoHandler, "parse_parameters", parse_parameters),
+            (DynamoHandler, "_enrich_response", staticmethod(enrich_response)),
             (Table, "query", query),
             (DynamoType, "size", attribute_size),
             (Item, "size", item_size),
@@ -326,14 +338,30 @@ def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
     return original(_OnePartition(self, found), hash_key, *args, **kwargs)
 
 
+# --- Responses: the request id written into an XML body, not searched for in JSON ------
+
+
+def enrich_response(headers: dict[str, str], body: Any) -> tuple[dict[str, str], Any]:
+    """moto's `BaseResponse._enrich_response`: it runs a look-behind regex over the whole
+    body (a 1 MB Query page included) to put the request id in `<RequestId>`; a body
+    without that tag is what the substitution would return unchanged."""
+    from moto.core.responses import BaseResponse
+    from moto.utilities.aws_headers import gen_amzn_requestid_long
+
+    if isinstance(body, str) and "<RequestId>" not in body:
+        if "status" in headers:
+            headers["status"] = str(headers["status"])
+        gen_amzn_requestid_long(headers)
+        return headers, body
+    return BaseResponse._enrich_response(headers, body)
+
+
 # --- Item sizes: the same numbers, without copying every map on the way ---------------
 
 
 def attribute_size(self: Any) -> int:
     """moto's `DynamoType.size`: it wraps each member of a map in a new DynamoType (which
     copies its whole subtree) just to ask its size."""
-    from moto.dynamodb.models.dynamo_type import DynamoType
-
     kind, value = self.type, self.value
     if kind == "N":
         return len(str(value))
@@ -344,8 +372,8 @@ def attribute_size(self: Any) -> int:
     if kind == "L":
         return sum(member.size() for member in value)
     if kind == "M":
-        return sum(_bytesize(name) + (attribute_size(member) if type(member) is DynamoType
-                                      else DynamoType(member).size())
+        return sum(_bytesize(name) + (attribute_size(member) if type(member) is _DynamoType
+                                      else _DynamoType(member).size())
                    for name, member in value.items())
     if isinstance(value, bool):
         return 1

@@ -402,3 +402,24 @@ def test_item_sizes_and_the_size_limit_are_moto_s() -> None:
                 except ItemSizeTooLarge:
                     outcomes.append(-1)
         assert outcomes[0] == outcomes[1], length
+
+
+@pytest.mark.parametrize("body", [
+    '{"Items": [{"s": {"S": "RequestId"}}]}', "", b'{"a": 1}',
+    '{"s": {"S": "<RequestId>x</RequestId>"}}', "<R><RequestId>old</RequestId></R>"])
+def test_responses_are_enriched_as_moto_does(body: str | bytes) -> None:
+    from moto.core.responses import BaseResponse
+    from moto.dynamodb.responses import DynamoHandler
+
+    moto_speed.install()
+    ours_headers, ours = DynamoHandler._enrich_response({"status": 200}, body)
+    moto_headers, moto = BaseResponse._enrich_response({"status": 200}, body)
+    assert ours_headers["status"] == moto_headers["status"] == "200"
+    assert ours_headers["x-amzn-requestid"] and moto_headers["x-amzn-requestid"]
+    assert ours_headers.keys() == moto_headers.keys()
+    if b"<RequestId>" in (body if isinstance(body, bytes) else body.encode()):
+        assert ours != body and moto != body  # both took moto's substitution
+        assert ours.replace(ours_headers["x-amzn-requestid"], "id") == moto.replace(
+            moto_headers["x-amzn-requestid"], "id")
+    else:
+        assert ours == moto == body
