@@ -99,15 +99,12 @@ def test_answers_are_what_moto_itself_writes(table: Any, operation: str) -> None
             pass
 
     fast = _bodies(client, call)
-    del serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodb"]
-    responses.dynamo_to_dict = utilities.dynamo_to_dict
-    try:
+    with moto_speed.moto_itself():
+        assert serialize.get_serializer_class("dynamodb", "json") is not ours
+        assert responses.dynamo_to_dict is utilities.dynamo_to_dict
         table.put_item(Item={**ITEM, "sk": "host#2"})  # what UpdateItem changed
-        with moto_speed.moto_itself():
-            slow = _bodies(client, call)
-    finally:
-        serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodb"] = {"json": ours}
-        responses.dynamo_to_dict = moto_speed.plain
+        slow = _bodies(client, call)
+    assert serialize.get_serializer_class("dynamodb", "json") is ours
     assert fast and len(fast) == len(slow)
     if operation == "DescribeTable":  # only its timestamps may differ (none of ours)
         assert json.loads(fast[0])["Table"]["TableName"] == "t"
