@@ -218,6 +218,23 @@ def dynamodb_serializer() -> type:
                     pass
             super()._serialize_type_map(serialized, value, shape, key)
 
+        def _serialize_type_list(self, serialized: Any, value: Any, shape: Any,
+                                 key: str) -> None:
+            # A list of items (Query, Scan, BatchGetItem): moto serializes each item in a
+            # wrapper under the member's name, then takes it out again.
+            member = shape.member
+            if (member.type_name == "map"
+                    and getattr(member.value, "name", None) == "AttributeValue"
+                    and self.get_serialized_name(member, member.name) == member.name):
+                try:
+                    items = [attribute_map(item) for item in value]
+                except _NotWireForm:
+                    pass
+                else:
+                    self._default_serialize(serialized, items, shape, key)
+                    return
+            super()._serialize_type_list(serialized, value, shape, key)
+
     return DynamoDBSerializer
 
 
