@@ -32,6 +32,7 @@ against moto's own code on every kind of attribute value.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from collections.abc import Iterator
 from datetime import datetime
@@ -99,7 +100,9 @@ def _patches() -> list[tuple[type, str, Any]]:
             (Table, "query", query),
             (DynamoType, "size", attribute_size),
             (Item, "size", item_size),
-            (Item, "__init__", item_init)]
+            (Item, "__init__", item_init),
+            (Item, "__deepcopy__", item_deepcopy),
+            (DynamoType, "__deepcopy__", attribute_deepcopy)]
 
 
 @contextlib.contextmanager
@@ -441,6 +444,55 @@ def item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -
             raise ItemSizeTooLarge
         dict.__setitem__(self.attrs, key, attribute)
         total += size
+
+
+# --- Copies: moto's deep copies, each node copied directly -----------------------------
+
+
+def attribute_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
+    """moto's `DynamoType.__deepcopy__`, copying the members of lists and maps itself
+    rather than through `copy.deepcopy` for each (which finds its way back here)."""
+    if id(self) in memo:
+        return memo[id(self)]
+    kind, value = self.type, self.value
+    result = _DynamoType.__new__(_DynamoType)
+    memo[id(self)] = result
+    result.type = kind
+    if kind == "L":
+        result.value = [_copied(member, memo) for member in value]
+    elif kind == "M":
+        result.value = {name: _copied(member, memo) for name, member in value.items()}
+    elif kind in ("SS", "NS", "BS"):
+        result.value = list(value)
+    else:
+        result.value = value
+    return result
+
+
+def _copied(value: Any, memo: dict[int, Any]) -> Any:
+    """`copy.deepcopy(value, memo)` for a DynamoType: one already copied in this copy is
+    shared, as the memo makes it (the originals stay referenced by what is copied)."""
+    if type(value) is not _DynamoType:
+        return copy.deepcopy(value, memo)
+    return attribute_deepcopy(value, memo)
+
+
+def item_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
+    """moto's `Item.__deepcopy__` (which Query applies to every item of a page)."""
+    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+
+    if id(self) in memo:
+        return memo[id(self)]
+    result = self.__class__.__new__(self.__class__)
+    memo[id(self)] = result
+    result.hash_key = _copied(self.hash_key, memo)
+    result.range_key = _copied(self.range_key, memo)
+    attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+    dict.__init__(attrs)
+    for key, value in self.attrs.items():
+        dict.__setitem__(attrs, key, _copied(value, memo))
+    result.attrs = attrs
+    return result
 
 
 # --- `python -m mailfleet_local.moto_speed`: a job's results Query, moto's own and ours --

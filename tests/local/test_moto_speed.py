@@ -7,6 +7,7 @@ backend moto's dispatcher chooses."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 from collections.abc import Iterator
@@ -420,3 +421,33 @@ def test_responses_are_enriched_as_moto_does(body: str | bytes) -> None:
             moto_headers["x-amzn-requestid"], "id")
     else:
         assert ours == moto == body
+
+
+def test_copies_are_moto_s_deep_copies() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+
+    moto_speed.install()
+    attrs = {k: v for k, v in WIRE_ITEM.items()
+             if k not in ("two", "unknown", "none", "empty", "null_in_map", "not_a_list")}
+    original = Item(DynamoType(attrs["pk"]), DynamoType(attrs["sk"]), attrs)
+    shared = DynamoType({"M": {"x": {"L": [{"S": "y"}]}}})
+    original.attrs["a1"] = original.attrs["a2"] = shared  # one value in two places
+    ours = copy.deepcopy([original, original])
+    with moto_speed.moto_itself():
+        moto = copy.deepcopy([original, original])
+    for copied in (ours, moto):
+        assert copied[0] is copied[1]  # the memo: an object copied once per copy
+        item = copied[0]
+        assert item == original and item is not original
+        assert type(item) is Item and type(item.attrs) is LimitedSizeDict
+        assert list(item.attrs) == list(original.attrs)
+        assert item.attrs["a1"] is item.attrs["a2"] is not shared
+        for name, value in item.attrs.items():
+            assert value is not original.attrs[name]
+            assert repr(value) == repr(original.attrs[name])
+    assert repr(ours[0].attrs) == repr(moto[0].attrs)
+    # Nothing shared with the stored item: changing the copy leaves the original alone.
+    ours[0].attrs["m"].value["inner"].value["deep"].value.append(DynamoType({"S": "new"}))
+    ours[0].attrs["ss"].value.append("z")
+    assert original == moto[0] and ours[0] != original
+    assert original.attrs["ss"].value == ["x", "y"]
