@@ -106,9 +106,10 @@ def _patches() -> list[tuple[type, str, Any]]:
 
 
 @contextlib.contextmanager
-def moto_itself() -> Iterator[None]:
-    """moto's own code in place of every patch of this module but the routing memo
-    (tests and `main` compare the two; not thread-safe)."""
+def moto_itself(*, answers: bool = True) -> Iterator[None]:
+    """moto's own code in place of every patch of this module but the routing memo, and
+    but the writing of answers if not `answers` (tests and `main` compare them; not
+    thread-safe)."""
     from moto.core import serialize
     from moto.dynamodb import responses
     from moto.dynamodb.models import utilities
@@ -116,8 +117,10 @@ def moto_itself() -> Iterator[None]:
     install()
     for (owner, name), original in _ORIGINALS.items():
         setattr(owner, name, original)
-    ours = serialize.SERVICE_SPECIFIC_SERIALIZERS.pop("dynamodb")
-    responses.dynamo_to_dict = utilities.dynamo_to_dict
+    ours = serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodb"]
+    if answers:
+        del serialize.SERVICE_SPECIFIC_SERIALIZERS["dynamodb"]
+        responses.dynamo_to_dict = utilities.dynamo_to_dict
     try:
         yield
     finally:
@@ -495,63 +498,113 @@ def item_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
     return result
 
 
-# --- `python -m mailfleet_local.moto_speed`: a job's results Query, moto's own and ours --
+# --- `python -m mailfleet_local.moto_speed`: moto's time for a job's requests ----------
 
 
 def main() -> None:
-    """Print the time of one job's results Query (1,000 results, all pages, as
-    JobStore.results asks) beside 10,000 results of other jobs, with moto's own code and
-    with this module's (in-process moto: the same handler path as the server)."""
+    """Print moto's own time (inside its request dispatch, the GC paused) for the DynamoDB
+    requests of one 1,000-host job, as the worker and the API send them: 40 BatchWriteItem
+    of 25 results, 20 BatchGetItem of 100 host items, and twice the Query of the job's
+    1,000 results (all pages), beside the results of 10 earlier jobs; with moto's own
+    code and with this module's. In-process moto: the same handler path as its server."""
+    import gc
     import os
     import time
 
     import boto3
     from moto import mock_aws
+    from moto.core.responses import BaseResponse
 
     os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
     install()
+    spent = [0.0]
+    dispatch = BaseResponse.__dict__["dispatch"]  # a classmethod
+
+    def timed(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return dispatch.__func__(cls, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    BaseResponse.dispatch = classmethod(timed)  # type: ignore[method-assign,assignment]
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="jobs", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                       {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}])
-        jobs = boto3.resource("dynamodb", region_name="us-east-1").Table("jobs")
-        with jobs.batch_writer() as batch:
-            for job in range(11):
-                for host in range(1000):
-                    batch.put_item(Item={
-                        "pk": f"job-{job}", "sk": f"result#host-{host:05d}",
-                        "host": f"host-{host:05d}", "status": "succeeded",
-                        "output": {"reloaded": True}, "attempts": 1, "duration_ms": 52,
-                        "started_at": "2026-11-27T20:00:00.000000Z",
-                        "finished_at": "2026-11-27T20:00:00.052000Z",
-                        "expires_at": 1_800_000_000})
+        for name, keys in (("jobs", ("pk", "sk")), ("hosts", ("id",))):
+            client.create_table(
+                TableName=name, BillingMode="PAY_PER_REQUEST",
+                KeySchema=[{"AttributeName": key, "KeyType": kind}
+                           for key, kind in zip(keys, ("HASH", "RANGE"), strict=False)],
+                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}
+                                      for key in keys])
+        resource = boto3.resource("dynamodb", region_name="us-east-1")
+        with resource.Table("hosts").batch_writer() as batch:
+            for host in range(1000):  # as bench/stack.py registers a fleet
+                batch.put_item(Item={
+                    "id": f"bench-{host:05d}", "kind": "dovecot",
+                    "endpoint": f"http://127.0.0.1:{20000 + host}/doveadm/v1",
+                    "tls": {"verify": True}, "tags": {"bench": "fleet"},
+                    "max_concurrency": 4, "maintenance": False,
+                    "credentials_secret": "mailfleet/hosts/fleet",
+                    "doveadm_commands": {"fetched_at": 1_800_000_000,
+                                         "commands_gz": os.urandom(1750)}})
 
-        def results() -> float:
-            started = time.perf_counter()
-            request: dict[str, Any] = {
-                "TableName": "jobs", "ConsistentRead": True,
-                "KeyConditionExpression": "pk = :p AND begins_with(sk, :r)",
-                "ExpressionAttributeValues": {":p": {"S": "job-10"}, ":r": {"S": "result#"}}}
-            count = 0
-            for _ in range(10):
-                page = client.query(**request)
-                count += page["Count"]
-                if "LastEvaluatedKey" not in page:
-                    break
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-            assert count == 1000
-            return time.perf_counter() - started
+        def result(job: int, host: int) -> dict[str, Any]:
+            return {"PutRequest": {"Item": {
+                "pk": {"S": f"job-{job}"}, "sk": {"S": f"result#bench-{host:05d}"},
+                "host": {"S": f"bench-{host:05d}"}, "status": {"S": "succeeded"},
+                "output": {"M": {"reloaded": {"BOOL": True}}}, "attempts": {"N": "1"},
+                "duration_ms": {"N": "52"},
+                "started_at": {"S": "2026-11-27T20:00:00.000000Z"},
+                "finished_at": {"S": "2026-11-27T20:00:00.052000Z"},
+                "expires_at": {"N": "1800000000"}}}}
 
-        results()
-        ours = min(results() for _ in range(3))
+        def job(number: int) -> float:
+            gc.collect()
+            gc.disable()
+            spent[0] = 0.0
+            try:
+                for first in range(0, 1000, 100):
+                    keys = [{"id": {"S": f"bench-{host:05d}"}}
+                            for host in range(first, first + 100)]
+                    for _ in range(2):
+                        client.batch_get_item(RequestItems={"hosts": {
+                            "Keys": keys, "ConsistentRead": True}})
+                for first in range(0, 1000, 25):
+                    client.batch_write_item(RequestItems={"jobs": [
+                        result(number, host) for host in range(first, first + 25)]})
+                for _ in range(2):
+                    request: dict[str, Any] = {
+                        "TableName": "jobs", "ConsistentRead": True,
+                        "KeyConditionExpression": "pk = :p AND begins_with(sk, :r)",
+                        "ExpressionAttributeValues": {":p": {"S": f"job-{number}"},
+                                                      ":r": {"S": "result#"}}}
+                    for _ in range(10):
+                        page = client.query(**request)
+                        if "LastEvaluatedKey" not in page:
+                            break
+                        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                return spent[0]
+            finally:
+                gc.enable()
+                if number >= 10:  # each timed job beside the same 10 others
+                    with resource.Table("jobs").batch_writer() as batch:
+                        for host in range(1000):
+                            batch.delete_item(Key={"pk": f"job-{number}",
+                                                   "sk": f"result#bench-{host:05d}"})
+
+        for number in range(10):
+            job(number)
+        ours = min(job(number) for number in range(10, 13))
+        with moto_itself(answers=False):
+            answers_only = min(job(number) for number in range(13, 16))
         with moto_itself():
-            moto = min(results() for _ in range(3))
-    print(f"Query of a job's 1,000 results beside 10,000 others (best of 3): "
-          f"moto {moto * 1000:.0f} ms, with moto_speed {ours * 1000:.0f} ms")
+            moto = min(job(number) for number in range(16, 19))
+    BaseResponse.dispatch = dispatch  # type: ignore[method-assign]
+    print(f"moto's time for one 1,000-host job's DynamoDB requests, beside 10,000 "
+          f"results (best of 3): moto {moto * 1000:.0f} ms, with only the answers "
+          f"written directly {answers_only * 1000:.0f} ms, with moto_speed "
+          f"{ours * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
