@@ -390,15 +390,20 @@ def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
     its equality), and their range keys are distinct and of the table's one type, so
     moto's own sort by range key puts them in the same order whatever order they come
     in: moto's query runs unchanged with `all_items()` answering that partition, and
-    everything after it (order, pages, limits, filters, projection, copies) is its own."""
+    everything after it (order, pages, limits, filters, projection, copies) is its own.
+    A key of another type than the table's (no item can match: a map or set is not even
+    hashable) or a number moto cannot read takes moto's own path, errors included."""
     from moto.dynamodb.models.table import Table
 
     original = _ORIGINALS[(Table, "query")]
     index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
-    if index_name or hash_key is None:
+    if index_name or hash_key is None or hash_key.type != self.hash_key_type:
+        return original(self, hash_key, *args, **kwargs)  # (no item can match a key type)
+    try:
+        # .get: `items` is a defaultdict, and a query must not add an empty partition.
+        partition = self.items.get(hash_key)
+    except Exception:  # a number moto cannot read: its own path decides
         return original(self, hash_key, *args, **kwargs)
-    # .get: `items` is a defaultdict, and a query must not add an empty partition.
-    partition = self.items.get(hash_key)
     if partition is None:
         found: list[Any] = []
     elif self.range_key_attr:

@@ -242,6 +242,12 @@ QUERIES: dict[str, dict[str, Any]] = {
                                      "ExpressionAttributeValues": {":p": {"N": "2.5"}}},
     "number key, missing": {"TableName": "h", "KeyConditionExpression": "pk = :p",
                             "ExpressionAttributeValues": {":p": {"N": "4"}}},
+    **{f"key of another type ({kind})": {
+        "TableName": "h", "KeyConditionExpression": "pk = :p",
+        "ExpressionAttributeValues": {":p": value}}
+       for kind, value in (("S", {"S": "1"}), ("M", {"M": {"x": {"S": "1"}}}),
+                           ("L", {"L": [{"N": "1"}]}), ("NS", {"NS": ["1"]}),
+                           ("BOOL", {"BOOL": True}), ("NULL", {"NULL": True}))},
     "index (moto's own path)": {"TableName": "r", "IndexName": "by-state",
                                 "KeyConditionExpression": "#s = :s", "Limit": 7,
                                 "ExpressionAttributeNames": {"#s": "state"},
