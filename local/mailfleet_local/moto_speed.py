@@ -502,7 +502,7 @@ def attribute_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
     if id(self) in memo:
         return memo[id(self)]
     kind, value = self.type, self.value
-    result = _DynamoType.__new__(_DynamoType)
+    result = self.__class__.__new__(self.__class__)
     memo[id(self)] = result
     result.type = kind
     if kind == "L":
