@@ -190,6 +190,11 @@ class Driver(ABC):
         """The actions this host accepts; may ask the host (dovecot)."""
         return self.static_actions()
 
+    def prepare(self, action: str, params: dict[str, Any]) -> Any:
+        """Checked params as `perform_async` takes them, made once for every host of a job
+        that shares them (a driver may serialize its request here); as they are by default."""
+        return params
+
     def validate(
         self, action: str, params: dict[str, Any], deadline: Deadline | None = None
     ) -> dict[str, Any]:
