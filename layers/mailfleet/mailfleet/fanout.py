@@ -14,7 +14,6 @@ drivers that block, and `run_async` (one event loop) for drivers with `perform_a
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import threading
@@ -490,9 +489,20 @@ def _fail_and_check(budget: ErrorBudget) -> bool:
     return budget.may_start()
 
 
+# The current second as now_iso writes it, (epoch second, text): a host's two timestamps
+# and its neighbours' mostly fall in the same second.
+_second: tuple[int, str] = (-1, "")
+
+
 def _now_iso() -> str:
-    """now_iso's format (the tables sort on it) at a fifth of strftime's CPU."""
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    """now_iso's format (the tables sort on it): the date and time formatted once a
+    second, the microseconds added (a third of a datetime's CPU, twice per host)."""
+    global _second
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second
+    if cached[0] != seconds:  # a race only formats the same second twice
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{nanos // 1000:06d}Z"
 
 
 def _stop_reason(
