@@ -475,13 +475,15 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def _shape(host: Host, status: ResultStatus, started: float | None, started_at: str | None,
            *, output: Any = None, error: dict[str, Any] | None = None, attempts: int = 0,
            ) -> dict[str, Any]:
-    """One host's result record."""
-    result = HostResult(host=host.id, status=status, attempts=attempts,
-                        output=_bounded(output) if output is not None else None, error=error)
+    """One host's result record (the model built in one go: three assignments to it
+    afterwards cost half as much again as building it)."""
+    times: dict[str, Any] = {}
     if started_at is not None and started is not None:
-        result.started_at, result.finished_at = started_at, _now_iso()
-        result.duration_ms = int((time.monotonic() - started) * 1000)
-    return result.item()
+        times = {"started_at": started_at, "finished_at": _now_iso(),
+                 "duration_ms": int((time.monotonic() - started) * 1000)}
+    return HostResult(host=host.id, status=status, attempts=attempts,
+                      output=_bounded(output) if output is not None else None, error=error,
+                      **times).item()
 
 
 def _fail_and_check(budget: ErrorBudget) -> bool:
