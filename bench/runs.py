@@ -71,8 +71,15 @@ def _submit(ids: list[str], concurrency: int, *, start: bool) -> tuple[str, floa
     from mailfleet.models.jobs import JobRequest
 
     jobs = Jobs()
-    if not start:
-        jobs._start = lambda *_a, **_k: None  # type: ignore[method-assign]
+    if not start:  # recorded as submitted, its worker never invoked
+        path_for = jobs.path_for
+
+        def unstarted(job: dict[str, Any]) -> Any:
+            path = path_for(job)
+            path.start = lambda *_a, **_k: None  # type: ignore[method-assign]
+            return path
+
+        jobs.path_for = unstarted  # type: ignore[method-assign]
     request = JobRequest(action=ACTION, targets={"hosts": ids}, max_concurrency=concurrency,
                          timeout_seconds=30)
     began = time.monotonic()

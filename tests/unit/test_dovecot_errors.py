@@ -384,15 +384,19 @@ def fake() -> Iterator[Callable[[Callable[[Seen], Any]], FakeDoveadm]]:
         server.server_close()
 
 
-@pytest.fixture(params=["threads", "event loop"])
+@pytest.fixture(params=["threads", "event loop", "prepared once"])
 def via(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """Both ways a driver runs an action: perform (threads) and perform_async (the
-    fan-out's event loop); the wire and the errors must be the same."""
+    """Every way a driver runs an action: perform (threads), perform_async (the fan-out's
+    event loop) and perform_async of a call prepared once per job (what the fan-out
+    sends); the wire and the errors must be the same."""
 
     def call(driver: DovecotDriver, action: str, params: dict[str, Any], deadline: Deadline
              ) -> Any:
         if request.param == "threads":
             return driver.perform(action, params, deadline)
+        if request.param == "prepared once":
+            prepared = driver.prepare(action, params)
+            return asyncio.run(driver.perform_async(action, prepared, deadline))
         return asyncio.run(driver.perform_async(action, params, deadline))
 
     return call
@@ -430,6 +434,28 @@ def test_request_shape_and_api_key_auth(fake: Any, via: Any) -> None:
     [[command, params, tag]] = json.loads(seen.body)
     assert command == "who" and params == {"mask": ["a*"], "separateConnections": True}
     assert isinstance(tag, str) and deadline.attempts == 1
+
+
+@pytest.mark.parametrize(("action", "params"), [
+    ("who", {}),
+    ("who", {"mask": ["a*"]}),
+    ("reload", None),
+    ("kick", {"mask": ['quote"d', "\u00e9t\u00e9\n"], "force": True}),
+])
+def test_a_call_prepared_once_sends_what_each_host_would(action: str,
+                                                         params: dict[str, Any] | None) -> None:
+    """The body made once per job is, tag for tag, the one made per request; every
+    request still gets a tag of its own."""
+    call = dv.DoveadmCall.of(action, dv._command_params(action, params))
+    sent = [call.request() for _ in range(3)]
+    for tag, body in sent:
+        assert body == json.dumps([[action, dv._command_params(action, params), tag]]).encode()
+        [[command, as_sent, tag_sent]] = json.loads(body)
+        assert (command, as_sent, tag_sent) == (action, call.params, tag)
+    assert len({tag for tag, _ in sent}) == 3
+    driver = DovecotDriver(Host(id="h", kind="dovecot", endpoint="http://127.0.0.1:1"),
+                           Credentials(api_key=SECRET))
+    assert driver.prepare(action, params or {}) == call
 
 
 def test_password_auth(fake: Any, via: Any) -> None:
@@ -670,3 +696,30 @@ def test_tls_on_both_paths(tmp_path: Path, trust: str, via: Any) -> None:
             assert seen and seen[0].startswith(b"POST /doveadm/v1 ")
     finally:
         stop()
+
+
+def test_a_job_checks_and_prepares_once_per_command_list(doveadm_commands: Commands) -> None:
+    """HostActions (the fan-out's per-host work): hosts sharing a command list share one
+    checked and prepared call, the same as each host's own would be; another list gets
+    its own."""
+    from mailfleet.logic.host_actions import HostActions
+
+    def driver(host_id: str, commands: Commands) -> DovecotDriver:
+        host = Host(id=host_id, kind="dovecot", endpoint="http://127.0.0.1:1")
+        extras = {"doveadm_commands": commands, "doveadm_commands_checked": True}
+        return DovecotDriver(host, Credentials(api_key=SECRET), DriverContext(extras=extras))
+
+    other_version = [dict(c) for c in doveadm_commands]
+    drivers = [driver("a", doveadm_commands), driver("b", doveadm_commands),
+               driver("c", other_version)]
+    actions = HostActions("job", "who", {"mask": ["a*"]}, {}, None, None)  # type: ignore[arg-type]
+
+    async def prepared_for_each() -> list[Any]:
+        deadline = Deadline.after(5)
+        return list(await asyncio.gather(*(actions._checked(d, deadline) for d in drivers)))
+
+    first, second, third = asyncio.run(prepared_for_each())
+    assert first is second and third is not first
+    own = drivers[0].prepare("who", drivers[0].validate("who", {"mask": ["a*"]}))
+    assert first == own == third
+    assert first.params == {"mask": ["a*"], "separateConnections": True}

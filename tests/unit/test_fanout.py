@@ -244,3 +244,19 @@ def test_every_result_is_in_the_sink_when_run_returns() -> None:
         run(hosts(8), lambda h, d: "ok", sink, concurrency=8, timeout_seconds=5,
             slots=HostSlots())
         assert len(sink.results) == 8
+
+
+@pytest.mark.parametrize("nanos", [
+    0, 999, 1_000, 1_700_000_000_123_456_789, 1_700_000_000_999_999_999,
+    1_700_000_001_000_000_000, 1_704_067_199_999_999_000, 1_704_067_200_000_001_000,
+])
+def test_result_timestamps_are_now_iso_to_the_microsecond(
+        nanos: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's own clock text (a second's text reused) is what now_iso writes for
+    the same instant, across second, day and year boundaries."""
+    import datetime
+
+    monkeypatch.setattr(fanout.time, "time_ns", lambda: nanos)
+    instant = (datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+               + datetime.timedelta(microseconds=nanos // 1000))
+    assert fanout._now_iso() == instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

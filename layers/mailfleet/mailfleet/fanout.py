@@ -14,7 +14,6 @@ drivers that block, and `run_async` (one event loop) for drivers with `perform_a
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import threading
@@ -476,13 +475,15 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def _shape(host: Host, status: ResultStatus, started: float | None, started_at: str | None,
            *, output: Any = None, error: dict[str, Any] | None = None, attempts: int = 0,
            ) -> dict[str, Any]:
-    """One host's result record."""
-    result = HostResult(host=host.id, status=status, attempts=attempts,
-                        output=_bounded(output) if output is not None else None, error=error)
+    """One host's result record (the model built in one go: three assignments to it
+    afterwards cost half as much again as building it)."""
+    times: dict[str, Any] = {}
     if started_at is not None and started is not None:
-        result.started_at, result.finished_at = started_at, _now_iso()
-        result.duration_ms = int((time.monotonic() - started) * 1000)
-    return result.item()
+        times = {"started_at": started_at, "finished_at": _now_iso(),
+                 "duration_ms": int((time.monotonic() - started) * 1000)}
+    return HostResult(host=host.id, status=status, attempts=attempts,
+                      output=_bounded(output) if output is not None else None, error=error,
+                      **times).item()
 
 
 def _fail_and_check(budget: ErrorBudget) -> bool:
@@ -490,9 +491,20 @@ def _fail_and_check(budget: ErrorBudget) -> bool:
     return budget.may_start()
 
 
+# The current second as now_iso writes it, (epoch second, text): a host's two timestamps
+# and its neighbours' mostly fall in the same second.
+_second: tuple[int, str] = (-1, "")
+
+
 def _now_iso() -> str:
-    """now_iso's format (the tables sort on it) at a fifth of strftime's CPU."""
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    """now_iso's format (the tables sort on it): the date and time formatted once a
+    second, the microseconds added (a third of a datetime's CPU, twice per host)."""
+    global _second
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second
+    if cached[0] != seconds:  # a race only formats the same second twice
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{nanos // 1000:06d}Z"
 
 
 def _stop_reason(

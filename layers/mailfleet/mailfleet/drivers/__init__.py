@@ -3,6 +3,7 @@ the kinds it uses (pymap pulls in grpclib and protobuf)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ _MODULES: dict[HostKind, tuple[str, str]] = {
 KINDS: tuple[HostKind, ...] = tuple(_MODULES)
 
 
+@functools.cache  # asked once per host of a fan-out: the import machinery each time was 2 us
 def driver_class(kind: HostKind | str) -> type[Driver]:
     module_name, class_name = _MODULES[HostKind(kind)]
     return getattr(importlib.import_module(module_name), class_name)

@@ -190,6 +190,11 @@ class Driver(ABC):
         """The actions this host accepts; may ask the host (dovecot)."""
         return self.static_actions()
 
+    def prepare(self, action: str, params: dict[str, Any]) -> Any:
+        """Checked params as `perform_async` takes them, made once for every host of a job
+        that shares them (a driver may serialize its request here); as they are by default."""
+        return params
+
     def validate(
         self, action: str, params: dict[str, Any], deadline: Deadline | None = None
     ) -> dict[str, Any]:
@@ -255,7 +260,10 @@ class Driver(ABC):
     def safe_output(self, action: str, output: Any) -> Any:
         """The output by schema, then the second net: any value equal to (or holding) one
         of this host's credentials is masked."""
-        return mask_values(self.redact_output(action, output), self.credential_values())
+        redacted = self.redact_output(action, output)
+        if not redacted and isinstance(redacted, list | dict | str):
+            return redacted  # most outputs of a fan-out: no credential to look for
+        return mask_values(redacted, self.credential_values())
 
     def credential_values(self) -> list[str]:
         return list(self.credentials.reveal().values())

@@ -465,10 +465,27 @@ def _transport_error(exc: requests.RequestException, command: str,
     return error
 
 
-def _request(command: str, params: dict[str, Any]) -> tuple[str, bytes]:
-    """A fresh tag and the one-command request body."""
-    tag = f"mf{secrets.token_hex(4)}"
-    return tag, json.dumps([[command, params, tag]]).encode()
+@dataclass(frozen=True)
+class DoveadmCall:
+    """One command with its parameters as sent, serialized once: every host of a job
+    sends the same body but for its tag (a fresh one per request), so the JSON is made
+    once per job, not once per host."""
+
+    command: str
+    params: dict[str, Any]
+    head: bytes  # the body up to the tag's opening quote
+    tail: bytes  # from the tag's closing quote on
+
+    @classmethod
+    def of(cls, command: str, params: dict[str, Any]) -> DoveadmCall:
+        """`params` exactly as sent (perform's callers: _command_params first)."""
+        text = json.dumps([[command, params, ""]])  # ends with the empty tag: ""]]
+        return cls(command, params, text[:-3].encode(), text[-3:].encode())
+
+    def request(self) -> tuple[str, bytes]:
+        """A fresh tag and the one-command request body carrying it."""
+        tag = f"mf{secrets.token_hex(4)}"  # hex: nothing to escape in JSON
+        return tag, self.head + tag.encode() + self.tail
 
 
 # -- the driver --------------------------------------------------------------------------
@@ -547,14 +564,19 @@ class DovecotDriver(Driver):
 
     # -- performing ----------------------------------------------------------------------
 
+    def prepare(self, action: str, params: dict[str, Any]) -> DoveadmCall:
+        """The checked params serialized once for every host of a job (perform_async
+        takes either)."""
+        return DoveadmCall.of(action, _command_params(action, params))
+
     def perform(self, action: str, params: dict[str, Any], deadline: Deadline) -> Any:
         """Run one command; exitCode 75 (temporary failure) is retried with back-off
         while the deadline allows, nothing else is."""
-        params = _command_params(action, params)
+        call = DoveadmCall.of(action, _command_params(action, params))
         delay = RETRY_FIRST_DELAY
         for attempt in range(1, RETRY_MAX_ATTEMPTS + 1):
             try:
-                return self._run(action, params, deadline)
+                return self._run_call(call, deadline)
             except HostError as error:
                 if not _retry_allowed(error, attempt, delay, deadline):
                     raise
@@ -562,15 +584,16 @@ class DovecotDriver(Driver):
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def perform_async(self, action: str, params: dict[str, Any], deadline: Deadline
-                            ) -> Any:
+    async def perform_async(self, action: str, params: dict[str, Any] | DoveadmCall,
+                            deadline: Deadline) -> Any:
         """`perform` in an event loop (the fan-out's path for many hosts): the same
-        request, retries and errors, on a connection of its own."""
-        params = _command_params(action, params)
+        request, retries and errors, on a connection of its own. `params` may come
+        `prepare`d (once per job)."""
+        call = params if isinstance(params, DoveadmCall) else self.prepare(action, params)
         delay = RETRY_FIRST_DELAY
         for attempt in range(1, RETRY_MAX_ATTEMPTS + 1):
             try:
-                return await self._run_async(action, params, deadline)
+                return await self._run_async(call, deadline)
             except HostError as error:
                 if not _retry_allowed(error, attempt, delay, deadline):
                     raise
@@ -579,13 +602,18 @@ class DovecotDriver(Driver):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, command: str, params: dict[str, Any], deadline: Deadline) -> Any:
-        tag, body = _request(command, params)
+        """One command as given (no `who` rewrite, no retry): migrations' own calls."""
+        return self._run_call(DoveadmCall.of(command, params), deadline)
+
+    def _run_call(self, call: DoveadmCall, deadline: Deadline) -> Any:
+        command = call.command
+        tag, body = call.request()
         status, ctype, data = self._exchange("POST", body, deadline, command, attempt=True)
         return parse_reply(command, tag, status, ctype, data)
 
-    async def _run_async(self, command: str, params: dict[str, Any], deadline: Deadline
-                         ) -> Any:
-        tag, body = _request(command, params)
+    async def _run_async(self, call: DoveadmCall, deadline: Deadline) -> Any:
+        command = call.command
+        tag, body = call.request()
         headers, timeout = self._prepare(body, deadline, attempt=True)
         try:
             status, ctype, data = await exchange_async(

@@ -433,20 +433,29 @@ async def exchange_async(
     try:
         _check_pin(transport, host.tls)
         transport.write(_request_head(method, path, netloc, headers, body) + (body or b""))
+        # The reply's own timer fails it (ReadTimeout) instead of a timeout scope and a
+        # shield around it: one timer per request, in every host's fan-out.
+        expiry = loop.call_later(timeout[1], _reply_late, loop, done)
         try:
-            async with asyncio.timeout(timeout[1]):
-                return await asyncio.shield(done)
-        except TimeoutError:
-            # A busy loop runs its timers before reading sockets: a reply that came in
-            # time may still be unread. One more turn of the loop reads it.
-            await asyncio.sleep(0)
-            if done.done() and not done.cancelled() and done.exception() is None:
-                return done.result()
-            raise requests.exceptions.ReadTimeout("read timed out") from None
+            return await done
+        finally:
+            expiry.cancel()
     finally:
         transport.close()
         if not done.done():
             done.cancel()  # nobody waits for it any more
+
+
+def _reply_late(loop: asyncio.AbstractEventLoop,
+                done: asyncio.Future[tuple[int, str, bytes]]) -> None:
+    # A busy loop runs its timers before reading sockets: a reply that came in time may
+    # still be unread. One more turn of the loop reads it.
+    loop.call_soon(_read_timed_out, done)
+
+
+def _read_timed_out(done: asyncio.Future[tuple[int, str, bytes]]) -> None:
+    if not done.done():
+        done.set_exception(requests.exceptions.ReadTimeout("read timed out"))
 
 
 def _check_pin(transport: asyncio.BaseTransport, tls: TlsOptions) -> None:

@@ -31,7 +31,7 @@ class HostActions:
         self.refused = refused  # the policy said no, worker side: every host fails with it
         # One read (or check) per key, however many hosts ask for it at once.
         self._credentials: dict[str, asyncio.Future[Any]] = {}
-        self._checked_for: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._checked_for: dict[int, asyncio.Future[Any]] = {}
 
     def perform(self, host: Any, deadline: Deadline) -> Any:
         if self.refused is not None:
@@ -50,8 +50,9 @@ class HostActions:
 
     async def perform_async(self, host: Any, deadline: Deadline) -> Any:
         """Per-host work kept to the request itself: a secret is read once per job and the
-        parameters checked once per distinct command list (hosts of one version share the
-        same list object); anything that may block runs in a thread."""
+        parameters checked and prepared (Driver.prepare) once per distinct command list
+        (hosts of one version share the same list object); anything that may block runs
+        in a thread."""
         if self.refused is not None:
             raise self.refused
         item = self.items[host.id]
@@ -81,14 +82,18 @@ class HostActions:
                 _in_thread(secrets.credentials_for, name))
         return await asyncio.shield(self._credentials[name])
 
-    async def _checked(self, driver: Driver, deadline: Deadline) -> dict[str, Any]:
+    async def _checked(self, driver: Driver, deadline: Deadline) -> Any:
+        """The params checked against the host's actions, prepared for perform_async."""
         seeded = driver.context.extras.get("doveadm_commands")
         if not seeded:  # asked of the host itself: per host, in a thread
-            return await _in_thread(driver.validate, self.action, self.params, deadline)
+            return await _in_thread(self._prepared, driver, deadline)
         if id(seeded) not in self._checked_for:
             self._checked_for[id(seeded)] = asyncio.ensure_future(
-                _in_thread(driver.validate, self.action, self.params, deadline))
+                _in_thread(self._prepared, driver, deadline))
         return await asyncio.shield(self._checked_for[id(seeded)])
+
+    def _prepared(self, driver: Driver, deadline: Deadline) -> Any:
+        return driver.prepare(self.action, driver.validate(self.action, self.params, deadline))
 
 
 def _mask(exc: HostError, driver: Driver) -> None:

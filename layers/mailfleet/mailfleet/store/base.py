@@ -81,19 +81,23 @@ def to_dynamo(value: Any) -> Any:
 _to_attribute = TypeSerializer().serialize
 
 
-def batch_put(table: Any, items: list[dict[str, Any]]) -> int:
+def batch_put(table: Any, items: list[dict[str, Any]],
+              common: dict[str, Any] | None = None) -> int:
     """Put items in BatchWriteItem requests of 25, retrying what DynamoDB leaves
-    unprocessed with back-off; returns the number of requests sent.
+    unprocessed with back-off; returns the number of requests sent. `common`: attributes
+    every item gets (a job's key and expiry on its results), converted once.
 
     The items are turned into DynamoDB attribute values here and sent on a client that
     skips the resource layer's transform and botocore's validation: together ~60% of the
     CPU of recording a job's results (the results are ours, the shape is fixed)."""
     client = aws.wire_client("dynamodb")
+    shared = {k: _to_attribute(v) for k, v in to_dynamo(common or {}).items()}
     requests = 0
     for start in range(0, len(items), 25):
         pending = {
             table.name: [
-                {"PutRequest": {"Item": {k: _to_attribute(v) for k, v in to_dynamo(i).items()}}}
+                {"PutRequest": {"Item": {
+                    **{k: _to_attribute(v) for k, v in to_dynamo(i).items()}, **shared}}}
                 for i in items[start : start + 25]
             ]
         }

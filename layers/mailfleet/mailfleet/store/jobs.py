@@ -231,11 +231,9 @@ class JobStore:
         A result is a HostResult, or the record one made (the engine's, already shaped)."""
         expires = int(time.time()) + self._retention_days * 86400
         records = [r.item() if isinstance(r, HostResult) else r for r in results]
-        items = [
-            to_dynamo(dict(r, pk=job_id, sk=RESULT_PREFIX + r["host"], expires_at=expires))
-            for r in records
-        ]
-        return batch_put(self._table, items)
+        # batch_put converts each item (floats to Decimal, attribute values) once.
+        items = [dict(r, sk=RESULT_PREFIX + r["host"]) for r in records]
+        return batch_put(self._table, items, common={"pk": job_id, "expires_at": expires})
 
     def results(
         self, job_id: str, *, limit: int | None = None, next_token: str | None = None
