@@ -109,10 +109,11 @@ class BenchStack:
         self.admin_token = ""
 
     def start(self) -> BenchStack:
+        from mailfleet_local import dynamodb_process
         from mailfleet_local.stack import LocalAws
 
         quiet()
-        self.aws = LocalAws().start()
+        self.aws = LocalAws(dynamodb_apart=dynamodb_process.for_a_run()).start()
         self.admin_token = secrets.token_urlsafe(32)
         self.deployment = self.aws.deploy(
             TEMPLATE,

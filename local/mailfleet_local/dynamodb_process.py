@@ -8,12 +8,14 @@ takes 0.5 s alone took 2-4 s beside it. Nothing else in the local stack reaches 
 DynamoDB in-process (the state machines call no DynamoDB integration), so it can live
 elsewhere: the functions find it through `AWS_ENDPOINT_URL_DYNAMODB`, as on any SDK.
 
-Opt-in (`MAILFLEET_LOCAL_DYNAMODB=process`), not the default: on this shared 2-core VM
-at load 12-13, 1,000 hosts through the API took the same time either way (the second
-core is not free there, and the total CPU per host-action was ~2.8-3.1 ms both ways);
-it is meant for a quiet machine, where moto's work can take the other core (at load ~1,
-one run: 2.5 s instead of 2.8-2.9 s for 1,000 hosts through the API, the Map 2.6 s
-instead of 3.5 s).
+`make run` and the benchmarks serve DynamoDB apart unless `MAILFLEET_LOCAL_DYNAMODB=thread`
+(`for_a_run`); a LocalAws made without saying (the tests) keeps it in its own process
+unless `MAILFLEET_LOCAL_DYNAMODB=process`. Measured on this 2-core VM at load ~1-2, 1,000
+hosts through the API (`python -m bench api`), with moto's DynamoDB patched
+(moto_speed) and its collector tuned: 1.6-1.8 s apart against 2.2-2.5 s in the same
+process, the stack process's CPU per job 1.0-1.2 s against 1.9-2.3 s. (At load 12-13
+from other sessions, before those patches, it made no difference: the second core was
+not free.)
 
 `python -m mailfleet_local.dynamodb_process` prints `{"port": P}` when it serves and stops
 when its stdin closes (so it never outlives its parent) or on SIGTERM.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -42,6 +45,7 @@ def main() -> None:
     moto_speed.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    moto_speed.collect_less()  # until this process ends
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Ctrl-C in a terminal reaches the whole process group: the parent stops first (its
@@ -51,6 +55,11 @@ def main() -> None:
     print(json.dumps({"port": int(server.get_host_and_port()[1])}), flush=True)
     stop.wait()
     server.stop()
+
+
+def for_a_run() -> bool:
+    """Whether `make run` and the benchmarks serve DynamoDB from a process of its own."""
+    return os.environ.get("MAILFLEET_LOCAL_DYNAMODB", "process") != "thread"
 
 
 class DynamoDBProcess:

@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from mailfleet_local import lambda_bridge, sam_local
+from mailfleet_local import dynamodb_process, lambda_bridge, sam_local
 from mailfleet_local.front import ApiFront
 from mailfleet_local.stack import LocalAws
 from mailfleet_local.ticker import Fired, Ticker
@@ -104,7 +104,7 @@ def main() -> int:
     to_stop: list[tuple[str, Callable[[], Any]]] = []
     try:
         started = time.monotonic()
-        aws = LocalAws().start()
+        aws = LocalAws(dynamodb_apart=dynamodb_process.for_a_run()).start()
         to_stop.append(("embedded AWS", aws.stop))
         # The functions log at WARNING here unless asked (MAILFLEET_LOG_LEVEL=INFO shows each call).
         level = os.environ.get("MAILFLEET_LOG_LEVEL", "WARNING").upper()

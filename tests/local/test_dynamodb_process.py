@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import boto3
+import pytest
 
 from mailfleet_local.dynamodb_process import DynamoDBProcess
 from mailfleet_local.stack import LocalAws
@@ -52,3 +53,15 @@ def test_a_local_aws_sends_dynamodb_where_it_runs() -> None:
     assert tables and set(tables) <= set(aws.client("dynamodb").list_tables()["TableNames"])
     assert not set(tables) & set(dynamodb_backends[aws.account_id][aws.region].tables)
     assert aws.is_deployed(api.deployment)
+
+
+def test_make_run_and_the_benchmarks_serve_dynamodb_apart_unless_told_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailfleet_local.dynamodb_process import for_a_run
+
+    monkeypatch.delenv("MAILFLEET_LOCAL_DYNAMODB", raising=False)
+    assert for_a_run()
+    monkeypatch.setenv("MAILFLEET_LOCAL_DYNAMODB", "thread")
+    assert not for_a_run()
+    monkeypatch.setenv("MAILFLEET_LOCAL_DYNAMODB", "process")
+    assert for_a_run()

@@ -457,3 +457,17 @@ def test_copies_are_moto_s_deep_copies() -> None:
     ours[0].attrs["ss"].value.append("z")
     assert original == moto[0] and ours[0] != original
     assert original.attrs["ss"].value == ["x", "y"]
+
+
+def test_the_collector_passes_less_often_while_a_stack_runs_and_as_before_after() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    saved = moto_speed.collect_less()
+    try:
+        assert saved == before
+        assert gc.get_threshold() == moto_speed.COLLECTOR_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what existed is out of the collector's passes
+    finally:
+        moto_speed.collect_as_before(saved)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -35,7 +35,11 @@ _running_lock = threading.Lock()
 class LocalAws:
     """moto in server mode on 127.0.0.1, and the process environment pointed at it."""
 
-    def __init__(self, region: str | None = None, port: int = 0, bridge: bool = True) -> None:
+    def __init__(self, region: str | None = None, port: int = 0, bridge: bool = True,
+                 dynamodb_apart: bool | None = None) -> None:
+        """`dynamodb_apart`: serve DynamoDB from a moto process of its own
+        (mailfleet_local.dynamodb_process); None: as MAILFLEET_LOCAL_DYNAMODB says
+        (`process`; in this process otherwise)."""
         self.region = (
             region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         ) or "us-east-1"
@@ -49,11 +53,12 @@ class LocalAws:
         self._clients_lock = threading.Lock()
         self._session: Any = None
         self._saved_config: dict[str, Any] = {}
-        # DynamoDB in a process of its own with MAILFLEET_LOCAL_DYNAMODB=process (see
-        # mailfleet_local.dynamodb_process); in this one by default.
         self._dynamodb: Any = None
         self._deployed = False
-        self._dynamodb_apart = os.environ.get("MAILFLEET_LOCAL_DYNAMODB") == "process"
+        if dynamodb_apart is None:
+            dynamodb_apart = os.environ.get("MAILFLEET_LOCAL_DYNAMODB") == "process"
+        self._dynamodb_apart = dynamodb_apart
+        self._collector: tuple[int, ...] | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -106,6 +111,7 @@ class LocalAws:
         self._set_env(self._aws_env())
         if self._bridge:
             lambda_bridge.install()
+        self._collector = moto_speed.collect_less()  # moto's items live in this process
         return self
 
     def _aws_env(self) -> dict[str, str | None]:
@@ -170,6 +176,9 @@ class LocalAws:
             else:
                 os.environ[key] = value
         self._saved_env.clear()
+        if self._collector is not None:
+            moto_speed.collect_as_before(self._collector)
+            self._collector = None
         with _running_lock:
             _running = None
 
