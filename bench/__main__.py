@@ -87,8 +87,8 @@ def per_thousand(r: runs.FanoutRun) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000", help="in-process job sizes")
-    parser.add_argument("--distributed-sizes", default="100,1000",
-                        help="Distributed Map job sizes (10000 takes minutes under moto)")
+    parser.add_argument("--distributed-sizes", default="100,1000,10000",
+                        help="Distributed Map job sizes")
     parser.add_argument("--sequential-hosts", type=int, default=300,
                         help="hosts in the sequential loop (scaled to 1,000: it is linear)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run 1,000 hosts with a fleet that keeps connections open")
     parser.add_argument("--quick", action="store_true",
                         help="100 and 1,000 hosts only, a shorter sequential baseline")
-    parser.add_argument("--api-sizes", default="100,1000",
-                        help="job sizes through the API (10000 takes minutes under moto)")
+    parser.add_argument("--api-sizes", default="100,1000,10000",
+                        help="job sizes through the API (above 2,000: the Map, one job each)")
     parser.add_argument("parts", nargs="*", choices=[*PARTS, "profile", []],
                         help=f"run only these parts (default: all of {', '.join(PARTS)}); "
                         "`profile` profiles the event-loop engine (pyinstrument)")
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return load.main([])  # its own stack: `python -m bench.load --help` has its options
     if args.quick:
         args.sizes, args.distributed_sizes, args.sequential_hosts = "100,1000", "100", 100
+        args.api_sizes = "100,1000"
         args.import_runs = 3
     sizes = [int(s) for s in args.sizes.split(",") if s] if "inprocess" in parts else []
     dist_sizes = ([int(s) for s in args.distributed_sizes.split(",") if s]
@@ -188,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             if api_sizes:
                 say()
                 say(f"== Through the API on the make-run stack: POST /jobs?wait=25, action "
-                    f"`{api.ACTION}`, max_concurrency {args.concurrency} (API, moto, Step "
-                    "Functions and worker share this process, as in `make run`)")
+                    f"`{api.ACTION}`, max_concurrency {args.concurrency} (as in `make run`: "
+                    "the API, Step Functions and the worker in this process, DynamoDB in a "
+                    "moto process of its own)")
                 api_results = api.api_runs(stack, calls, fleet, api_sizes,
                                            concurrency=args.concurrency,
                                            latency=args.latency, say=say)
-                say("CPU/host here is this whole process (API, moto, worker) per host-action: "
-                    "moto's DynamoDB is most of it.")
+                say("CPU/host here is this process and DynamoDB's together (API, moto, "
+                    "worker) per host-action.")
             seq_1000 = None
             if seq_hosts:
                 say()

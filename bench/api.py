@@ -1,13 +1,14 @@
 """Jobs through the API on the `make run` stack: moto with template.yaml deployed, the API
-front on 127.0.0.1, the functions run in this process by the Lambda bridge (as `make run`
-does), the simulated fleet in a process of its own. `POST /jobs?wait=25` until the job is
+front on 127.0.0.1, the functions run in this process by the Lambda bridge and DynamoDB
+served from a moto process of its own (as `make run` does), the simulated fleet in a
+process of its own. `POST /jobs?wait=25` until the job is
 final, as a user would, and in the same run the raw baseline: a plain pool of threads
 doing the same requests, nothing recorded (bench/engine.py: raw_pool).
 
 Figures per job: wall time (POST to the final answer), its ratio to the ideal and to the
 raw pool, the most requests in flight at once across the fleet, this process's CPU per
-host-action (API, moto, Step Functions interpreter and worker together: moto's share is
-most of it), DynamoDB write requests per 20 results, and the path the job took.
+host-action (API, moto, Step Functions interpreter and worker together, DynamoDB's
+process included), DynamoDB write requests per 20 results, and the path the job took.
 """
 
 from __future__ import annotations

@@ -218,6 +218,38 @@ def test_out_of_time_leaves_unstarted_hosts_for_a_resume() -> None:
     assert len(sink.results) == 5  # the other five get their result from the next worker
 
 
+@pytest.mark.parametrize("engine", ["threads", "event loop"])
+def test_out_of_time_reads_no_further_host(engine: str) -> None:
+    """The hosts come from the inventory as they are read (Jobs.run_hosts): a worker out
+    of time stops there, without reading the rest (they are the next worker's)."""
+    taken: list[str] = []
+
+    def as_read() -> Any:
+        for host in hosts(50):
+            taken.append(host.id)
+            yield host
+
+    calls = {"n": 0}
+
+    def out_of_time() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    async def perform_async(host: Host, deadline: Deadline) -> str:
+        return "ok"
+
+    sink = ListSink()
+    rules: dict[str, Any] = {"concurrency": 1, "timeout_seconds": 5,
+                             "out_of_time": out_of_time, "slots": HostSlots()}
+    if engine == "threads":
+        summary = run(as_read(), lambda h, d: "ok", sink, **rules)
+    else:
+        summary = fanout.run_async(as_read(), perform_async, sink, **rules)
+    assert summary.stopped_by == "time"
+    assert len(sink.results) == 5
+    assert len(taken) == 6  # the five that ran, and the one that found the time up
+
+
 def test_large_outputs_are_cut_and_say_so() -> None:
     sink = ListSink()
     run(

@@ -14,6 +14,7 @@ drivers that block, and `run_async` (one event loop) for drivers with `perform_a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import threading
@@ -228,7 +229,8 @@ class ThreadedFanOut(FanOut):
                 self._free.acquire()
                 if reason := self.stop_reason():
                     self._free.release()
-                    self.skip([host, *pending], reason)
+                    # Lazily: hosts out of time get no result, so none is read for it.
+                    self.skip(itertools.chain([host], pending), reason)
                     break
                 self._admit(key, host)
         finally:
@@ -364,7 +366,7 @@ class EventLoopFanOut(FanOut):
                 if reason := self._watched or _stop_reason(None, self._local_checks,
                                                            self.out_of_time):
                     self._free.release()
-                    await self._skip_async([host, *pending], reason)
+                    await self._skip_async(itertools.chain([host], pending), reason)
                     break
                 task = loop.create_task(self._one(host))
                 running.add(task)
@@ -421,7 +423,7 @@ class EventLoopFanOut(FanOut):
                 self._watched = self._watched or "max_errors"
         self.record(host, status, task, counted=counted, **fields)
 
-    async def _skip_async(self, hosts: list[Host], reason: str) -> None:
+    async def _skip_async(self, hosts: Iterable[Host], reason: str) -> None:
         self.stopped_by = reason
         if reason != "time":
             for host in hosts:
