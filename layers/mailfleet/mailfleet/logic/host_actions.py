@@ -5,7 +5,8 @@ worker and each batch of the Distributed Map, through Jobs.run_hosts."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mailfleet.drivers.base import Deadline, Driver
@@ -38,14 +39,9 @@ class HostActions:
             raise self.refused
         item = self.items[host.id]
         driver = connect.driver_for(item, host=host)
-        try:
+        with _used(driver):
             checked = driver.validate(self.action, self.params, deadline)
             output = driver.perform(self.action, checked, deadline)
-        except HostError as exc:
-            _mask(exc, driver)
-            raise
-        finally:
-            driver.close()
         return self._finish(item, driver, output)
 
     async def perform_async(self, host: Any, deadline: Deadline) -> Any:
@@ -58,14 +54,9 @@ class HostActions:
         item = self.items[host.id]
         creds = await self._credentials_of(item.get("credentials_secret"))
         driver = connect.driver_for(item, host=host, credentials=creds)
-        try:
+        with _used(driver):
             checked = await self._checked(driver, deadline)
             output = await driver.perform_async(self.action, checked, deadline)
-        except HostError as exc:
-            _mask(exc, driver)
-            raise
-        finally:
-            driver.close()
         return self._finish(item, driver, output)
 
     def _finish(self, item: dict[str, Any], driver: Driver, output: Any) -> Any:
@@ -96,8 +87,17 @@ class HostActions:
         return driver.prepare(self.action, driver.validate(self.action, self.params, deadline))
 
 
-def _mask(exc: HostError, driver: Driver) -> None:
-    exc.message = mask_values(exc.message, driver.credential_values())
+@contextlib.contextmanager
+def _used(driver: Driver) -> Iterator[None]:
+    """A driver for one host's action: closed after it, and no credential value of its
+    host in the message of an error it raises."""
+    try:
+        yield
+    except HostError as exc:
+        exc.message = mask_values(exc.message, driver.credential_values())
+        raise
+    finally:
+        driver.close()
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
