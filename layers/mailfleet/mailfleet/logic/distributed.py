@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from mailfleet import aws
 from mailfleet.config import JobSettings
 from mailfleet.fanout import GRACE_SECONDS, ErrorBudget, LocalErrorBudget
-from mailfleet.logic.job_paths import JobPath, out_of_time_check
+from mailfleet.logic.job_paths import JobPath, invoke_later, out_of_time_check
 from mailfleet.models.common import now_iso, resolve_limit
 from mailfleet.models.jobs import JobStatus, no_such_job
 from mailfleet.store.jobs import RAN_PREFIX, JobNotFound, JobStore
@@ -201,11 +201,8 @@ class DistributedJobs(JobPath):
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
                 raise
-        aws.client("lambda").invoke(
-            FunctionName=self.settings.fanout.fanout_function,
-            InvocationType="Event",
-            Payload=json.dumps({"job_id": job_id, "close": {"reason": "cancelled"}}).encode(),
-        )
+        invoke_later(self.settings.fanout.fanout_function, "FANOUT_FUNCTION",
+                     {"job_id": job_id, "close": {"reason": "cancelled"}})
 
     # ------------------------------------------------------------------ worker side
     def run_batch(

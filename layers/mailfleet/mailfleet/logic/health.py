@@ -14,7 +14,6 @@ action `health.sweep`, one result per host, so GET /jobs/{id} follows it.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -24,14 +23,13 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from mailfleet import aws
 from mailfleet.config import HealthSettings
 from mailfleet.drivers.base import Deadline, Driver
 from mailfleet.errors import ErrorType, HostError
 from mailfleet.fanout import run
 from mailfleet.logic import connect
 from mailfleet.logic.caller import Caller
-from mailfleet.logic.job_paths import JobPath
+from mailfleet.logic.job_paths import JobPath, invoke_later
 from mailfleet.logic.job_records import JobRecords
 from mailfleet.logic.problems import conflict, forbidden, invalid
 from mailfleet.models.common import now_iso
@@ -188,12 +186,8 @@ class HealthSweepPath(JobPath):
         self.settings = settings or HealthSettings()
 
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
-        name = self.settings.maintenance_function
-        if not name:
-            raise RuntimeError("MAINTENANCE_FUNCTION is not configured")
-        aws.client("lambda").invoke(
-            FunctionName=name, InvocationType="Event",
-            Payload=json.dumps({"task": "health-sweep", "job_id": job["job_id"]}).encode())
+        invoke_later(self.settings.maintenance_function, "MAINTENANCE_FUNCTION",
+                     {"task": "health-sweep", "job_id": job["job_id"]})
 
 
 class FleetHealth:

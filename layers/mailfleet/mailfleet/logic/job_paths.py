@@ -13,10 +13,12 @@ never started) is in logic/job_records.py.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from mailfleet import aws
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.job_records import JobRecords
 from mailfleet.logic.problems import Unavailable
@@ -64,6 +66,15 @@ class JobPath(ABC):
             self.records.fail_unstarted(
                 job["job_id"], f"{self.unstarted_reason}: {type(exc).__name__}", caller)
             raise Unavailable(self.unstarted_message, extra={"job_id": job["job_id"]}) from None
+
+
+def invoke_later(function: str | None, setting: str, payload: dict[str, Any]) -> None:
+    """Hand a job to `function` as an asynchronous invocation (Lambda queues it and
+    retries it); `setting` names the variable that should have named the function."""
+    if not function:
+        raise RuntimeError(f"{setting} is not configured")
+    aws.client("lambda").invoke(FunctionName=function, InvocationType="Event",
+                                Payload=json.dumps(payload).encode())
 
 
 def out_of_time_check(remaining_ms: Callable[[], int] | None,

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mailfleet import aws
 from mailfleet.config import FanoutSettings, JobSettings
 from mailfleet.drivers import driver_class
 from mailfleet.drivers.base import Driver, validate_params
@@ -33,7 +32,7 @@ from mailfleet.logic.appliance_ops import ApplianceOperations, is_long_operation
 from mailfleet.logic.caller import Caller
 from mailfleet.logic.distributed import DISTRIBUTED, DistributedJobs, choose_path
 from mailfleet.logic.host_actions import HostActions
-from mailfleet.logic.job_paths import JobPath, out_of_time_check
+from mailfleet.logic.job_paths import JobPath, invoke_later, out_of_time_check
 from mailfleet.logic.job_records import JobRecords, count_failures
 from mailfleet.logic.problems import (
     FieldError,
@@ -718,14 +717,8 @@ class InProcessPath(JobPath):
         self.settings = settings or FanoutSettings()
 
     def start(self, job: dict[str, Any], targets: list[str]) -> None:
-        name = self.settings.fanout_function
-        if not name:
-            raise RuntimeError("FANOUT_FUNCTION is not configured")
-        aws.client("lambda").invoke(
-            FunctionName=name,
-            InvocationType="Event",
-            Payload=json.dumps({"job_id": job["job_id"]}).encode(),
-        )
+        invoke_later(self.settings.fanout_function, "FANOUT_FUNCTION",
+                     {"job_id": job["job_id"]})
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
