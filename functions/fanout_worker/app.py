@@ -12,7 +12,6 @@ EventBridge rule when an execution fails, times out or is stopped).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -20,9 +19,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
-from mailfleet import aws
 from mailfleet.config import JobSettings
 from mailfleet.logic.distributed import BatchHandedOver, DistributedJobs
+from mailfleet.logic.job_paths import invoke_later
 from mailfleet.logic.jobs import Jobs
 
 logger = Logger()
@@ -82,11 +81,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     def continue_later(job_id: str) -> None:
         logger.info("handing the rest of the job to a fresh invocation")
-        aws.client("lambda").invoke(
-            FunctionName=context.function_name,
-            InvocationType="Event",
-            Payload=json.dumps({"job_id": job_id}).encode(),
-        )
+        invoke_later(context.function_name, "the function's own name", {"job_id": job_id})
 
     try:
         outcome = jobs.execute(
