@@ -377,13 +377,15 @@ def test_a_job_whose_worker_cannot_start_is_closed_on_the_record(
 
     host_id = f"audit-{uuid.uuid4().hex[:8]}"
     Inventory().register(_host(host_id), ADMIN)
-    real = jobs_module.aws.client
+    from mailfleet import aws
+
+    real = aws.client
 
     class NoLambda:
         def invoke(self, **_: Any) -> Any:
             raise ConnectionError("lambda unreachable")
 
-    monkeypatch.setattr(jobs_module.aws, "client",
+    monkeypatch.setattr(aws, "client",
                         lambda name: NoLambda() if name == "lambda" else real(name))
     request = JobRequest.model_validate({"action": "destinations.list",
                                          "targets": {"hosts": [host_id]}})
